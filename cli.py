@@ -1,0 +1,268 @@
+"""The ``gsam2`` command line: Grounded SAM 2 over files, in bulk.
+
+    gsam2 image --prompt "car. person. dog." --input photos/ --output out/
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .core import (
+    DEFAULT_BOX_THRESHOLD,
+    DEFAULT_DETECTOR,
+    DEFAULT_SEGMENTER,
+    DEFAULT_TEXT_THRESHOLD,
+    SAM2_CHECKPOINTS,
+    GroundedSam2Error,
+    InputError,
+    detections_to_record,
+    draw_detections,
+    ground_and_segment,
+    load_detector,
+    load_image,
+    load_segmenter,
+    parse_prompt,
+)
+from .core.devices import DEVICE_CHOICES
+from .core.images import IMAGE_EXTENSIONS
+from .core.pipeline import DEFAULT_BATCH_SIZE, batched
+
+EXIT_OK, EXIT_FAILURES, EXIT_USAGE = 0, 1, 2
+
+
+@dataclass
+class RunSummary:
+    """What a bulk run did, printed at the end."""
+
+    images: int = 0
+    objects: int = 0
+    failures: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def lines(self) -> list[str]:
+        rate = self.images / self.seconds if self.seconds > 0 else 0.0
+        lines = [
+            f"images processed: {self.images}",
+            f"objects found:    {self.objects}",
+            f"failures:         {len(self.failures)}",
+            f"time:             {self.seconds:.1f} s ({rate:.2f} images/s)",
+        ]
+        lines += [f"  failed: {failure}" for failure in self.failures]
+        return lines
+
+
+def expand_inputs(inputs: Sequence[str], recursive: bool = False) -> tuple[list[Path], list[str]]:
+    """Turn files, folders and globs into a sorted, de-duplicated list of image files.
+
+    Returns the files and one error line for every input that matched nothing.
+    """
+    files: list[Path] = []
+    errors: list[str] = []
+    for raw in inputs:
+        path = Path(raw)
+        if path.is_dir():
+            pattern = "**/*" if recursive else "*"
+            found = sorted(p for p in path.glob(pattern) if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+            if not found:
+                errors.append(f"{raw}: folder holds no image files ({', '.join(sorted(IMAGE_EXTENSIONS))})")
+            files.extend(found)
+        elif path.exists():
+            files.append(path)  # an explicit file is tried whatever its extension
+        elif glob.has_magic(raw):
+            found = sorted(Path(p) for p in glob.glob(raw, recursive=recursive) if Path(p).is_file())
+            if not found:
+                errors.append(f"{raw}: pattern matched no files")
+            files.extend(found)
+        else:
+            errors.append(f"{raw}: no such file or folder")
+    unique = list(dict.fromkeys(p.resolve() for p in files))
+    return unique, errors
+
+
+def output_stems(files: Sequence[Path]) -> list[str]:
+    """``photo``, ``photo-2``, ...: one output name per input, even when stems repeat across folders."""
+    seen: dict[str, int] = {}
+    stems = []
+    for path in files:
+        count = seen.get(path.stem, 0) + 1
+        seen[path.stem] = count
+        stems.append(path.stem if count == 1 else f"{path.stem}-{count}")
+    return stems
+
+
+def run_image(args: argparse.Namespace) -> int:
+    from PIL import Image
+    from tqdm import tqdm
+
+    try:
+        phrases = parse_prompt(args.prompt)
+    except InputError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    files, summary_failures = expand_inputs(args.input, recursive=args.recursive)
+    for failure in summary_failures:
+        print(f"error: {failure}", file=sys.stderr)
+    summary = RunSummary(failures=list(summary_failures))
+    if not files:
+        print("error: no input images found", file=sys.stderr)
+        return EXIT_FAILURES
+
+    try:
+        detector = load_detector(args.detector, device=args.device)
+        segmenter = load_segmenter(args.segmenter, device=args.device)
+        detector.validate_phrases(phrases)
+    except GroundedSam2Error as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+
+    output = Path(args.output)
+    output.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    progress = tqdm(total=len(files), desc="images", unit="img", disable=args.quiet)
+    for batch in batched(list(zip(files, output_stems(files))), args.batch_size):
+        loaded = []
+        for path, stem in batch:
+            try:
+                loaded.append((path, stem, load_image(path)))
+            except InputError as error:
+                summary.failures.append(str(error))
+                tqdm.write(f"error: {error}", file=sys.stderr)
+                progress.update(1)
+        if not loaded:
+            continue
+        try:
+            results = ground_and_segment(
+                [image for _, _, image in loaded],
+                phrases,
+                detector=detector,
+                segmenter=segmenter,
+                box_threshold=args.box_threshold,
+                text_threshold=args.text_threshold,
+                batch_size=args.batch_size,
+            )
+        except Exception as error:  # noqa: BLE001 - one bad batch must not end a bulk run
+            for path, _, _ in loaded:
+                summary.failures.append(f"{path}: inference failed ({type(error).__name__}: {error})")
+            tqdm.write(f"error: inference failed on {len(loaded)} image(s): {error}", file=sys.stderr)
+            progress.update(len(loaded))
+            continue
+        for (path, stem, image), detections in zip(loaded, results):
+            record = detections_to_record(detections, path, image.shape[:2])
+            (output / f"{stem}.json").write_text(json.dumps(record, indent=2))
+            if not args.no_draw:
+                Image.fromarray(draw_detections(image, detections)).save(output / f"{stem}.jpg", quality=90)
+            summary.images += 1
+            summary.objects += len(detections)
+            progress.update(1)
+    progress.close()
+    summary.seconds = time.perf_counter() - started
+    print("\n".join(summary.lines()))
+    return EXIT_FAILURES if summary.failures else EXIT_OK
+
+
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    models = parser.add_argument_group("models")
+    models.add_argument(
+        "--detector",
+        default=DEFAULT_DETECTOR,
+        help=f"Grounding DINO checkpoint: a Hugging Face hub id or a local folder (default: {DEFAULT_DETECTOR})",
+    )
+    models.add_argument(
+        "--segmenter",
+        default=DEFAULT_SEGMENTER,
+        help=(
+            "SAM 2 checkpoint: a hub id, a local folder, or one of "
+            f"{', '.join(SAM2_CHECKPOINTS)} (default: {DEFAULT_SEGMENTER})"
+        ),
+    )
+    models.add_argument(
+        "--device",
+        default="auto",
+        help=f"where to run: {', '.join(DEVICE_CHOICES)} or e.g. cuda:1 (default: auto = CUDA, then MPS, then CPU)",
+    )
+
+
+def probability(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text} is not between 0 and 1")
+    return value
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive integer")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gsam2",
+        description="Grounded SAM 2: text-prompted detection (Grounding DINO) and segmentation (SAM 2).",
+        epilog='Example: gsam2 image --prompt "car. person. dog." --input photos/ --output out/',
+    )
+    subcommands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    image = subcommands.add_parser(
+        "image",
+        help="detect and segment what a text prompt names in image files",
+        description=(
+            "For every input image, write OUT/<stem>.json (boxes in pixels, COCO RLE masks, scores: the "
+            "Grounded-SAM-2 reference format) and OUT/<stem>.jpg (the image with masks, boxes and labels). "
+            "Exits with 1 if any input failed, 2 on a usage error."
+        ),
+    )
+    image.add_argument(
+        "--prompt",
+        required=True,
+        help='what to find: lower-case class names each followed by a period, e.g. "car. person. dog."',
+    )
+    image.add_argument(
+        "--input",
+        required=True,
+        nargs="+",
+        metavar="PATH",
+        help="image files, folders of images, or glob patterns (quote them: 'photos/*.png')",
+    )
+    image.add_argument("--output", required=True, metavar="OUT", help="folder to write results into (created)")
+    image.add_argument(
+        "--box-threshold",
+        type=probability,
+        default=DEFAULT_BOX_THRESHOLD,
+        help=f"minimum detector score of a box (default: {DEFAULT_BOX_THRESHOLD})",
+    )
+    image.add_argument(
+        "--text-threshold",
+        type=probability,
+        default=DEFAULT_TEXT_THRESHOLD,
+        help=f"minimum score of the phrase a box is labelled with (default: {DEFAULT_TEXT_THRESHOLD})",
+    )
+    image.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=DEFAULT_BATCH_SIZE,
+        help=f"images per forward pass (default: {DEFAULT_BATCH_SIZE}; raise it on a GPU)",
+    )
+    image.add_argument("--recursive", action="store_true", help="look for images in sub-folders too")
+    image.add_argument("--no-draw", action="store_true", help="write only the JSON, not the annotated images")
+    image.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_model_options(image)
+    image.set_defaults(run=run_image)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

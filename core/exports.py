@@ -1,0 +1,89 @@
+"""What the core writes: COCO RLE JSON in the reference format, and annotated images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import supervision as sv
+from pycocotools import mask as mask_utils
+
+from .detections import class_names
+
+
+def mask_to_rle(mask: np.ndarray) -> dict[str, Any]:
+    """Encode a 2-D boolean mask as COCO RLE: ``{"size": [h, w], "counts": str}``."""
+    rle = mask_utils.encode(np.asfortranarray(np.asarray(mask, dtype=np.uint8)))
+    return {"size": [int(rle["size"][0]), int(rle["size"][1])], "counts": rle["counts"].decode("ascii")}
+
+
+def rle_to_mask(rle: dict[str, Any]) -> np.ndarray:
+    """Decode a COCO RLE (``counts`` as str or bytes) back to a 2-D boolean mask."""
+    counts = rle["counts"]
+    encoded = {"size": list(rle["size"]), "counts": counts.encode("ascii") if isinstance(counts, str) else counts}
+    return mask_utils.decode(encoded).astype(bool)
+
+
+def detections_to_record(
+    detections: sv.Detections,
+    image_path: str | Path,
+    image_size: tuple[int, int],
+) -> dict[str, Any]:
+    """One image's results in the reference Grounded-SAM-2 JSON format.
+
+    ``score`` is the detector's confidence (the reference writes SAM 2's
+    predicted IoU there); SAM 2's predicted IoU is kept as ``mask_score``.
+    """
+    height, width = image_size
+    names = class_names(detections)
+    mask_scores = detections.data.get("mask_score")
+    annotations = []
+    for i in range(len(detections)):
+        annotation: dict[str, Any] = {
+            "class_name": names[i],
+            "bbox": [round(float(v), 2) for v in detections.xyxy[i]],
+            "score": round(float(detections.confidence[i]), 4),
+        }
+        if detections.mask is not None:
+            annotation["segmentation"] = mask_to_rle(detections.mask[i])
+        if mask_scores is not None:
+            annotation["mask_score"] = round(float(mask_scores[i]), 4)
+        annotations.append(annotation)
+    return {
+        "image_path": str(image_path),
+        "annotations": annotations,
+        "box_format": "xyxy",
+        "img_width": int(width),
+        "img_height": int(height),
+    }
+
+
+def detection_labels(detections: sv.Detections) -> list[str]:
+    """``"<id> <class> <score>"`` labels for drawing (the id only when tracked)."""
+    labels = []
+    for i, name in enumerate(class_names(detections)):
+        prefix = f"{int(detections.tracker_id[i])} " if detections.tracker_id is not None else ""
+        score = f" {detections.confidence[i]:.2f}" if detections.confidence is not None else ""
+        labels.append(f"{prefix}{name}{score}")
+    return labels
+
+
+def draw_detections(image: np.ndarray, detections: sv.Detections) -> np.ndarray:
+    """Draw masks, boxes and labels on a copy of an RGB image with supervision's annotators."""
+    canvas = np.ascontiguousarray(image.copy())
+    if len(detections) == 0:
+        return canvas
+    # Colour by track id when tracking, else by class, so one object keeps one colour.
+    lookup = sv.ColorLookup.TRACK if detections.tracker_id is not None else sv.ColorLookup.CLASS
+    scale = max(canvas.shape[:2]) / 1000
+    if detections.mask is not None:
+        canvas = sv.MaskAnnotator(color_lookup=lookup, opacity=0.45).annotate(canvas, detections)
+    canvas = sv.BoxAnnotator(color_lookup=lookup, thickness=max(1, round(2 * scale))).annotate(canvas, detections)
+    canvas = sv.LabelAnnotator(
+        color_lookup=lookup,
+        text_scale=max(0.3, 0.5 * scale),
+        text_thickness=max(1, round(scale)),
+        text_padding=max(2, round(5 * scale)),
+    ).annotate(canvas, detections, labels=detection_labels(detections))
+    return canvas

@@ -1,0 +1,99 @@
+"""Reading images the way a viewer shows them.
+
+Every loader in the project goes through :func:`load_image`, which returns an
+RGB ``uint8`` array in display orientation (EXIF rotation applied) whatever the
+file holds: grayscale, palette, RGBA, 16-bit or CMYK. Masks computed on that
+array therefore line up with the image a person sees in FiftyOne or CVAT.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import InputError
+
+IMAGE_EXTENSIONS = frozenset(
+    {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".jfif", ".pbm", ".pgm", ".ppm"}
+)
+
+_SIXTEEN_BIT_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
+
+
+def to_rgb_array(image: Image.Image) -> np.ndarray:
+    """Convert any PIL image to an ``(H, W, 3)`` ``uint8`` RGB array, EXIF rotation applied."""
+    image = ImageOps.exif_transpose(image)
+    if image.mode in _SIXTEEN_BIT_MODES:
+        # PIL's own convert("RGB") clips 16-bit values to 255, which turns most
+        # 16-bit images white; scale the full range down instead.
+        values = np.asarray(image, dtype=np.float32)
+        peak = 65535.0 if values.max(initial=0) > 255 else 255.0
+        gray = np.clip(values * (255.0 / peak), 0, 255).astype(np.uint8)
+        return np.repeat(gray[:, :, None], 3, axis=2)
+    if image.mode == "P":
+        image = image.convert("RGBA")
+    return np.asarray(image.convert("RGB"), dtype=np.uint8).copy()
+
+
+def as_rgb_array(image: np.ndarray | Image.Image) -> np.ndarray:
+    """Accept a PIL image or an array (H×W gray, H×W×3 RGB, H×W×4 RGBA) and return RGB ``uint8``."""
+    if isinstance(image, Image.Image):
+        return to_rgb_array(image)
+    array = np.asarray(image)
+    if array.ndim == 2:
+        array = np.repeat(array[:, :, None], 3, axis=2)
+    if array.ndim != 3 or array.shape[2] not in (3, 4):
+        raise InputError(f"image array has shape {array.shape}; expected H×W, H×W×3 or H×W×4")
+    if array.shape[0] == 0 or array.shape[1] == 0:
+        raise InputError(f"image array has shape {array.shape}: it has no pixels")
+    if array.dtype == np.uint16:
+        array = (array / 257.0).round()
+    elif array.dtype != np.uint8:
+        if np.issubdtype(array.dtype, np.floating) and array.max(initial=0) <= 1.0:
+            array = array * 255.0
+        array = np.clip(array, 0, 255)
+    return np.ascontiguousarray(array[:, :, :3].astype(np.uint8))
+
+
+def decode_image(data: bytes, name: str = "image") -> np.ndarray:
+    """Decode encoded image bytes (e.g. a request body) into RGB ``uint8``; ``name`` goes in errors."""
+    return _decode(lambda: Image.open(io.BytesIO(data)), name)
+
+
+def load_image(path: str | Path) -> np.ndarray:
+    """Read an image file into an RGB ``uint8`` array in display orientation.
+
+    Raises:
+        InputError: naming the file, if it is missing, not an image, truncated,
+            or larger than PIL's decompression-bomb limit.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: no such file")
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder, not an image file")
+    return _decode(lambda: Image.open(path), str(path))
+
+
+def _decode(open_image, name: str) -> np.ndarray:
+    try:
+        with warnings.catch_warnings():
+            # PIL only warns between 1x and 2x its pixel limit; treat both as errors
+            # so that a huge image fails cleanly instead of exhausting memory later.
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with open_image() as image:
+                image.load()
+                return to_rgb_array(image)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise InputError(
+            f"{name}: image is larger than the {Image.MAX_IMAGE_PIXELS:,}-pixel safety limit "
+            "(raise PIL.Image.MAX_IMAGE_PIXELS if you trust this file)"
+        ) from None
+    except UnidentifiedImageError:
+        raise InputError(f"{name}: not an image, or an image format that Pillow cannot read") from None
+    except (OSError, SyntaxError, ValueError) as error:
+        raise InputError(f"{name}: truncated or corrupt image ({error})") from None

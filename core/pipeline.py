@@ -1,0 +1,97 @@
+"""Ground and segment: a text prompt and a batch of images in, masks out."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import supervision as sv
+from PIL import Image
+
+from .detections import empty_detections
+from .detectors import Detector
+from .images import as_rgb_array
+from .models import DEFAULT_DETECTOR, DEFAULT_SEGMENTER, load_detector, load_segmenter
+from .prompts import parse_prompt
+from .segmenter import Sam2ImageSegmenter
+
+DEFAULT_BOX_THRESHOLD = 0.35
+DEFAULT_TEXT_THRESHOLD = 0.25
+DEFAULT_BATCH_SIZE = 4
+
+
+def ground_and_segment(
+    images: Sequence[np.ndarray | Image.Image],
+    prompt: str | Sequence[str],
+    detector: Detector | str = DEFAULT_DETECTOR,
+    segmenter: Sam2ImageSegmenter | str = DEFAULT_SEGMENTER,
+    box_threshold: float = DEFAULT_BOX_THRESHOLD,
+    text_threshold: float = DEFAULT_TEXT_THRESHOLD,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    device: str | None = "auto",
+) -> list[sv.Detections]:
+    """Detect what ``prompt`` names in every image and segment each detection with SAM 2.
+
+    Args:
+        images: RGB arrays or PIL images (any mode; converted to RGB).
+        prompt: ``"car. person. dog."`` or ``["car", "person", "dog"]``.
+        detector: a loaded detector or a checkpoint (hub id / local folder).
+        segmenter: a loaded SAM 2 segmenter or a checkpoint.
+        box_threshold: minimum detector score of a box.
+        text_threshold: minimum score of the phrase a box is labelled with.
+        batch_size: images per detector / image-encoder forward pass.
+        device: ``"auto"``, ``"cuda"``, ``"mps"`` or ``"cpu"`` (used when loading by checkpoint).
+
+    Returns:
+        One ``sv.Detections`` per image: pixel ``xyxy``, full-frame bool ``mask``,
+        ``confidence`` (the detector's score), ``class_id`` (index into the
+        prompt's phrases), ``data["class_name"]`` and ``data["mask_score"]``
+        (SAM 2's predicted IoU). An image with nothing found gets empty detections.
+    """
+    phrases = parse_prompt(prompt)
+    if isinstance(detector, str):
+        detector = load_detector(detector, device=device)
+    if isinstance(segmenter, str):
+        segmenter = load_segmenter(segmenter, device=device)
+    detector.validate_phrases(phrases)
+    arrays = [as_rgb_array(image) for image in images]
+    results: list[sv.Detections] = []
+    for batch in batched(arrays, batch_size):
+        results.extend(
+            _ground_and_segment_batch(batch, phrases, detector, segmenter, box_threshold, text_threshold)
+        )
+    return results
+
+
+def _ground_and_segment_batch(
+    images: list[np.ndarray],
+    phrases: list[str],
+    detector: Detector,
+    segmenter: Sam2ImageSegmenter,
+    box_threshold: float,
+    text_threshold: float,
+) -> list[sv.Detections]:
+    boxes_per_image = detector.detect(images, phrases, box_threshold, text_threshold)
+    # Only images where something was found are worth encoding with SAM 2.
+    found = [i for i, detections in enumerate(boxes_per_image) if len(detections)]
+    embeddings = dict(zip(found, segmenter.embed([images[i] for i in found])))
+    results = []
+    for index, (image, detections) in enumerate(zip(images, boxes_per_image)):
+        if index not in embeddings:
+            empty = empty_detections(*image.shape[:2])
+            empty.data["mask_score"] = np.zeros((0,), dtype=np.float32)
+            results.append(empty)
+            continue
+        masks, mask_scores = segmenter.segment_boxes(embeddings[index], detections.xyxy)
+        detections.mask = masks
+        detections.data["mask_score"] = mask_scores.astype(np.float32)
+        results.append(detections)
+    return results
+
+
+def batched(items: Sequence, size: int) -> Iterator[list]:
+    """Consecutive chunks of ``size`` items (the last one may be shorter)."""
+    if size < 1:
+        raise ValueError(f"batch size must be at least 1, got {size}")
+    for start in range(0, len(items), size):
+        yield list(items[start : start + size])

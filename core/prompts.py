@@ -1,0 +1,56 @@
+"""Text prompts: the phrases a grounding detector looks for.
+
+Grounding DINO reads one string of lower-case phrases, each followed by a
+period: ``"car. person. dog."``. Users type all sorts of things, so prompts are
+normalised here once and every backend gets the same list of phrases.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from .errors import PromptError
+
+_WHITESPACE = re.compile(r"\s+")
+
+
+def _clean_phrase(phrase: str) -> str:
+    return _WHITESPACE.sub(" ", phrase.strip().strip(".").strip()).lower()
+
+
+def parse_prompt(prompt: str | Sequence[str]) -> list[str]:
+    """Split a prompt into unique, lower-case phrases, in the order given.
+
+    ``prompt`` is either one string of period-separated phrases
+    (``"Car. person.  dog"``; if it has no period but has commas, commas
+    separate the phrases) or a list of class names (``["car", "person"]``).
+
+    Raises:
+        PromptError: if no phrase is left after normalisation.
+    """
+    if isinstance(prompt, str):
+        separator = "." if "." in prompt or "," not in prompt else ","
+        pieces = prompt.split(separator)
+    elif isinstance(prompt, Sequence):
+        pieces = []
+        for item in prompt:
+            if not isinstance(item, str):
+                raise PromptError(f"prompt: class names must be strings, got {type(item).__name__} {item!r}")
+            pieces.append(item)
+    else:
+        raise PromptError(f"prompt: expected a string or a list of class names, got {type(prompt).__name__}")
+
+    phrases: list[str] = []
+    for piece in pieces:
+        phrase = _clean_phrase(piece)
+        if phrase and phrase not in phrases:
+            phrases.append(phrase)
+    if not phrases:
+        raise PromptError(f"prompt {prompt!r} is empty: give at least one class name, e.g. \"car. person.\"")
+    return phrases
+
+
+def prompt_text(phrases: Sequence[str]) -> str:
+    """Join phrases the way Grounding DINO was trained on: ``"car. person."``."""
+    return " ".join(f"{phrase}." for phrase in phrases)

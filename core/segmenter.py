@@ -1,0 +1,103 @@
+"""SAM 2 image segmentation through ``transformers`` (``Sam2Model`` + ``Sam2Processor``).
+
+The image encoder is the expensive part, so it runs once per image (and over
+a whole batch of images in one forward pass); every box or click on that image
+then only runs the light prompt encoder and mask decoder.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .devices import inference_context
+
+# Boxes per decoder call: bounds the memory of the full-resolution masks.
+MAX_PROMPTS_PER_CALL = 64
+
+
+@dataclass
+class ImageEmbedding:
+    """SAM 2's encoding of one image: reusable for any number of prompts."""
+
+    features: list[torch.Tensor]
+    height: int
+    width: int
+
+
+class Sam2ImageSegmenter:
+    """Boxes (or points) in, one full-frame boolean mask per prompt out."""
+
+    name = "sam2"
+
+    def __init__(self, model: torch.nn.Module, processor, device: torch.device):
+        self.model = model
+        self.processor = processor
+        self.device = device
+
+    @classmethod
+    def from_pretrained(cls, checkpoint: str, device: torch.device) -> Sam2ImageSegmenter:
+        """Load a hub id (``facebook/sam2.1-hiera-tiny``) or a local folder."""
+        from transformers import Sam2Model, Sam2Processor
+
+        processor = Sam2Processor.from_pretrained(checkpoint)
+        model = Sam2Model.from_pretrained(checkpoint)
+        return cls(model.to(device).eval(), processor, device)
+
+    def embed(self, images: Sequence[np.ndarray]) -> list[ImageEmbedding]:
+        """Encode a batch of RGB ``uint8`` images in one forward pass."""
+        if not images:
+            return []
+        inputs = self.processor(images=[Image.fromarray(image) for image in images], return_tensors="pt")
+        with inference_context(self.device):
+            features = self.model.get_image_embeddings(inputs["pixel_values"].to(self.device))
+        return [
+            ImageEmbedding([level[i : i + 1] for level in features], image.shape[0], image.shape[1])
+            for i, image in enumerate(images)
+        ]
+
+    def segment_boxes(self, embedding: ImageEmbedding, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """One mask per pixel ``xyxy`` box: ``(N, H, W)`` bool masks and ``(N,)`` predicted IoU scores."""
+        boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+        results = [
+            self._decode(embedding, input_boxes=[boxes[start : start + MAX_PROMPTS_PER_CALL].tolist()])
+            for start in range(0, len(boxes), MAX_PROMPTS_PER_CALL)
+        ]
+        if not results:
+            return np.zeros((0, embedding.height, embedding.width), bool), np.zeros((0,), np.float32)
+        return np.concatenate([r[0] for r in results]), np.concatenate([r[1] for r in results])
+
+    def segment_points(
+        self,
+        embedding: ImageEmbedding,
+        points: np.ndarray,
+        labels: np.ndarray,
+        box: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, float]:
+        """One mask for one object from clicks (label 1 = positive, 0 = negative) and an optional box."""
+        kwargs = {
+            "input_points": [[np.asarray(points, dtype=np.float32).reshape(-1, 2).tolist()]],
+            "input_labels": [[np.asarray(labels, dtype=int).reshape(-1).tolist()]],
+        }
+        if box is not None:
+            kwargs["input_boxes"] = [[np.asarray(box, dtype=np.float32).reshape(4).tolist()]]
+        masks, scores = self._decode(embedding, **kwargs)
+        return masks[0], float(scores[0])
+
+    def _decode(self, embedding: ImageEmbedding, **prompts) -> tuple[np.ndarray, np.ndarray]:
+        original_sizes = [[embedding.height, embedding.width]]
+        inputs = self.processor(original_sizes=original_sizes, return_tensors="pt", **prompts)
+        prompt_tensors = {
+            key: value.to(self.device)
+            for key, value in inputs.items()
+            if key in ("input_points", "input_labels", "input_boxes")
+        }
+        with inference_context(self.device):
+            outputs = self.model(image_embeddings=embedding.features, multimask_output=False, **prompt_tensors)
+        masks = self.processor.post_process_masks(outputs.pred_masks.float().cpu(), original_sizes, binarize=True)[0]
+        scores = outputs.iou_scores.float().cpu().numpy().reshape(-1)
+        return masks[:, 0].numpy().astype(bool), scores

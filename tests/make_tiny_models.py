@@ -1,0 +1,156 @@
+"""Write tiny, randomly initialised checkpoints for offline tests.
+
+    python tests/make_tiny_models.py OUTDIR
+
+creates ``OUTDIR/grounding-dino`` and ``OUTDIR/sam2``: real transformers
+architectures (the same config classes as the hub checkpoints) shrunk to a few
+small layers, saved with ``save_pretrained`` so that the project's loaders read
+them exactly as they read ``IDEA-Research/grounding-dino-tiny`` or
+``facebook/sam2.1-hiera-tiny``. Their outputs are random: tests use them for
+plumbing (shapes, coordinates, formats), never for what was detected.
+"""
+
+from __future__ import annotations
+
+import argparse
+import string
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+from transformers import (
+    BertConfig,
+    BertTokenizerFast,
+    GroundingDinoConfig,
+    GroundingDinoForObjectDetection,
+    GroundingDinoImageProcessor,
+    GroundingDinoProcessor,
+    Sam2Config,
+    Sam2HieraDetConfig,
+    Sam2ImageProcessor,
+    Sam2MaskDecoderConfig,
+    Sam2Model,
+    Sam2Processor,
+    Sam2PromptEncoderConfig,
+    Sam2VisionConfig,
+    SwinConfig,
+)
+
+# Whole words the example prompts use, then single characters and word pieces
+# so that any lower-case prompt tokenizes without [UNK].
+_WORDS = ["car", "person", "dog", "cat", "cup", "astronaut", "red", "square", "circle", "blue"]
+_SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+_CHARS = list(string.ascii_lowercase + string.digits + ".,-'!?&/()")
+
+
+def build_tokenizer() -> BertTokenizerFast:
+    vocab = _SPECIAL + _WORDS + _CHARS + ["##" + c for c in string.ascii_lowercase + string.digits]
+    with tempfile.TemporaryDirectory() as tmp:
+        vocab_file = Path(tmp) / "vocab.txt"
+        vocab_file.write_text("\n".join(vocab) + "\n")
+        # from_pretrained on a folder holding vocab.txt is the one spelling that
+        # transformers 4.x and 5.x both read into a fast tokenizer.
+        return BertTokenizerFast.from_pretrained(tmp, do_lower_case=True)
+
+
+def build_grounding_dino(image_size: int = 128) -> tuple[GroundingDinoForObjectDetection, GroundingDinoProcessor]:
+    tokenizer = build_tokenizer()
+    backbone = SwinConfig(
+        image_size=image_size,
+        embed_dim=8,
+        depths=[1, 1, 1, 1],
+        num_heads=[1, 1, 1, 1],
+        window_size=4,
+        out_features=["stage2", "stage3", "stage4"],
+        out_indices=[2, 3, 4],
+    )
+    text = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=512,
+    )
+    config = GroundingDinoConfig(
+        backbone_config=backbone,
+        text_config=text,
+        d_model=32,
+        num_queries=20,
+        encoder_layers=1,
+        decoder_layers=2,
+        encoder_ffn_dim=32,
+        decoder_ffn_dim=32,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        num_feature_levels=4,
+        encoder_n_points=2,
+        decoder_n_points=2,
+    )
+    torch.manual_seed(0)
+    model = GroundingDinoForObjectDetection(config).eval()
+    image_processor = GroundingDinoImageProcessor(
+        size={"shortest_edge": image_size, "longest_edge": image_size * 2}
+    )
+    return model, GroundingDinoProcessor(image_processor=image_processor, tokenizer=tokenizer)
+
+
+def build_sam2(image_size: int = 256) -> tuple[Sam2Model, Sam2Processor]:
+    dims = [8, 16, 32, 64]
+    backbone = Sam2HieraDetConfig(
+        image_size=[image_size, image_size],
+        hidden_size=dims[0],
+        embed_dim_per_stage=dims,
+        blocks_per_stage=[1, 2, 1, 1],
+        num_attention_heads_per_stage=[1, 1, 1, 1],
+        window_size_per_stage=[4, 4, 4, 2],
+        global_attention_blocks=[2],
+    )
+    stride = image_size // 4
+    vision = Sam2VisionConfig(
+        backbone_config=backbone,
+        backbone_channel_list=list(reversed(dims)),
+        backbone_feature_sizes=[[stride, stride], [stride // 2, stride // 2], [stride // 4, stride // 4]],
+        fpn_hidden_size=32,
+    )
+    config = Sam2Config(
+        vision_config=vision,
+        prompt_encoder_config=Sam2PromptEncoderConfig(hidden_size=32, image_size=image_size, patch_size=16),
+        mask_decoder_config=Sam2MaskDecoderConfig(
+            hidden_size=32, mlp_dim=64, num_attention_heads=2, iou_head_hidden_dim=32
+        ),
+    )
+    torch.manual_seed(0)
+    model = Sam2Model(config).eval()
+    image_processor = Sam2ImageProcessor(
+        size={"height": image_size, "width": image_size},
+        mask_size={"height": image_size // 4, "width": image_size // 4},
+    )
+    return model, Sam2Processor(image_processor=image_processor)
+
+
+def write_tiny_models(outdir: str | Path) -> dict[str, Path]:
+    """Write every tiny checkpoint under ``outdir``; return their folders by name."""
+    outdir = Path(outdir)
+    written = {}
+    for name, build in (("grounding-dino", build_grounding_dino), ("sam2", build_sam2)):
+        model, processor = build()
+        target = outdir / name
+        model.save_pretrained(target)
+        processor.save_pretrained(target)
+        written[name] = target
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("outdir", help="folder to write the tiny checkpoints into")
+    args = parser.parse_args(argv)
+    for name, path in write_tiny_models(args.outdir).items():
+        print(f"{name}: {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
