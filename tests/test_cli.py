@@ -1,0 +1,148 @@
+"""``gsam2 image`` end to end with tiny models, run as a user runs it."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from gsam2.cli import expand_inputs, output_stems
+from gsam2.core import rle_to_mask
+
+from .conftest import REPO_ROOT, shapes_image
+
+EXAMPLES = REPO_ROOT / "examples" / "images"
+
+
+def gsam2(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "gsam2.cli", *args]
+    return subprocess.run(command, capture_output=True, text=True, cwd=cwd, env=os.environ.copy(), timeout=300)
+
+
+def model_args(tiny_models) -> list[str]:
+    return ["--detector", str(tiny_models["grounding-dino"]), "--segmenter", str(tiny_models["sam2"]), "--device", "cpu"]
+
+
+def test_console_script_is_installed():
+    script = shutil.which("gsam2") or str(Path(sys.executable).parent / "gsam2")
+    result = subprocess.run([script, "--help"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0
+    assert "image" in result.stdout
+
+
+def test_help_explains_every_option():
+    result = gsam2("image", "--help")
+    assert result.returncode == 0
+    for option in (
+        "--prompt", "--input", "--output", "--detector", "--segmenter", "--device",
+        "--box-threshold", "--text-threshold", "--batch-size", "--recursive", "--no-draw",
+    ):
+        assert option in result.stdout
+
+
+def test_shipped_examples_end_to_end(tmp_path, tiny_models):
+    out = tmp_path / "out"
+    result = gsam2(
+        "image", "--prompt", "cat. person. cup.", "--input", str(EXAMPLES), "--output", str(out),
+        "--box-threshold", "0.0", "--text-threshold", "0.0", "--batch-size", "2", *model_args(tiny_models),
+    )
+    assert result.returncode == 0, result.stderr
+    assert "images processed: 3" in result.stdout and "failures:         0" in result.stdout
+    for stem in ("astronaut", "cat", "coffee"):
+        record = json.loads((out / f"{stem}.json").read_text())
+        with Image.open(EXAMPLES / f"{stem}.jpg") as source:
+            width, height = source.size
+        assert (record["img_width"], record["img_height"]) == (width, height)
+        assert record["box_format"] == "xyxy" and record["annotations"]
+        for annotation in record["annotations"]:
+            assert annotation["class_name"] in {"cat", "person", "cup"}
+            x1, y1, x2, y2 = annotation["bbox"]
+            assert 0 <= x1 <= x2 <= width and 0 <= y1 <= y2 <= height
+            assert rle_to_mask(annotation["segmentation"]).shape == (height, width)
+            assert 0.0 <= annotation["score"] <= 1.0
+        with Image.open(out / f"{stem}.jpg") as drawn:
+            assert drawn.size == (width, height)
+
+
+def test_bad_inputs_are_reported_and_the_run_goes_on(tmp_path, tiny_models):
+    good = tmp_path / "in" / "good.png"
+    good.parent.mkdir()
+    Image.fromarray(shapes_image()).save(good)
+    (tmp_path / "in" / "text.png").write_text("not an image")
+    data = good.read_bytes()
+    (tmp_path / "in" / "cut.png").write_bytes(data[: len(data) // 3])
+    out = tmp_path / "out"
+    result = gsam2(
+        "image", "--prompt", "car", "--input", str(tmp_path / "in"), str(tmp_path / "missing.jpg"),
+        "--output", str(out), "--box-threshold", "0", "--quiet", *model_args(tiny_models),
+    )
+    assert result.returncode == 1
+    assert "images processed: 1" in result.stdout
+    assert "failures:         3" in result.stdout
+    assert "missing.jpg: no such file or folder" in result.stderr
+    assert "text.png: not an image" in result.stderr
+    assert "cut.png: truncated or corrupt image" in result.stderr
+    assert (out / "good.json").exists()
+    assert not (out / "text.json").exists() and not (out / "cut.json").exists()
+
+
+def test_zero_detections_is_a_success(tmp_path, tiny_models):
+    Image.fromarray(shapes_image()).save(tmp_path / "a.png")
+    result = gsam2(
+        "image", "--prompt", "car", "--input", str(tmp_path / "a.png"), "--output", str(tmp_path / "out"),
+        "--box-threshold", "1.0", *model_args(tiny_models),
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads((tmp_path / "out" / "a.json").read_text())["annotations"] == []
+
+
+@pytest.mark.parametrize(
+    ("prompt", "message"),
+    [(" . ", "is empty"), (". ".join(f"thing{i}" for i in range(200)), "prompt is too long")],
+)
+def test_bad_prompt_is_a_usage_error_before_any_output(tmp_path, tiny_models, prompt, message):
+    Image.fromarray(shapes_image()).save(tmp_path / "a.png")
+    result = gsam2(
+        "image", "--prompt", prompt, "--input", str(tmp_path / "a.png"), "--output", str(tmp_path / "out"),
+        *model_args(tiny_models),
+    )
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_bad_checkpoint_is_a_usage_error(tmp_path):
+    Image.fromarray(shapes_image()).save(tmp_path / "a.png")
+    result = gsam2(
+        "image", "--prompt", "car", "--input", str(tmp_path / "a.png"), "--output", str(tmp_path / "out"),
+        "--detector", str(tmp_path / "no-model"),
+    )
+    assert result.returncode == 2
+    assert "could not load detector checkpoint" in result.stderr
+
+
+def test_threshold_out_of_range_is_refused():
+    result = gsam2("image", "--prompt", "car", "--input", "x", "--output", "y", "--box-threshold", "1.5")
+    assert result.returncode == 2 and "not between 0 and 1" in result.stderr
+
+
+def test_inputs_expand_from_files_folders_and_globs(tmp_path):
+    for name in ("a.jpg", "b.PNG", "notes.txt", "sub/c.png"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"x")
+    files, errors = expand_inputs([str(tmp_path), str(tmp_path / "*.jpg"), str(tmp_path / "none-*.png")])
+    assert [f.name for f in files] == ["a.jpg", "b.PNG"]  # folder (no recursion), glob deduplicated
+    assert errors == [f"{tmp_path / 'none-*.png'}: pattern matched no files"]
+    files, _ = expand_inputs([str(tmp_path)], recursive=True)
+    assert sorted(f.name for f in files) == ["a.jpg", "b.PNG", "c.png"]
+
+
+def test_repeated_stems_get_distinct_outputs():
+    assert output_stems([Path("x/a.jpg"), Path("y/a.png"), Path("b.jpg"), Path("z/a.jpg")]) == [
+        "a", "a-2", "b", "a-3",
+    ]

@@ -1,0 +1,56 @@
+import pytest
+import torch
+
+from gsam2.core import InputError, ModelLoadError, load_detector, load_segmenter
+from gsam2.core.devices import inference_context, resolve_device
+from gsam2.core.models import SAM2_CHECKPOINTS
+
+
+def test_models_load_once_per_process(tiny_models):
+    first = load_detector(str(tiny_models["grounding-dino"]), device="cpu")
+    again = load_detector(str(tiny_models["grounding-dino"]), device="cpu")
+    assert first is again
+    assert load_segmenter(str(tiny_models["sam2"]), device="cpu") is load_segmenter(
+        str(tiny_models["sam2"]), device="cpu"
+    )
+
+
+def test_missing_checkpoint_is_a_clear_error(tmp_path):
+    with pytest.raises(ModelLoadError, match=r"could not load detector checkpoint '.*missing'"):
+        load_detector(str(tmp_path / "missing"), device="cpu")
+    with pytest.raises(ModelLoadError, match="could not load segmenter checkpoint"):
+        load_segmenter(str(tmp_path / "missing"), device="cpu")
+
+
+def test_hub_id_offline_is_a_clear_error():
+    # HF_HUB_OFFLINE=1 in the tests: the default checkpoint cannot be fetched.
+    with pytest.raises(ModelLoadError, match="IDEA-Research/grounding-dino-tiny"):
+        load_detector(device="cpu")
+
+
+def test_unknown_backend():
+    with pytest.raises(InputError, match="backend 'yolo' is unknown"):
+        load_detector("x", backend="yolo")
+
+
+def test_sam2_size_names_map_to_hub_checkpoints():
+    assert SAM2_CHECKPOINTS["large"] == "facebook/sam2.1-hiera-large"
+    assert SAM2_CHECKPOINTS["tiny"] == "facebook/sam2.1-hiera-tiny"
+
+
+def test_device_resolution():
+    assert resolve_device("cpu") == torch.device("cpu")
+    expected = "cuda" if torch.cuda.is_available() else None
+    if expected is None and not (torch.backends.mps.is_available()):
+        assert resolve_device("auto") == torch.device("cpu")
+    with pytest.raises(InputError, match="not a valid torch device"):
+        resolve_device("gpu-please")
+    if not torch.cuda.is_available():
+        with pytest.raises(InputError, match="CUDA is not available"):
+            resolve_device("cuda")
+
+
+def test_cpu_inference_stays_float32():
+    with inference_context(torch.device("cpu")):
+        out = torch.nn.Linear(2, 2)(torch.ones(1, 2))
+    assert out.dtype == torch.float32 and not out.requires_grad
