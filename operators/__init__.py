@@ -1,9 +1,12 @@
-"""FiftyOne operators (the adapter between FiftyOne datasets and the core)."""
+"""FiftyOne operators: thin adapters between FiftyOne datasets and the core."""
 
 from __future__ import annotations
 
+from .ground_and_segment import GroundAndSegment
+from .segment_with_sam2 import SegmentWithSam2
+
 #: Operator classes registered with FiftyOne; each must also be listed in fiftyone.yml.
-OPERATOR_CLASSES: list[type] = []
+OPERATOR_CLASSES: list[type] = [GroundAndSegment, SegmentWithSam2]
 
 
 def register_operators(plugin) -> None:

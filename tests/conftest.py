@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -15,11 +16,18 @@ os.environ.setdefault("FIFTYONE_DATABASE_VALIDATION", "false")
 # Each test session gets its own database so runs never see each other's datasets.
 os.environ.setdefault("FIFTYONE_DATABASE_NAME", f"gsam2-tests-{uuid.uuid4().hex[:8]}")
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
-
 TESTS_DIR = Path(__file__).resolve().parent
 REPO_ROOT = TESTS_DIR.parent
+
+# FiftyOne finds plugins under FIFTYONE_PLUGINS_DIR when it is first imported:
+# point it at a folder holding (a link to) this repository, as a user's
+# plugins folder holds the downloaded plugin.
+_PLUGINS_DIR = Path(tempfile.mkdtemp(prefix="gsam2-plugins-"))
+(_PLUGINS_DIR / "grounded-sam2").symlink_to(REPO_ROOT, target_is_directory=True)
+os.environ["FIFTYONE_PLUGINS_DIR"] = str(_PLUGINS_DIR)
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
 
 
 def _load_make_tiny_models():

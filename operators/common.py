@@ -1,0 +1,230 @@
+"""What the FiftyOne operators share: inputs, sharding, progress and bulk writes."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import fiftyone as fo
+import fiftyone.operators as foo
+import fiftyone.operators.types as types
+
+from ..core import DEFAULT_BOX_THRESHOLD, DEFAULT_DETECTOR, DEFAULT_SEGMENTER, DEFAULT_TEXT_THRESHOLD, InputError
+from ..core.pipeline import DEFAULT_BATCH_SIZE
+from .labels import merge_detections
+
+WRITE_MODES = ("overwrite", "merge")
+MASK_STORAGE = ("database", "files")
+
+
+def error_field_name(label_field: str) -> str:
+    """The sample field where a run records why a sample failed (``None`` when it succeeded)."""
+    return f"{label_field}_error"
+
+
+# ----------------------------------------------------------------- inputs
+
+
+def add_model_inputs(inputs: types.Object, detector: bool = True) -> None:
+    if detector:
+        inputs.str(
+            "detector",
+            default=DEFAULT_DETECTOR,
+            label="Detector checkpoint",
+            description="Grounding DINO: a Hugging Face hub id or a local folder",
+        )
+    inputs.str(
+        "segmenter",
+        default=DEFAULT_SEGMENTER,
+        label="SAM 2 checkpoint",
+        description="A hub id, a local folder, or a size: tiny, small, base-plus, large",
+    )
+    inputs.str("device", default="auto", label="Device", description="auto (CUDA, MPS, CPU), cpu, cuda, cuda:1...")
+
+
+def add_threshold_inputs(inputs: types.Object) -> None:
+    inputs.float(
+        "box_threshold", default=DEFAULT_BOX_THRESHOLD, label="Box threshold",
+        description="Minimum detector score of a box", view=types.SliderView(componentsProps={"slider": {"min": 0, "max": 1, "step": 0.01}}),
+    )
+    inputs.float(
+        "text_threshold", default=DEFAULT_TEXT_THRESHOLD, label="Text threshold",
+        description="Minimum score of the phrase a box is labelled with",
+        view=types.SliderView(componentsProps={"slider": {"min": 0, "max": 1, "step": 0.01}}),
+    )
+
+
+def add_output_inputs(inputs: types.Object, ctx, default_field: str) -> None:
+    inputs.str(
+        "label_field", default=default_field, required=True, label="Label field",
+        description="Detections field to write (created if missing)",
+    )
+    inputs.enum(
+        "write_mode", list(WRITE_MODES), default="overwrite", label="If the field has labels",
+        description="overwrite: replace the field; merge: keep other labels, replace only this operator's",
+        view=types.RadioGroup(),
+    )
+    inputs.enum(
+        "mask_storage", list(MASK_STORAGE), default="database", label="Store masks",
+        description="database: inside each label; files: PNGs under a folder (use for large datasets)",
+        view=types.RadioGroup(),
+    )
+    if ctx.params.get("mask_storage") == "files":
+        inputs.str("mask_dir", required=True, label="Mask folder", description="Absolute folder for the mask PNGs")
+    inputs.int(
+        "batch_size", default=DEFAULT_BATCH_SIZE, label="Batch size",
+        description="Images per forward pass and per database write",
+    )
+    inputs.int(
+        "num_shards", default=1, label="Parallel workers",
+        description="Split a delegated run into this many operations over disjoint slices, one per worker",
+    )
+
+
+def run_settings(params: dict[str, Any]) -> dict[str, Any]:
+    """Validate the output parameters shared by the operators, before anything is written."""
+    label_field = (params.get("label_field") or "").strip()
+    if not label_field or label_field.startswith("frames.") or "." in label_field:
+        raise InputError(f"label field {label_field!r}: give a top-level field name such as 'gsam2'")
+    mode = params.get("write_mode", "overwrite")
+    if mode not in WRITE_MODES:
+        raise InputError(f"write mode {mode!r}: choose one of {', '.join(WRITE_MODES)}")
+    storage = params.get("mask_storage", "database")
+    if storage not in MASK_STORAGE:
+        raise InputError(f"mask storage {storage!r}: choose one of {', '.join(MASK_STORAGE)}")
+    mask_dir = None
+    if storage == "files":
+        if not params.get("mask_dir"):
+            raise InputError("mask folder: required when masks are stored as files")
+        mask_dir = Path(params["mask_dir"]).expanduser().resolve()
+    batch_size = int(params.get("batch_size") or DEFAULT_BATCH_SIZE)
+    if batch_size < 1:
+        raise InputError(f"batch size {batch_size}: must be at least 1")
+    return {"label_field": label_field, "write_mode": mode, "mask_dir": mask_dir, "batch_size": batch_size}
+
+
+# ---------------------------------------------------------------- sharding
+
+
+def shard_of(view, shard_index: int | None, num_shards: int):
+    """The ``shard_index``-th of ``num_shards`` disjoint slices of ``view`` (all of it when not sharded).
+
+    Slices are taken over the sorted sample ids, so every worker computes the
+    same partition without talking to the others.
+    """
+    if shard_index is None or num_shards <= 1:
+        return view
+    ids = sorted(view.values("id"))
+    return view.select(ids[shard_index::num_shards], ordered=True)
+
+
+def wants_fan_out(params: dict[str, Any]) -> bool:
+    return int(params.get("num_shards") or 1) > 1 and params.get("shard_index") is None
+
+
+def queue_shards(ctx, operator_uri: str) -> list[str]:
+    """Queue one delegated run per shard of this request; return their operation ids."""
+    from fiftyone.operators.delegated import DelegatedOperationService
+    from fiftyone.operators.executor import ExecutionContext
+
+    num_shards = int(ctx.params["num_shards"])
+    service = DelegatedOperationService()
+    queued = []
+    for shard_index in range(num_shards):
+        request = dict(ctx.request_params)
+        request["params"] = dict(ctx.params, shard_index=shard_index)
+        request["delegated"] = True
+        shard_ctx = ExecutionContext(request_params=request, operator_uri=operator_uri)
+        operation = service.queue_operation(
+            operator=operator_uri,
+            context=shard_ctx.serialize(),
+            delegation_target=ctx.request_params.get("delegation_target"),
+            label=f"{operator_uri.split('/')[-1]} shard {shard_index + 1}/{num_shards}",
+        )
+        queued.append(str(operation.id))
+    return queued
+
+
+# ---------------------------------------------------------------- progress
+
+
+def report_progress(ctx, done: int, total: int, what: str = "samples") -> None:
+    """Progress for the App (immediate runs) and the delegated-operation record (delegated runs)."""
+    ctx.set_progress(progress=done / total if total else 1.0, label=f"{done}/{total} {what}")
+
+
+# ---------------------------------------------------------------- writing
+
+
+def ensure_fields(dataset: fo.Dataset, label_field: str) -> None:
+    """Create the label and error fields, or refuse if the label field holds something else."""
+    schema = dataset.get_field_schema()
+    if label_field in schema:
+        field = schema[label_field]
+        if getattr(field, "document_type", None) is not fo.Detections:
+            raise InputError(
+                f"label field {label_field!r} already exists and does not hold Detections; choose another name"
+            )
+    else:
+        dataset.add_sample_field(label_field, fo.EmbeddedDocumentField, embedded_doc_type=fo.Detections)
+    error_field = error_field_name(label_field)
+    if error_field not in schema:
+        dataset.add_sample_field(error_field, fo.StringField)
+
+
+def write_batch(
+    view,
+    label_field: str,
+    labels: dict[str, fo.Detections],
+    errors: dict[str, str | None],
+    write_mode: str,
+    source: str,
+) -> None:
+    """One bulk write of a batch's labels and error records, keyed by sample id."""
+    if labels:
+        if write_mode == "merge":
+            batch = view.select(list(labels))
+            existing = dict(zip(*batch.values(["id", label_field])))
+            labels = {sample_id: merge_detections(existing.get(sample_id), new, source) for sample_id, new in labels.items()}
+        view.set_values(label_field, labels, key_field="id")
+    if errors:
+        view.set_values(error_field_name(label_field), errors, key_field="id")
+
+
+def clear_mask_files(mask_dir: Path | None, label_field: str, sample_ids: Iterable[str]) -> None:
+    """Remove the PNGs a previous run wrote for these samples (their labels are being replaced)."""
+    if mask_dir is None:
+        return
+    for sample_id in sample_ids:
+        shutil.rmtree(mask_dir / label_field / sample_id, ignore_errors=True)
+
+
+def mask_paths_for(mask_dir: Path | None, label_field: str, sample_id: str, count: int) -> list[Path] | None:
+    if mask_dir is None:
+        return None
+    return [mask_dir / label_field / sample_id / f"{index:04d}.png" for index in range(count)]
+
+
+def finish(ctx, summary: dict[str, Any]) -> dict[str, Any]:
+    """Reload the App after an immediate run, and return the run's summary as the operator output."""
+    if not ctx.delegated:
+        ctx.trigger("reload_dataset")
+    return summary
+
+
+def summary_outputs(title: str) -> types.Property:
+    outputs = types.Object()
+    outputs.int("processed", label="Samples processed")
+    outputs.int("objects", label="Objects written")
+    outputs.int("failed_count", label="Samples skipped (see the error field)")
+    outputs.list("failed", types.Object(), label="Skipped samples")
+    outputs.list("queued", types.String(), label="Queued delegated operations")
+    return types.Property(outputs, view=types.View(label=title))
+
+
+def execute_in_python(operator: foo.Operator, sample_collection, params: dict[str, Any], delegate: bool):
+    """Run ``operator`` on a collection from Python, as FiftyOne's own operators' ``__call__`` do."""
+    ctx = {"view": sample_collection.view(), "params": params}
+    return foo.execute_operator(operator.uri, ctx, request_delegation=delegate)

@@ -1,0 +1,149 @@
+"""Operator ``segment_with_sam2``: masks for boxes that already exist."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import fiftyone as fo
+import fiftyone.operators as foo
+import fiftyone.operators.types as types
+import numpy as np
+import supervision as sv
+
+from ..core import DEFAULT_SEGMENTER, InputError, load_image, load_segmenter
+from ..core.pipeline import DEFAULT_BATCH_SIZE, batched
+from . import common
+from .labels import box_from_relative, to_fiftyone_detections
+
+SOURCE = "segment_with_sam2"
+SOURCE_LINK = "source_id"
+
+
+def detection_fields(dataset) -> list[str]:
+    schema = dataset.get_field_schema(embedded_doc_type=fo.Detections)
+    return sorted(schema)
+
+
+class SegmentWithSam2(foo.Operator):
+    @property
+    def config(self) -> foo.OperatorConfig:
+        return foo.OperatorConfig(
+            name="segment_with_sam2",
+            label="Grounded SAM 2: segment existing boxes with SAM 2",
+            description="Add SAM 2 masks to the boxes of a Detections field",
+            dynamic=True,
+            allow_immediate_execution=True,
+            allow_delegated_execution=True,
+            default_choice_to_delegated=True,
+        )
+
+    def resolve_delegation(self, ctx) -> bool | None:
+        return False if common.wants_fan_out(ctx.params) else None
+
+    def resolve_input(self, ctx) -> types.Property:
+        inputs = types.Object()
+        inputs.view_target(ctx)
+        fields = detection_fields(ctx.dataset) if ctx.dataset is not None else []
+        if fields:
+            inputs.enum("source_field", fields, required=True, label="Boxes from", default=fields[0])
+        else:
+            inputs.str("source_field", required=True, label="Boxes from", description="A Detections field")
+        common.add_model_inputs(inputs, detector=False)
+        common.add_output_inputs(inputs, ctx, default_field="sam2")
+        return types.Property(inputs, view=types.View(label="Segment boxes with SAM 2"))
+
+    def execute(self, ctx) -> dict[str, Any]:
+        params = ctx.params
+        settings = common.run_settings(params)
+        source_field = params.get("source_field") or ""
+        if source_field not in detection_fields(ctx.dataset):
+            raise InputError(f"source field {source_field!r}: not a Detections field of dataset {ctx.dataset.name!r}")
+        if source_field == settings["label_field"]:
+            raise InputError(f"label field {source_field!r}: write the masks to another field than the source")
+        if common.wants_fan_out(params):
+            return common.finish(ctx, {"queued": common.queue_shards(ctx, self.uri)})
+
+        view = common.shard_of(ctx.target_view(), params.get("shard_index"), int(params.get("num_shards") or 1))
+        segmenter = load_segmenter(params.get("segmenter") or DEFAULT_SEGMENTER, device=params.get("device", "auto"))
+        common.ensure_fields(ctx.dataset, settings["label_field"])
+
+        rows = list(zip(*view.values(["id", "filepath", source_field]))) if len(view) else []
+        total, done, objects, failed = len(rows), 0, 0, []
+        common.report_progress(ctx, 0, total)
+        for batch in batched(rows, settings["batch_size"]):
+            loaded, errors = [], {}
+            for sample_id, filepath, source in batch:
+                boxes = source.detections if source is not None else []
+                try:
+                    loaded.append((sample_id, load_image(filepath), boxes))
+                except InputError as error:
+                    errors[sample_id] = str(error)
+                    failed.append({"id": sample_id, "filepath": filepath, "error": str(error)})
+            with_boxes = [row for row in loaded if row[2]]
+            embeddings = dict(zip((row[0] for row in with_boxes), segmenter.embed([row[1] for row in with_boxes])))
+            common.clear_mask_files(settings["mask_dir"], settings["label_field"], [row[0] for row in loaded])
+            labels = {}
+            for sample_id, image, boxes in loaded:
+                detections = self._segment(segmenter, embeddings.get(sample_id), image, boxes)
+                paths = common.mask_paths_for(settings["mask_dir"], settings["label_field"], sample_id, len(boxes))
+                links = [{SOURCE_LINK: box.id} for box in boxes]
+                labels[sample_id] = to_fiftyone_detections(
+                    detections, image.shape[:2], SOURCE, mask_paths=paths, extra_attributes=links
+                )
+                errors[sample_id] = None
+                objects += len(boxes)
+            common.write_batch(view, settings["label_field"], labels, errors, settings["write_mode"], SOURCE)
+            done += len(batch)
+            common.report_progress(ctx, done, total)
+        summary = {"processed": total - len(failed), "objects": objects, "failed_count": len(failed), "failed": failed[:100]}
+        return common.finish(ctx, summary)
+
+    @staticmethod
+    def _segment(segmenter, embedding, image: np.ndarray, boxes: list) -> sv.Detections:
+        height, width = image.shape[:2]
+        xyxy = np.array([box_from_relative(box.bounding_box, width, height) for box in boxes], np.float32).reshape(-1, 4)
+        if embedding is not None:
+            masks, mask_scores = segmenter.segment_boxes(embedding, xyxy)
+        else:
+            masks, mask_scores = np.zeros((0, height, width), bool), np.zeros((0,), np.float32)
+        # float64 so that a source confidence of 0.7 comes back as 0.7, not 0.699999988
+        confidence = np.array([np.nan if box.confidence is None else box.confidence for box in boxes], np.float64)
+        return sv.Detections(
+            xyxy=xyxy,
+            mask=masks,
+            confidence=confidence,
+            class_id=np.zeros(len(boxes), dtype=int),
+            data={"class_name": np.array([box.label or "" for box in boxes], dtype=str),
+                  "mask_score": mask_scores.astype(np.float32)},
+        )
+
+    def resolve_output(self, ctx) -> types.Property:
+        return common.summary_outputs("Segment boxes with SAM 2")
+
+    def __call__(
+        self,
+        sample_collection,
+        source_field: str,
+        label_field: str = "sam2",
+        segmenter: str = DEFAULT_SEGMENTER,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        write_mode: str = "overwrite",
+        mask_dir: str | None = None,
+        device: str = "auto",
+        num_shards: int = 1,
+        delegate: bool = False,
+    ):
+        """Add SAM 2 masks to the boxes in ``source_field``, writing ``label_field``, from Python.
+
+        Example::
+
+            op = foo.get_operator("@gsam2/grounded-sam2/segment_with_sam2")
+            op(dataset, "ground_truth", label_field="sam2")
+        """
+        params = {
+            "source_field": source_field, "label_field": label_field, "segmenter": segmenter,
+            "batch_size": batch_size, "write_mode": write_mode,
+            "mask_storage": "files" if mask_dir else "database", "mask_dir": mask_dir,
+            "device": device, "num_shards": num_shards,
+        }
+        return common.execute_in_python(self, sample_collection, params, delegate)

@@ -1,0 +1,252 @@
+"""The FiftyOne operators on a real dataset in a real MongoDB, run through FiftyOne's operator machinery."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import fiftyone as fo
+import fiftyone.operators as foo
+import numpy as np
+import pytest
+from fiftyone.operators.delegated import DelegatedOperationService
+from fiftyone.operators.executor import ExecutionError
+from PIL import Image
+
+from .conftest import shapes_image
+
+PLUGIN = "@gsam2/grounded-sam2"
+GROUND = f"{PLUGIN}/ground_and_segment"
+SEGMENT = f"{PLUGIN}/segment_with_sam2"
+SIZES = [(120, 160), (90, 70), (64, 64), (100, 150), (80, 120)]
+
+
+@pytest.fixture
+def dataset(tmp_path):
+    """Five generated images of different sizes; deleted afterwards."""
+    samples = []
+    for index, (height, width) in enumerate(SIZES):
+        path = tmp_path / f"image{index}.png"
+        Image.fromarray(shapes_image(height, width, seed=index)).save(path)
+        samples.append(fo.Sample(filepath=str(path)))
+    dataset = fo.Dataset()
+    dataset.add_samples(samples)
+    yield dataset
+    DelegatedOperationService().delete_for_dataset(dataset._doc.id)
+    dataset.delete()
+
+
+@pytest.fixture
+def model_params(tiny_models):
+    return {"detector": str(tiny_models["grounding-dino"]), "segmenter": str(tiny_models["sam2"]), "device": "cpu"}
+
+
+def run(uri, dataset_or_view, params, delegate=False):
+    result = foo.execute_operator(uri, {"view": dataset_or_view.view(), "params": params}, request_delegation=delegate)
+    return result
+
+
+def run_queue(dataset) -> list:
+    results = DelegatedOperationService().execute_queued_operations(dataset_name=dataset.name)
+    for result in results:
+        assert result.error is None, result.error
+    return results
+
+
+def ground_params(model_params, **overrides):
+    params = {"prompt": "car. person.", "box_threshold": 0.0, "text_threshold": 0.0, "batch_size": 2,
+              "label_field": "gsam2", **model_params}
+    params.update(overrides)
+    return params
+
+
+def check_labels(dataset, field, allowed_labels, require_confidence=True):
+    total = 0
+    for sample in dataset.select_fields(field):
+        with Image.open(sample.filepath) as image:
+            width, height = image.size
+        for detection in sample[field].detections:
+            x, y, w, h = detection.bounding_box
+            assert 0 <= x and 0 <= y and x + w <= 1 + 1e-6 and y + h <= 1 + 1e-6
+            assert detection.label in allowed_labels
+            assert detection.confidence is not None or not require_confidence
+            mask = detection.get_mask()
+            assert mask.shape == (round(h * height), round(w * width)), "mask covers exactly the box"
+            total += 1
+    return total
+
+
+def test_both_operators_are_registered():
+    assert foo.get_operator(GROUND).config.allow_delegated_execution
+    assert foo.get_operator(SEGMENT).config.default_choice_to_delegated
+
+
+def test_ground_and_segment_immediate(dataset, model_params):
+    result = run(GROUND, dataset, ground_params(model_params))
+    assert result.error is None, result.error
+    assert result.result["processed"] == 5 and result.result["failed_count"] == 0
+    schema = dataset.get_field_schema()
+    assert schema["gsam2"].document_type is fo.Detections
+    objects = check_labels(dataset, "gsam2", {"car", "person"})
+    assert objects == result.result["objects"] > 0
+    assert dataset.count_values("gsam2_error") == {None: 5}
+
+
+def test_rerun_replaces_instead_of_duplicating(dataset, model_params):
+    run(GROUND, dataset, ground_params(model_params))
+    first = dataset.count("gsam2.detections")
+    run(GROUND, dataset, ground_params(model_params))
+    assert dataset.count("gsam2.detections") == first
+    # merge mode keeps other labels in the field and replaces only ours
+    sample = dataset.first()
+    sample["gsam2"].detections.append(fo.Detection(label="manual", bounding_box=[0.1, 0.1, 0.2, 0.2]))
+    sample.save()
+    run(GROUND, dataset, ground_params(model_params, write_mode="merge"))
+    assert dataset.count("gsam2.detections") == first + 1
+    assert "manual" in [d.label for d in dataset.first()["gsam2"].detections]
+
+
+def test_ground_and_segment_delegated(dataset, model_params):
+    queued = run(GROUND, dataset, ground_params(model_params), delegate=True)
+    assert queued.error is None and queued.delegated
+    assert "gsam2" not in dataset.get_field_schema(), "nothing runs until a worker picks the operation up"
+    [result] = run_queue(dataset)
+    assert result.result["processed"] == 5
+    assert check_labels(dataset, "gsam2", {"car", "person"}) == result.result["objects"]
+    [operation] = DelegatedOperationService().list_operations(dataset_name=dataset.name)
+    assert operation.run_state == "completed"
+    assert operation.status.progress == 1.0
+
+
+def test_mask_files_mode(dataset, model_params, tmp_path):
+    mask_dir = tmp_path / "masks"
+    params = ground_params(model_params, mask_storage="files", mask_dir=str(mask_dir))
+    run(GROUND, dataset, params)
+    detections = [d for s in dataset for d in s["gsam2"].detections]
+    assert detections and all(d.mask is None and Path(d.mask_path).is_file() for d in detections)
+    check_labels(dataset, "gsam2", {"car", "person"})
+    written = sorted(mask_dir.rglob("*.png"))
+    run(GROUND, dataset, params)  # a re-run replaces the files, it does not pile them up
+    assert sorted(mask_dir.rglob("*.png")) == written
+
+
+def test_missing_file_is_skipped_and_recorded(dataset, model_params):
+    missing = dataset.skip(1).first()
+    Path(missing.filepath).unlink()
+    result = run(GROUND, dataset, ground_params(model_params))
+    assert result.error is None
+    assert result.result["processed"] == 4 and result.result["failed_count"] == 1
+    assert result.result["failed"][0]["id"] == missing.id
+    missing = dataset[missing.id]
+    assert "no such file" in missing["gsam2_error"]
+    assert missing["gsam2"] is None
+    assert len(dataset.match(fo.ViewField("gsam2_error") != None)) == 1  # noqa: E711
+    assert len(dataset.exists("gsam2")) == 4
+
+
+def test_empty_prompt_fails_before_any_write(dataset, model_params):
+    with pytest.raises(ExecutionError, match="prompt '  .  ' is empty"):
+        run(GROUND, dataset, ground_params(model_params, prompt="  .  "))
+    assert "gsam2" not in dataset.get_field_schema()
+
+
+def test_execute_refuses_an_empty_prompt_even_without_the_form(dataset, model_params):
+    ctx = _context(dataset, ground_params(model_params, prompt=""))
+    with pytest.raises(ValueError, match="is empty") as raised:
+        foo.get_operator(GROUND).execute(ctx)
+    # FiftyOne imports the plugin under its own module name, so compare by name.
+    assert type(raised.value).__name__ == "PromptError"
+    assert "gsam2" not in dataset.get_field_schema()
+
+
+def test_empty_prompt_is_flagged_in_the_form(dataset):
+    inputs = foo.get_operator(GROUND).resolve_input(_context(dataset, {"prompt": ""}))
+    assert inputs.type.properties["prompt"].invalid
+
+
+def _context(dataset, params):
+    from fiftyone.operators.executor import ExecutionContext
+
+    return ExecutionContext(request_params={"dataset_name": dataset.name, "params": params})
+
+
+def test_view_with_zero_samples(dataset, model_params):
+    empty = dataset.match(fo.ViewField("filepath") == "nothing")
+    result = run(GROUND, empty, ground_params(model_params))
+    assert result.error is None
+    assert result.result == {"processed": 0, "objects": 0, "failed_count": 0, "failed": []}
+
+
+def test_only_the_target_view_is_processed(dataset, model_params):
+    view = dataset.limit(2)
+    run(GROUND, view, ground_params(model_params))
+    assert len(dataset.exists("gsam2")) == 2
+
+
+def test_two_shards_process_every_sample_exactly_once(dataset, model_params):
+    launched = run(GROUND, dataset, ground_params(model_params, num_shards=2))
+    assert launched.error is None, launched.error
+    assert len(launched.result["queued"]) == 2
+    results = run_queue(dataset)
+    processed = [r.result["processed"] for r in results]
+    assert sorted(processed) == [2, 3] and sum(processed) == 5
+    assert len(dataset.exists("gsam2")) == 5
+    assert dataset.count("gsam2_error") == 0
+
+
+def test_segment_with_sam2_keeps_labels_and_links_sources(dataset, model_params):
+    for sample in dataset:
+        sample["ground_truth"] = fo.Detections(
+            detections=[
+                fo.Detection(label="box", bounding_box=[0.1, 0.2, 0.3, 0.4]),
+                fo.Detection(label="other", bounding_box=[0.5, 0.5, 0.25, 0.25], confidence=0.7),
+            ]
+        )
+        sample.save()
+    first = dataset.first()  # a sample with no boxes gets an empty field, not an error
+    first["ground_truth"] = None
+    first.save()
+    params = {"source_field": "ground_truth", "label_field": "sam2", "batch_size": 2, **model_params}
+    params.pop("detector")
+    result = run(SEGMENT, dataset, params)
+    assert result.error is None, result.error
+    assert result.result["objects"] == 8
+    for sample in dataset:
+        source = {d.id: d for d in (sample.ground_truth.detections if sample.ground_truth else [])}
+        outputs = sample.sam2.detections
+        assert len(outputs) == len(source)
+        for output in outputs:
+            original = source[output.source_id]
+            assert output.label == original.label
+            assert output.confidence == original.confidence
+            np.testing.assert_allclose(output.bounding_box, original.bounding_box, atol=2 / 64)
+    check_labels(dataset, "sam2", {"box", "other"}, require_confidence=False)
+
+
+def test_segment_with_sam2_delegated_and_bad_source(dataset, model_params):
+    dataset.set_values("gt", [fo.Detections(detections=[fo.Detection(label="a", bounding_box=[0, 0, 0.5, 0.5])])] * 5)
+    params = {"source_field": "gt", "label_field": "sam2", **model_params}
+    run(SEGMENT, dataset, params, delegate=True)
+    run_queue(dataset)
+    assert dataset.count("sam2.detections") == 5
+    with pytest.raises(ExecutionError, match="source_field"):
+        run(SEGMENT, dataset, dict(params, source_field="nope"))
+
+
+def test_python_one_liner(dataset, model_params):
+    op = foo.get_operator(GROUND)
+    result = op(dataset, "car", label_field="from_python", box_threshold=0.0, text_threshold=0.0,
+                detector=model_params["detector"], segmenter=model_params["segmenter"], device="cpu")
+    assert result.error is None
+    assert len(dataset.exists("from_python")) == 5
+
+
+def test_operators_list_cli_shows_both(tmp_path):
+    fiftyone_cli = Path(sys.executable).parent / "fiftyone"  # the console script beside this interpreter
+    result = subprocess.run(
+        [str(fiftyone_cli), "operators", "list"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert GROUND in result.stdout and SEGMENT in result.stdout
