@@ -1,6 +1,6 @@
 """The ``gsam2`` command line: Grounded SAM 2 over files, in bulk.
 
-    gsam2 image --prompt "car. person. dog." --input photos/ --output out/
+gsam2 image --prompt "car. person. dog." --input photos/ --output out/
 """
 
 from __future__ import annotations

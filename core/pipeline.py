@@ -57,9 +57,7 @@ def ground_and_segment(
     arrays = [as_rgb_array(image) for image in images]
     results: list[sv.Detections] = []
     for batch in batched(arrays, batch_size):
-        results.extend(
-            _ground_and_segment_batch(batch, phrases, detector, segmenter, box_threshold, text_threshold)
-        )
+        results.extend(_ground_and_segment_batch(batch, phrases, detector, segmenter, box_threshold, text_threshold))
     return results
 
 

@@ -47,7 +47,7 @@ def parse_prompt(prompt: str | Sequence[str]) -> list[str]:
         if phrase and phrase not in phrases:
             phrases.append(phrase)
     if not phrases:
-        raise PromptError(f"prompt {prompt!r} is empty: give at least one class name, e.g. \"car. person.\"")
+        raise PromptError(f'prompt {prompt!r} is empty: give at least one class name, e.g. "car. person."')
     return phrases
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +11,14 @@ import fiftyone as fo
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
-from ..core import DEFAULT_BOX_THRESHOLD, DEFAULT_DETECTOR, DEFAULT_SEGMENTER, DEFAULT_TEXT_THRESHOLD, InputError
+from ..core import (
+    DEFAULT_BOX_THRESHOLD,
+    DEFAULT_DETECTOR,
+    DEFAULT_SEGMENTER,
+    DEFAULT_TEXT_THRESHOLD,
+    InputError,
+    load_image,
+)
 from ..core.pipeline import DEFAULT_BATCH_SIZE
 from .labels import merge_detections
 
@@ -46,11 +53,16 @@ def add_model_inputs(inputs: types.Object, detector: bool = True) -> None:
 
 def add_threshold_inputs(inputs: types.Object) -> None:
     inputs.float(
-        "box_threshold", default=DEFAULT_BOX_THRESHOLD, label="Box threshold",
-        description="Minimum detector score of a box", view=types.SliderView(componentsProps={"slider": {"min": 0, "max": 1, "step": 0.01}}),
+        "box_threshold",
+        default=DEFAULT_BOX_THRESHOLD,
+        label="Box threshold",
+        description="Minimum detector score of a box",
+        view=types.SliderView(componentsProps={"slider": {"min": 0, "max": 1, "step": 0.01}}),
     )
     inputs.float(
-        "text_threshold", default=DEFAULT_TEXT_THRESHOLD, label="Text threshold",
+        "text_threshold",
+        default=DEFAULT_TEXT_THRESHOLD,
+        label="Text threshold",
         description="Minimum score of the phrase a box is labelled with",
         view=types.SliderView(componentsProps={"slider": {"min": 0, "max": 1, "step": 0.01}}),
     )
@@ -58,28 +70,54 @@ def add_threshold_inputs(inputs: types.Object) -> None:
 
 def add_output_inputs(inputs: types.Object, ctx, default_field: str) -> None:
     inputs.str(
-        "label_field", default=default_field, required=True, label="Label field",
+        "label_field",
+        default=default_field,
+        required=True,
+        label="Label field",
         description="Detections field to write (created if missing)",
     )
     inputs.enum(
-        "write_mode", list(WRITE_MODES), default="overwrite", label="If the field has labels",
+        "write_mode",
+        list(WRITE_MODES),
+        default="overwrite",
+        label="If the field has labels",
         description="overwrite: replace the field; merge: keep other labels, replace only this operator's",
         view=types.RadioGroup(),
     )
     inputs.enum(
-        "mask_storage", list(MASK_STORAGE), default="database", label="Store masks",
+        "mask_storage",
+        list(MASK_STORAGE),
+        default="database",
+        label="Store masks",
         description="database: inside each label; files: PNGs under a folder (use for large datasets)",
         view=types.RadioGroup(),
     )
     if ctx.params.get("mask_storage") == "files":
         inputs.str("mask_dir", required=True, label="Mask folder", description="Absolute folder for the mask PNGs")
     inputs.int(
-        "batch_size", default=DEFAULT_BATCH_SIZE, label="Batch size",
+        "batch_size",
+        default=DEFAULT_BATCH_SIZE,
+        label="Batch size",
         description="Images per forward pass and per database write",
     )
     inputs.int(
-        "num_shards", default=1, label="Parallel workers",
+        "num_shards",
+        default=1,
+        label="Parallel workers",
         description="Split a delegated run into this many operations over disjoint slices, one per worker",
+    )
+
+
+def operator_config(name: str, label: str, description: str) -> foo.OperatorConfig:
+    """Long work: delegated by default, immediate still offered for a few samples."""
+    return foo.OperatorConfig(
+        name=name,
+        label=label,
+        description=description,
+        dynamic=True,
+        allow_immediate_execution=True,
+        allow_delegated_execution=True,
+        default_choice_to_delegated=True,
     )
 
 
@@ -187,7 +225,9 @@ def write_batch(
         if write_mode == "merge":
             batch = view.select(list(labels))
             existing = dict(zip(*batch.values(["id", label_field])))
-            labels = {sample_id: merge_detections(existing.get(sample_id), new, source) for sample_id, new in labels.items()}
+            labels = {
+                sample_id: merge_detections(existing.get(sample_id), new, source) for sample_id, new in labels.items()
+            }
         view.set_values(label_field, labels, key_field="id")
     if errors:
         view.set_values(error_field_name(label_field), errors, key_field="id")
@@ -205,6 +245,58 @@ def mask_paths_for(mask_dir: Path | None, label_field: str, sample_id: str, coun
     if mask_dir is None:
         return None
     return [mask_dir / label_field / sample_id / f"{index:04d}.png" for index in range(count)]
+
+
+def label_samples(
+    ctx,
+    view,
+    rows: list[tuple],
+    settings: dict[str, Any],
+    source: str,
+    label_batch: Callable[[list[tuple]], list[tuple[Any, list[dict[str, Any]] | None]]],
+) -> dict[str, Any]:
+    """The batch loop both image operators share.
+
+    ``rows`` are ``(sample_id, filepath, payload)``. For every batch, images are
+    loaded (a sample whose media is missing or unreadable is recorded in the
+    error field and skipped), ``label_batch`` turns the loaded
+    ``(sample_id, image, payload)`` rows into ``(sv.Detections, extra
+    attributes)``, and the batch is written in one bulk write before the next
+    starts, so an interrupted run keeps every finished batch.
+    """
+    from ..core.pipeline import batched
+    from .labels import to_fiftyone_detections
+
+    label_field, mask_dir = settings["label_field"], settings["mask_dir"]
+    total, done, objects, failed = len(rows), 0, 0, []
+    report_progress(ctx, 0, total)
+    for batch in batched(rows, settings["batch_size"]):
+        loaded, errors = [], {}
+        for sample_id, filepath, payload in batch:
+            try:
+                loaded.append((sample_id, load_image(filepath), payload))
+            except InputError as error:
+                errors[sample_id] = str(error)
+                failed.append({"id": sample_id, "filepath": filepath, "error": str(error)})
+        clear_mask_files(mask_dir, label_field, [row[0] for row in loaded])
+        labels = {}
+        for (sample_id, image, _), (detections, extra) in zip(loaded, label_batch(loaded)):
+            paths = mask_paths_for(mask_dir, label_field, sample_id, len(detections))
+            labels[sample_id] = to_fiftyone_detections(
+                detections, image.shape[:2], source, mask_paths=paths, extra_attributes=extra
+            )
+            errors[sample_id] = None
+            objects += len(detections)
+        write_batch(view, label_field, labels, errors, settings["write_mode"], source)
+        done += len(batch)
+        report_progress(ctx, done, total)
+    summary = {
+        "processed": total - len(failed),
+        "objects": objects,
+        "failed_count": len(failed),
+        "failed": failed[:100],
+    }
+    return finish(ctx, summary)
 
 
 def finish(ctx, summary: dict[str, Any]) -> dict[str, Any]:

@@ -15,13 +15,11 @@ from ..core import (
     InputError,
     ground_and_segment,
     load_detector,
-    load_image,
     load_segmenter,
     parse_prompt,
 )
-from ..core.pipeline import DEFAULT_BATCH_SIZE, batched
+from ..core.pipeline import DEFAULT_BATCH_SIZE
 from . import common
-from .labels import to_fiftyone_detections
 
 SOURCE = "ground_and_segment"
 
@@ -29,14 +27,10 @@ SOURCE = "ground_and_segment"
 class GroundAndSegment(foo.Operator):
     @property
     def config(self) -> foo.OperatorConfig:
-        return foo.OperatorConfig(
-            name="ground_and_segment",
-            label="Grounded SAM 2: detect and segment from a text prompt",
-            description="Grounding DINO finds what the prompt names, SAM 2 segments it",
-            dynamic=True,
-            allow_immediate_execution=True,
-            allow_delegated_execution=True,
-            default_choice_to_delegated=True,
+        return common.operator_config(
+            "ground_and_segment",
+            "Grounded SAM 2: detect and segment from a text prompt",
+            "Grounding DINO finds what the prompt names, SAM 2 segments it",
         )
 
     def resolve_delegation(self, ctx) -> bool | None:
@@ -47,7 +41,9 @@ class GroundAndSegment(foo.Operator):
         inputs = types.Object()
         inputs.view_target(ctx)
         prompt = inputs.str(
-            "prompt", required=True, label="Prompt",
+            "prompt",
+            required=True,
+            label="Prompt",
             description='What to find: class names each followed by a period, e.g. "car. person. dog."',
         )
         if ctx.params.get("prompt") is not None:
@@ -73,39 +69,23 @@ class GroundAndSegment(foo.Operator):
         segmenter = load_segmenter(params.get("segmenter") or DEFAULT_SEGMENTER, device=params.get("device", "auto"))
         detector.validate_phrases(phrases)
         common.ensure_fields(ctx.dataset, settings["label_field"])
+        box_threshold = float(params.get("box_threshold", DEFAULT_BOX_THRESHOLD))
+        text_threshold = float(params.get("text_threshold", DEFAULT_TEXT_THRESHOLD))
 
-        ids, filepaths = view.values(["id", "filepath"]) if len(view) else ([], [])
-        total, done, objects, failed = len(ids), 0, 0, []
-        common.report_progress(ctx, 0, total)
-        for batch in batched(list(zip(ids, filepaths)), settings["batch_size"]):
-            loaded, errors = [], {}
-            for sample_id, filepath in batch:
-                try:
-                    loaded.append((sample_id, load_image(filepath)))
-                except InputError as error:
-                    errors[sample_id] = str(error)
-                    failed.append({"id": sample_id, "filepath": filepath, "error": str(error)})
+        def label_batch(loaded):
             results = ground_and_segment(
-                [image for _, image in loaded],
+                [image for _, image, _ in loaded],
                 phrases,
                 detector=detector,
                 segmenter=segmenter,
-                box_threshold=float(params.get("box_threshold", DEFAULT_BOX_THRESHOLD)),
-                text_threshold=float(params.get("text_threshold", DEFAULT_TEXT_THRESHOLD)),
+                box_threshold=box_threshold,
+                text_threshold=text_threshold,
                 batch_size=settings["batch_size"],
             )
-            common.clear_mask_files(settings["mask_dir"], settings["label_field"], [i for i, _ in loaded])
-            labels = {}
-            for (sample_id, image), detections in zip(loaded, results):
-                paths = common.mask_paths_for(settings["mask_dir"], settings["label_field"], sample_id, len(detections))
-                labels[sample_id] = to_fiftyone_detections(detections, image.shape[:2], SOURCE, mask_paths=paths)
-                errors[sample_id] = None
-                objects += len(detections)
-            common.write_batch(view, settings["label_field"], labels, errors, settings["write_mode"], SOURCE)
-            done += len(batch)
-            common.report_progress(ctx, done, total)
-        summary = {"processed": total - len(failed), "objects": objects, "failed_count": len(failed), "failed": failed[:100]}
-        return common.finish(ctx, summary)
+            return [(detections, None) for detections in results]
+
+        rows = [(sample_id, filepath, None) for sample_id, filepath in zip(*view.values(["id", "filepath"]))]
+        return common.label_samples(ctx, view, rows, settings, SOURCE, label_batch)
 
     def resolve_output(self, ctx) -> types.Property:
         return common.summary_outputs("Grounded SAM 2")
@@ -134,9 +114,17 @@ class GroundAndSegment(foo.Operator):
             op(dataset, "car. person.", label_field="gsam2")
         """
         params = {
-            "prompt": prompt, "label_field": label_field, "detector": detector, "segmenter": segmenter,
-            "box_threshold": box_threshold, "text_threshold": text_threshold, "batch_size": batch_size,
-            "write_mode": write_mode, "mask_storage": "files" if mask_dir else "database", "mask_dir": mask_dir,
-            "device": device, "num_shards": num_shards,
+            "prompt": prompt,
+            "label_field": label_field,
+            "detector": detector,
+            "segmenter": segmenter,
+            "box_threshold": box_threshold,
+            "text_threshold": text_threshold,
+            "batch_size": batch_size,
+            "write_mode": write_mode,
+            "mask_storage": "files" if mask_dir else "database",
+            "mask_dir": mask_dir,
+            "device": device,
+            "num_shards": num_shards,
         }
         return common.execute_in_python(self, sample_collection, params, delegate)

@@ -10,10 +10,10 @@ import fiftyone.operators.types as types
 import numpy as np
 import supervision as sv
 
-from ..core import DEFAULT_SEGMENTER, InputError, load_image, load_segmenter
-from ..core.pipeline import DEFAULT_BATCH_SIZE, batched
+from ..core import DEFAULT_SEGMENTER, InputError, load_segmenter
+from ..core.pipeline import DEFAULT_BATCH_SIZE
 from . import common
-from .labels import box_from_relative, to_fiftyone_detections
+from .labels import box_from_relative
 
 SOURCE = "segment_with_sam2"
 SOURCE_LINK = "source_id"
@@ -27,14 +27,10 @@ def detection_fields(dataset) -> list[str]:
 class SegmentWithSam2(foo.Operator):
     @property
     def config(self) -> foo.OperatorConfig:
-        return foo.OperatorConfig(
-            name="segment_with_sam2",
-            label="Grounded SAM 2: segment existing boxes with SAM 2",
-            description="Add SAM 2 masks to the boxes of a Detections field",
-            dynamic=True,
-            allow_immediate_execution=True,
-            allow_delegated_execution=True,
-            default_choice_to_delegated=True,
+        return common.operator_config(
+            "segment_with_sam2",
+            "Grounded SAM 2: segment existing boxes with SAM 2",
+            "Add SAM 2 masks to the boxes of a Detections field",
         )
 
     def resolve_delegation(self, ctx) -> bool | None:
@@ -67,41 +63,29 @@ class SegmentWithSam2(foo.Operator):
         segmenter = load_segmenter(params.get("segmenter") or DEFAULT_SEGMENTER, device=params.get("device", "auto"))
         common.ensure_fields(ctx.dataset, settings["label_field"])
 
-        rows = list(zip(*view.values(["id", "filepath", source_field]))) if len(view) else []
-        total, done, objects, failed = len(rows), 0, 0, []
-        common.report_progress(ctx, 0, total)
-        for batch in batched(rows, settings["batch_size"]):
-            loaded, errors = [], {}
-            for sample_id, filepath, source in batch:
-                boxes = source.detections if source is not None else []
-                try:
-                    loaded.append((sample_id, load_image(filepath), boxes))
-                except InputError as error:
-                    errors[sample_id] = str(error)
-                    failed.append({"id": sample_id, "filepath": filepath, "error": str(error)})
-            with_boxes = [row for row in loaded if row[2]]
+        def label_batch(loaded):
+            with_boxes = [(sample_id, image) for sample_id, image, boxes in loaded if boxes]
             embeddings = dict(zip((row[0] for row in with_boxes), segmenter.embed([row[1] for row in with_boxes])))
-            common.clear_mask_files(settings["mask_dir"], settings["label_field"], [row[0] for row in loaded])
-            labels = {}
-            for sample_id, image, boxes in loaded:
-                detections = self._segment(segmenter, embeddings.get(sample_id), image, boxes)
-                paths = common.mask_paths_for(settings["mask_dir"], settings["label_field"], sample_id, len(boxes))
-                links = [{SOURCE_LINK: box.id} for box in boxes]
-                labels[sample_id] = to_fiftyone_detections(
-                    detections, image.shape[:2], SOURCE, mask_paths=paths, extra_attributes=links
+            return [
+                (
+                    self._segment(segmenter, embeddings.get(sample_id), image, boxes),
+                    [{SOURCE_LINK: b.id} for b in boxes],
                 )
-                errors[sample_id] = None
-                objects += len(boxes)
-            common.write_batch(view, settings["label_field"], labels, errors, settings["write_mode"], SOURCE)
-            done += len(batch)
-            common.report_progress(ctx, done, total)
-        summary = {"processed": total - len(failed), "objects": objects, "failed_count": len(failed), "failed": failed[:100]}
-        return common.finish(ctx, summary)
+                for sample_id, image, boxes in loaded
+            ]
+
+        rows = [
+            (sample_id, filepath, source.detections if source is not None else [])
+            for sample_id, filepath, source in zip(*view.values(["id", "filepath", source_field]))
+        ]
+        return common.label_samples(ctx, view, rows, settings, SOURCE, label_batch)
 
     @staticmethod
     def _segment(segmenter, embedding, image: np.ndarray, boxes: list) -> sv.Detections:
         height, width = image.shape[:2]
-        xyxy = np.array([box_from_relative(box.bounding_box, width, height) for box in boxes], np.float32).reshape(-1, 4)
+        xyxy = np.array([box_from_relative(box.bounding_box, width, height) for box in boxes], np.float32).reshape(
+            -1, 4
+        )
         if embedding is not None:
             masks, mask_scores = segmenter.segment_boxes(embedding, xyxy)
         else:
@@ -113,8 +97,10 @@ class SegmentWithSam2(foo.Operator):
             mask=masks,
             confidence=confidence,
             class_id=np.zeros(len(boxes), dtype=int),
-            data={"class_name": np.array([box.label or "" for box in boxes], dtype=str),
-                  "mask_score": mask_scores.astype(np.float32)},
+            data={
+                "class_name": np.array([box.label or "" for box in boxes], dtype=str),
+                "mask_score": mask_scores.astype(np.float32),
+            },
         )
 
     def resolve_output(self, ctx) -> types.Property:
@@ -141,9 +127,14 @@ class SegmentWithSam2(foo.Operator):
             op(dataset, "ground_truth", label_field="sam2")
         """
         params = {
-            "source_field": source_field, "label_field": label_field, "segmenter": segmenter,
-            "batch_size": batch_size, "write_mode": write_mode,
-            "mask_storage": "files" if mask_dir else "database", "mask_dir": mask_dir,
-            "device": device, "num_shards": num_shards,
+            "source_field": source_field,
+            "label_field": label_field,
+            "segmenter": segmenter,
+            "batch_size": batch_size,
+            "write_mode": write_mode,
+            "mask_storage": "files" if mask_dir else "database",
+            "mask_dir": mask_dir,
+            "device": device,
+            "num_shards": num_shards,
         }
         return common.execute_in_python(self, sample_collection, params, delegate)

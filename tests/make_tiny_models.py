@@ -90,9 +90,7 @@ def build_grounding_dino(image_size: int = 128) -> tuple[GroundingDinoForObjectD
     )
     torch.manual_seed(0)
     model = GroundingDinoForObjectDetection(config).eval()
-    image_processor = GroundingDinoImageProcessor(
-        size={"shortest_edge": image_size, "longest_edge": image_size * 2}
-    )
+    image_processor = GroundingDinoImageProcessor(size={"shortest_edge": image_size, "longest_edge": image_size * 2})
     return model, GroundingDinoProcessor(image_processor=image_processor, tokenizer=tokenizer)
 
 

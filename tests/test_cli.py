@@ -7,7 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 from PIL import Image
 
@@ -25,7 +24,14 @@ def gsam2(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
 
 
 def model_args(tiny_models) -> list[str]:
-    return ["--detector", str(tiny_models["grounding-dino"]), "--segmenter", str(tiny_models["sam2"]), "--device", "cpu"]
+    return [
+        "--detector",
+        str(tiny_models["grounding-dino"]),
+        "--segmenter",
+        str(tiny_models["sam2"]),
+        "--device",
+        "cpu",
+    ]
 
 
 def test_console_script_is_installed():
@@ -39,8 +45,17 @@ def test_help_explains_every_option():
     result = gsam2("image", "--help")
     assert result.returncode == 0
     for option in (
-        "--prompt", "--input", "--output", "--detector", "--segmenter", "--device",
-        "--box-threshold", "--text-threshold", "--batch-size", "--recursive", "--no-draw",
+        "--prompt",
+        "--input",
+        "--output",
+        "--detector",
+        "--segmenter",
+        "--device",
+        "--box-threshold",
+        "--text-threshold",
+        "--batch-size",
+        "--recursive",
+        "--no-draw",
     ):
         assert option in result.stdout
 
@@ -48,8 +63,20 @@ def test_help_explains_every_option():
 def test_shipped_examples_end_to_end(tmp_path, tiny_models):
     out = tmp_path / "out"
     result = gsam2(
-        "image", "--prompt", "cat. person. cup.", "--input", str(EXAMPLES), "--output", str(out),
-        "--box-threshold", "0.0", "--text-threshold", "0.0", "--batch-size", "2", *model_args(tiny_models),
+        "image",
+        "--prompt",
+        "cat. person. cup.",
+        "--input",
+        str(EXAMPLES),
+        "--output",
+        str(out),
+        "--box-threshold",
+        "0.0",
+        "--text-threshold",
+        "0.0",
+        "--batch-size",
+        "2",
+        *model_args(tiny_models),
     )
     assert result.returncode == 0, result.stderr
     assert "images processed: 3" in result.stdout and "failures:         0" in result.stdout
@@ -78,8 +105,18 @@ def test_bad_inputs_are_reported_and_the_run_goes_on(tmp_path, tiny_models):
     (tmp_path / "in" / "cut.png").write_bytes(data[: len(data) // 3])
     out = tmp_path / "out"
     result = gsam2(
-        "image", "--prompt", "car", "--input", str(tmp_path / "in"), str(tmp_path / "missing.jpg"),
-        "--output", str(out), "--box-threshold", "0", "--quiet", *model_args(tiny_models),
+        "image",
+        "--prompt",
+        "car",
+        "--input",
+        str(tmp_path / "in"),
+        str(tmp_path / "missing.jpg"),
+        "--output",
+        str(out),
+        "--box-threshold",
+        "0",
+        "--quiet",
+        *model_args(tiny_models),
     )
     assert result.returncode == 1
     assert "images processed: 1" in result.stdout
@@ -94,8 +131,16 @@ def test_bad_inputs_are_reported_and_the_run_goes_on(tmp_path, tiny_models):
 def test_zero_detections_is_a_success(tmp_path, tiny_models):
     Image.fromarray(shapes_image()).save(tmp_path / "a.png")
     result = gsam2(
-        "image", "--prompt", "car", "--input", str(tmp_path / "a.png"), "--output", str(tmp_path / "out"),
-        "--box-threshold", "1.0", *model_args(tiny_models),
+        "image",
+        "--prompt",
+        "car",
+        "--input",
+        str(tmp_path / "a.png"),
+        "--output",
+        str(tmp_path / "out"),
+        "--box-threshold",
+        "1.0",
+        *model_args(tiny_models),
     )
     assert result.returncode == 0, result.stderr
     assert json.loads((tmp_path / "out" / "a.json").read_text())["annotations"] == []
@@ -108,7 +153,13 @@ def test_zero_detections_is_a_success(tmp_path, tiny_models):
 def test_bad_prompt_is_a_usage_error_before_any_output(tmp_path, tiny_models, prompt, message):
     Image.fromarray(shapes_image()).save(tmp_path / "a.png")
     result = gsam2(
-        "image", "--prompt", prompt, "--input", str(tmp_path / "a.png"), "--output", str(tmp_path / "out"),
+        "image",
+        "--prompt",
+        prompt,
+        "--input",
+        str(tmp_path / "a.png"),
+        "--output",
+        str(tmp_path / "out"),
         *model_args(tiny_models),
     )
     assert result.returncode == 2
@@ -119,8 +170,15 @@ def test_bad_prompt_is_a_usage_error_before_any_output(tmp_path, tiny_models, pr
 def test_bad_checkpoint_is_a_usage_error(tmp_path):
     Image.fromarray(shapes_image()).save(tmp_path / "a.png")
     result = gsam2(
-        "image", "--prompt", "car", "--input", str(tmp_path / "a.png"), "--output", str(tmp_path / "out"),
-        "--detector", str(tmp_path / "no-model"),
+        "image",
+        "--prompt",
+        "car",
+        "--input",
+        str(tmp_path / "a.png"),
+        "--output",
+        str(tmp_path / "out"),
+        "--detector",
+        str(tmp_path / "no-model"),
     )
     assert result.returncode == 2
     assert "could not load detector checkpoint" in result.stderr
@@ -144,5 +202,8 @@ def test_inputs_expand_from_files_folders_and_globs(tmp_path):
 
 def test_repeated_stems_get_distinct_outputs():
     assert output_stems([Path("x/a.jpg"), Path("y/a.png"), Path("b.jpg"), Path("z/a.jpg")]) == [
-        "a", "a-2", "b", "a-3",
+        "a",
+        "a-2",
+        "b",
+        "a-3",
     ]

@@ -74,9 +74,7 @@ def test_not_an_image(tmp_path):
 
 
 def test_truncated_image(tmp_path):
-    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(
-        tmp_path / "full.png"
-    )
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(tmp_path / "full.png")
     data = (tmp_path / "full.png").read_bytes()
     (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])
     with pytest.raises(InputError, match=r"cut\.png: truncated or corrupt"):

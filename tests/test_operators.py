@@ -55,8 +55,14 @@ def run_queue(dataset) -> list:
 
 
 def ground_params(model_params, **overrides):
-    params = {"prompt": "car. person.", "box_threshold": 0.0, "text_threshold": 0.0, "batch_size": 2,
-              "label_field": "gsam2", **model_params}
+    params = {
+        "prompt": "car. person.",
+        "box_threshold": 0.0,
+        "text_threshold": 0.0,
+        "batch_size": 2,
+        "label_field": "gsam2",
+        **model_params,
+    }
     params.update(overrides)
     return params
 
@@ -236,8 +242,16 @@ def test_segment_with_sam2_delegated_and_bad_source(dataset, model_params):
 
 def test_python_one_liner(dataset, model_params):
     op = foo.get_operator(GROUND)
-    result = op(dataset, "car", label_field="from_python", box_threshold=0.0, text_threshold=0.0,
-                detector=model_params["detector"], segmenter=model_params["segmenter"], device="cpu")
+    result = op(
+        dataset,
+        "car",
+        label_field="from_python",
+        box_threshold=0.0,
+        text_threshold=0.0,
+        detector=model_params["detector"],
+        segmenter=model_params["segmenter"],
+        device="cpu",
+    )
     assert result.error is None
     assert len(dataset.exists("from_python")) == 5
 
@@ -246,7 +260,9 @@ def test_operators_list_cli_shows_both(tmp_path):
     fiftyone_cli = Path(sys.executable).parent / "fiftyone"  # the console script beside this interpreter
     result = subprocess.run(
         [str(fiftyone_cli), "operators", "list"],
-        capture_output=True, text=True, timeout=300,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr
     assert GROUND in result.stdout and SEGMENT in result.stdout

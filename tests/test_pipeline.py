@@ -38,7 +38,12 @@ class FixedBoxesDetector:
 def test_batch_of_different_sizes_with_tiny_models(detector, segmenter):
     images = [shapes_image(120, 160), shapes_image(75, 50, seed=1), shapes_image(200, 90, seed=2)]
     results = ground_and_segment(
-        images, "car. person.", detector=detector, segmenter=segmenter, box_threshold=0.0, text_threshold=0.0,
+        images,
+        "car. person.",
+        detector=detector,
+        segmenter=segmenter,
+        box_threshold=0.0,
+        text_threshold=0.0,
         batch_size=2,
     )
     assert len(results) == 3
@@ -54,9 +59,7 @@ def test_batch_of_different_sizes_with_tiny_models(detector, segmenter):
 
 
 def test_nothing_found_gives_empty_detections(detector, segmenter):
-    results = ground_and_segment(
-        [shapes_image()], "car.", detector=detector, segmenter=segmenter, box_threshold=1.0
-    )
+    results = ground_and_segment([shapes_image()], "car.", detector=detector, segmenter=segmenter, box_threshold=1.0)
     assert len(results) == 1 and len(results[0]) == 0
     assert results[0].mask.shape == (0, 120, 160)
 
