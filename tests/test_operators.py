@@ -266,3 +266,24 @@ def test_operators_list_cli_shows_both(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert GROUND in result.stdout and SEGMENT in result.stdout
+
+
+def test_interrupted_run_keeps_finished_batches(dataset, model_params, monkeypatch):
+    operator = foo.get_operator(GROUND)
+    module = sys.modules[type(operator).__module__]  # the plugin's own copy of the module
+    real_pipeline = module.ground_and_segment
+    calls = []
+
+    def dies_on_second_batch(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("worker killed")
+        return real_pipeline(*args, **kwargs)
+
+    monkeypatch.setattr(module, "ground_and_segment", dies_on_second_batch)
+    with pytest.raises(ExecutionError, match="worker killed"):
+        run(GROUND, dataset, ground_params(model_params, batch_size=2))
+    assert len(dataset.exists("gsam2")) == 2, "the first batch was written before the failure"
+    monkeypatch.setattr(module, "ground_and_segment", real_pipeline)
+    run(GROUND, dataset, ground_params(model_params, batch_size=2))
+    assert len(dataset.exists("gsam2")) == 5
