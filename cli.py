@@ -249,7 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--batch-size",
         type=positive_int,
         default=DEFAULT_BATCH_SIZE,
-        help=f"images per forward pass (default: {DEFAULT_BATCH_SIZE}; raise it on a GPU)",
+        help=f"images per forward pass (default: {DEFAULT_BATCH_SIZE}; raise it on a GPU, use 1 on a CPU)",
     )
     image.add_argument("--recursive", action="store_true", help="look for images in sub-folders too")
     image.add_argument("--no-draw", action="store_true", help="write only the JSON, not the annotated images")
