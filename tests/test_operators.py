@@ -287,3 +287,27 @@ def test_interrupted_run_keeps_finished_batches(dataset, model_params, monkeypat
     monkeypatch.setattr(module, "ground_and_segment", real_pipeline)
     run(GROUND, dataset, ground_params(model_params, batch_size=2))
     assert len(dataset.exists("gsam2")) == 5
+
+
+def test_models_load_once_per_worker_process_not_per_run(dataset, model_params, monkeypatch):
+    import transformers
+
+    loads = []
+    real = transformers.Sam2Model.from_pretrained.__func__
+
+    def counting(cls, *args, **kwargs):
+        loads.append(args[0])
+        return real(cls, *args, **kwargs)
+
+    monkeypatch.setattr(transformers.Sam2Model, "from_pretrained", classmethod(counting))
+    # A checkpoint path no earlier test used, so the first run must load it.
+    fresh = Path(model_params["segmenter"]).parent / "sam2-copy"
+    if not fresh.exists():
+        import shutil
+
+        shutil.copytree(model_params["segmenter"], fresh)
+    params = ground_params(model_params, segmenter=str(fresh), batch_size=1)
+    run(GROUND, dataset, params)
+    run(GROUND, dataset, params, delegate=True)
+    run_queue(dataset)
+    assert loads == [str(fresh)], "one load for five batches and two runs"
