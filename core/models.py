@@ -17,9 +17,12 @@ from .detectors import Detector, GroundingDinoDetector
 from .devices import resolve_device
 from .errors import InputError, ModelLoadError
 from .segmenter import Sam2ImageSegmenter
+from .tracker import Sam2VideoTracker
 
 DEFAULT_DETECTOR = "IDEA-Research/grounding-dino-tiny"
 DEFAULT_SEGMENTER = "facebook/sam2.1-hiera-tiny"
+
+DEFAULT_TRACKER = "facebook/sam2.1-hiera-tiny"
 
 #: SAM 2.1 image checkpoints on the hub, by the size names the reference uses.
 SAM2_CHECKPOINTS = {
@@ -67,6 +70,18 @@ def load_segmenter(
     """The SAM 2 image segmenter for ``checkpoint`` (a hub id, local folder, or a size name such as ``"large"``)."""
     checkpoint = SAM2_CHECKPOINTS.get(checkpoint, checkpoint)
     return _load_once("segmenter", "sam2", checkpoint, resolve_device(device), Sam2ImageSegmenter.from_pretrained)
+
+
+def load_tracker(
+    checkpoint: str = DEFAULT_TRACKER,
+    device: str | torch.device | None = "auto",
+) -> Sam2VideoTracker:
+    """The SAM 2 video tracker for ``checkpoint`` (hub id, local folder or size name).
+
+    The hub's SAM 2.1 checkpoints load both as image and as video models.
+    """
+    checkpoint = SAM2_CHECKPOINTS.get(checkpoint, checkpoint)
+    return _load_once("tracker", "sam2-video", checkpoint, resolve_device(device), Sam2VideoTracker.from_pretrained)
 
 
 def clear_model_cache() -> None:

@@ -2,7 +2,7 @@
 
     python tests/make_tiny_models.py OUTDIR
 
-creates ``OUTDIR/grounding-dino`` and ``OUTDIR/sam2``: real transformers
+creates ``OUTDIR/grounding-dino``, ``OUTDIR/sam2`` and ``OUTDIR/sam2-video``: real transformers
 architectures (the same config classes as the hub checkpoints) shrunk to a few
 small layers, saved with ``save_pretrained`` so that the project's loaders read
 them exactly as they read ``IDEA-Research/grounding-dino-tiny`` or
@@ -94,7 +94,7 @@ def build_grounding_dino(image_size: int = 128) -> tuple[GroundingDinoForObjectD
     return model, GroundingDinoProcessor(image_processor=image_processor, tokenizer=tokenizer)
 
 
-def build_sam2(image_size: int = 256) -> tuple[Sam2Model, Sam2Processor]:
+def build_sam2(image_size: int = 256, hidden: int = 64) -> tuple[Sam2Model, Sam2Processor]:
     dims = [8, 16, 32, 64]
     backbone = Sam2HieraDetConfig(
         image_size=[image_size, image_size],
@@ -110,13 +110,13 @@ def build_sam2(image_size: int = 256) -> tuple[Sam2Model, Sam2Processor]:
         backbone_config=backbone,
         backbone_channel_list=list(reversed(dims)),
         backbone_feature_sizes=[[stride, stride], [stride // 2, stride // 2], [stride // 4, stride // 4]],
-        fpn_hidden_size=32,
+        fpn_hidden_size=hidden,
     )
     config = Sam2Config(
         vision_config=vision,
-        prompt_encoder_config=Sam2PromptEncoderConfig(hidden_size=32, image_size=image_size, patch_size=16),
+        prompt_encoder_config=Sam2PromptEncoderConfig(hidden_size=hidden, image_size=image_size, patch_size=16),
         mask_decoder_config=Sam2MaskDecoderConfig(
-            hidden_size=32, mlp_dim=64, num_attention_heads=2, iou_head_hidden_dim=32
+            hidden_size=hidden, mlp_dim=64, num_attention_heads=2, iou_head_hidden_dim=32
         ),
     )
     torch.manual_seed(0)
@@ -128,11 +128,48 @@ def build_sam2(image_size: int = 256) -> tuple[Sam2Model, Sam2Processor]:
     return model, Sam2Processor(image_processor=image_processor)
 
 
+def build_sam2_video(image_size: int = 256):
+    """The SAM 2 video model (memory attention + memory encoder) on the same tiny image backbone."""
+    from transformers import Sam2VideoConfig, Sam2VideoModel, Sam2VideoProcessor, Sam2VideoVideoProcessor
+
+    # transformers' SAM 2 video splits object pointers into 64-wide memory tokens and only
+    # handles hidden sizes above 64 (the real models use 256).
+    hidden = 128
+    image_model, _ = build_sam2(image_size, hidden=hidden)
+    config = Sam2VideoConfig(
+        vision_config=image_model.config.vision_config,
+        prompt_encoder_config=image_model.config.prompt_encoder_config,
+        mask_decoder_config=image_model.config.mask_decoder_config,
+        image_size=image_size,
+        memory_attention_hidden_size=hidden,
+        memory_attention_num_layers=1,
+        memory_attention_feed_forward_hidden_size=64,
+        memory_attention_rope_feat_sizes=[image_size // 16, image_size // 16],
+        memory_encoder_hidden_size=hidden,
+        memory_encoder_output_channels=64,  # transformers hard-codes 64 in the memory cross-attention
+        mask_downsampler_embed_dim=hidden,
+        memory_fuser_embed_dim=hidden,
+        memory_fuser_intermediate_dim=64,
+    )
+    torch.manual_seed(0)
+    model = Sam2VideoModel(config).eval()
+    size = {"height": image_size, "width": image_size}
+    processor = Sam2VideoProcessor(
+        image_processor=Sam2ImageProcessor(size=size, mask_size={"height": image_size // 4, "width": image_size // 4}),
+        video_processor=Sam2VideoVideoProcessor(size=size),
+    )
+    return model, processor
+
+
 def write_tiny_models(outdir: str | Path) -> dict[str, Path]:
     """Write every tiny checkpoint under ``outdir``; return their folders by name."""
     outdir = Path(outdir)
     written = {}
-    for name, build in (("grounding-dino", build_grounding_dino), ("sam2", build_sam2)):
+    for name, build in (
+        ("grounding-dino", build_grounding_dino),
+        ("sam2", build_sam2),
+        ("sam2-video", build_sam2_video),
+    ):
         model, processor = build()
         target = outdir / name
         model.save_pretrained(target)

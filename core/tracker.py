@@ -1,0 +1,169 @@
+"""SAM 2 video tracking through ``transformers`` (``Sam2VideoModel`` streaming sessions).
+
+Frames are fed one at a time. ``transformers`` keeps every streamed frame and
+every frame's memory in its session; here everything older than what SAM 2
+can still attend to (the last ``num_maskmem`` memories and
+``max_object_pointers_in_encoder`` object pointers) is dropped after each
+frame, so memory stays flat however long the video is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .devices import inference_context
+
+
+@dataclass
+class TrackedFrame:
+    """SAM 2's answer for one frame: a mask and presence score per tracked object id."""
+
+    frame_index: int
+    object_ids: list[int]
+    masks: np.ndarray  # (N, H, W) bool, empty where the object is not visible
+    scores: np.ndarray  # (N,) object presence logits; > 0 means "visible"
+
+    def visible(self) -> list[int]:
+        return [i for i, score in enumerate(self.scores) if score > 0 and self.masks[i].any()]
+
+
+class Sam2VideoTracker:
+    """Loads a SAM 2 video checkpoint; every video gets its own :class:`TrackingSession`."""
+
+    name = "sam2-video"
+
+    def __init__(self, model: torch.nn.Module, processor, device: torch.device):
+        self.model = model
+        self.processor = processor
+        self.device = device
+
+    @classmethod
+    def from_pretrained(cls, checkpoint: str, device: torch.device) -> Sam2VideoTracker:
+        from transformers import Sam2VideoModel, Sam2VideoProcessor
+
+        processor = Sam2VideoProcessor.from_pretrained(checkpoint)
+        model = Sam2VideoModel.from_pretrained(checkpoint)
+        return cls(model.to(device).eval(), processor, device)
+
+    def start(self) -> TrackingSession:
+        return TrackingSession(self)
+
+
+class TrackingSession:
+    """One video's SAM 2 memory: prompt objects on a frame, then step frame by frame."""
+
+    def __init__(self, tracker: Sam2VideoTracker):
+        self.tracker = tracker
+        config = tracker.model.config
+        # How far back SAM 2 looks: memories of the last num_maskmem frames and
+        # object pointers of the last max_object_pointers_in_encoder frames.
+        self.history = max(int(config.num_maskmem), int(config.max_object_pointers_in_encoder)) + 1
+        self.session = tracker.processor.init_video_session(
+            inference_device=tracker.device,
+            dtype=torch.bfloat16 if tracker.device.type == "cuda" else torch.float32,
+        )
+        self._pending: dict[int, tuple[list[int], dict]] = {}
+        self._size: tuple[int, int] | None = None
+
+    @property
+    def object_ids(self) -> list[int]:
+        return list(self.session.obj_ids)
+
+    def prompt(
+        self,
+        frame_index: int,
+        object_ids: Sequence[int],
+        boxes: np.ndarray | None = None,
+        masks: np.ndarray | None = None,
+        points: np.ndarray | None = None,
+    ) -> None:
+        """Queue prompts for new objects on ``frame_index`` (applied by the next :meth:`step` of that frame).
+
+        One of: ``boxes`` ``(N, 4)`` pixel xyxy; ``masks`` ``(N, H, W)`` bool;
+        ``points`` ``(N, P, 2)`` positive clicks.
+        """
+        if not len(object_ids):
+            return
+        if masks is not None:
+            inputs = {"input_masks": [np.asarray(m, dtype=bool) for m in masks]}
+        elif boxes is not None:
+            inputs = {"input_boxes": [np.asarray(boxes, dtype=np.float32).reshape(-1, 4).tolist()]}
+        elif points is not None:
+            points = np.asarray(points, dtype=np.float32)
+            inputs = {
+                "input_points": [points.tolist()],
+                "input_labels": [np.ones(points.shape[:2], dtype=int).tolist()],
+            }
+        else:
+            raise ValueError("prompt needs boxes, masks or points")
+        ids, queued = self._pending.get(frame_index, ([], {}))
+        if ids:
+            raise ValueError("prompt all new objects of a frame in one call")
+        self._pending[frame_index] = (list(object_ids), inputs)
+
+    def step(self, frame_index: int, frame: np.ndarray | None = None) -> TrackedFrame:
+        """Track every object onto ``frame`` (pass ``frame=None`` to re-run the last frame after new prompts)."""
+        processor, model = self.tracker.processor, self.tracker.model
+        if frame is not None:
+            self._size = frame.shape[:2]
+            pixel_values = processor(images=Image.fromarray(frame), return_tensors="pt").pixel_values[0]
+        if frame_index in self._pending:
+            ids, inputs = self._pending.pop(frame_index)
+            processor.add_inputs_to_inference_session(
+                self.session, frame_idx=frame_index, obj_ids=ids, original_size=self._size, **inputs
+            )
+        if self.session.get_obj_num() == 0:
+            if frame is not None:
+                self._forget_before(frame_index + 1)
+            return TrackedFrame(frame_index, [], np.zeros((0, *self._size), bool), np.zeros((0,), np.float32))
+        with inference_context(self.tracker.device):
+            if frame is not None:
+                output = model(inference_session=self.session, frame=pixel_values, frame_idx=frame_index)
+            else:
+                output = model(inference_session=self.session, frame_idx=frame_index)
+        masks = processor.post_process_masks([output.pred_masks.float().cpu()], original_sizes=[self._size])[0]
+        scores = output.object_score_logits.float().cpu().numpy().reshape(-1)
+        masks = masks[:, 0].numpy().astype(bool)
+        masks[scores <= 0] = False
+        self._forget_before(frame_index - self.history)
+        return TrackedFrame(frame_index, list(output.object_ids), masks, scores)
+
+    def remove(self, object_ids: Sequence[int]) -> None:
+        """Stop tracking these objects (their tracks have ended): frees their memory and compute."""
+        doomed = {self.session._obj_id_to_idx[i] for i in object_ids if i in self.session._obj_id_to_idx}
+        if not doomed:
+            return
+        session = self.session
+        keep = [idx for idx in range(session.get_obj_num()) if idx not in doomed]
+        # transformers indexes per-object state by position: rebuild it without the removed ones.
+        per_object = ("point_inputs_per_obj", "mask_inputs_per_obj", "output_dict_per_obj", "frames_tracked_per_obj")
+        saved = {name: getattr(session, name) for name in per_object}
+        ids = [session._obj_idx_to_id[idx] for idx in keep]
+        session._obj_id_to_idx.clear()
+        session._obj_idx_to_id.clear()
+        for new_idx, (old_idx, obj_id) in enumerate(zip(keep, ids)):
+            session._obj_id_to_idx[obj_id] = new_idx
+            session._obj_idx_to_id[new_idx] = obj_id
+        for name in per_object:
+            setattr(session, name, {new_idx: saved[name][old_idx] for new_idx, old_idx in enumerate(keep)})
+        session.obj_ids = ids
+        session.obj_with_new_inputs = [i for i in session.obj_with_new_inputs if i in ids]
+
+    def _forget_before(self, oldest_kept: int) -> None:
+        """Drop frames and per-frame memories SAM 2 will never look at again."""
+        session = self.session
+        if session.processed_frames:
+            for index in [i for i in session.processed_frames if i < oldest_kept]:
+                del session.processed_frames[index]
+        for outputs in session.output_dict_per_obj.values():
+            stale = [i for i in outputs["non_cond_frame_outputs"] if i < oldest_kept]
+            for index in stale:
+                del outputs["non_cond_frame_outputs"][index]
+        for tracked in session.frames_tracked_per_obj.values():
+            for index in [i for i in tracked if i < oldest_kept]:
+                del tracked[index]

@@ -1,0 +1,273 @@
+"""Ground and track: a text prompt in, every matching object followed through a video with a stable id.
+
+Detection runs every ``step`` frames. Each detection's SAM 2 image mask is
+compared with the masks being tracked on that frame: the best match (mask
+IoU above ``iou_threshold``) keeps its id, anything unmatched becomes a new
+object with the next id. Objects the detector misses at a keyframe keep being
+tracked (the reference drops them); objects SAM 2 no longer sees for
+``end_after`` frames end their track. Ids are never reused within a video.
+
+With ``reverse=True``, objects first found after the first frame are also
+tracked backwards from where they were found, so that their tracks start
+when they appear rather than at the next keyframe. Results are then held back
+``reverse_window`` frames so the backward masks can be merged in before a
+frame is emitted.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import supervision as sv
+
+from .detectors import Detector
+from .prompts import parse_prompt
+from .segmenter import Sam2ImageSegmenter
+from .tracker import Sam2VideoTracker, TrackedFrame
+
+PROMPT_TYPES = ("mask", "box", "point")
+DEFAULT_STEP = 20
+DEFAULT_IOU_THRESHOLD = 0.8
+POINTS_PER_OBJECT = 10
+
+
+def mask_iou(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """Pairwise IoU of two stacks of boolean masks: ``(N, H, W)`` x ``(M, H, W)`` -> ``(N, M)``."""
+    if len(first) == 0 or len(second) == 0:
+        return np.zeros((len(first), len(second)), dtype=np.float32)
+    a = first.reshape(len(first), -1).astype(np.float32)
+    b = second.reshape(len(second), -1).astype(np.float32)
+    intersection = a @ b.T
+    union = a.sum(1)[:, None] + b.sum(1)[None, :] - intersection
+    return np.where(union > 0, intersection / np.maximum(union, 1), 0.0).astype(np.float32)
+
+
+def match_to_tracks(
+    new_masks: np.ndarray, tracked_masks: np.ndarray, tracked_ids: Sequence[int], iou_threshold: float
+) -> tuple[dict[int, int], list[int]]:
+    """Assign new detections to tracked objects, best IoU first, one to one.
+
+    Returns ``{detection index: object id}`` for matches above the threshold and
+    the indices of unmatched detections. (The reference takes the *first*
+    tracked object above the threshold, which swaps ids between neighbours.)
+    """
+    ious = mask_iou(new_masks, tracked_masks)
+    matches: dict[int, int] = {}
+    used: set[int] = set()
+    for flat in np.argsort(-ious, axis=None, kind="stable"):
+        row, column = np.unravel_index(flat, ious.shape)
+        if ious[row, column] <= iou_threshold:
+            break
+        if row in matches or column in used:
+            continue
+        matches[int(row)] = int(tracked_ids[column])
+        used.add(int(column))
+    return matches, [i for i in range(len(new_masks)) if i not in matches]
+
+
+def sample_points(mask: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:
+    """``count`` pixel ``(x, y)`` points drawn uniformly from a mask (with repeats if it is tiny)."""
+    ys, xs = np.nonzero(mask)
+    if len(xs) == 0:
+        raise ValueError("cannot sample points from an empty mask")
+    picks = rng.choice(len(xs), size=count, replace=len(xs) < count)
+    return np.stack([xs[picks], ys[picks]], axis=1).astype(np.float32)
+
+
+@dataclass
+class TrackInfo:
+    class_name: str
+    class_id: int
+    confidence: float
+    first_frame: int
+    absent_for: int = 0
+
+
+@dataclass
+class FrameResult:
+    """The objects on one frame: ``detections.tracker_id`` is the object id."""
+
+    frame_index: int
+    detections: sv.Detections
+    frame: np.ndarray | None = field(default=None, repr=False)
+
+
+class GroundedTracker:
+    """The continuous-id state machine over one video; feed it frames in order with :meth:`process`."""
+
+    def __init__(
+        self,
+        phrases: list[str],
+        detector: Detector,
+        segmenter: Sam2ImageSegmenter,
+        tracker: Sam2VideoTracker,
+        step: int = DEFAULT_STEP,
+        iou_threshold: float = DEFAULT_IOU_THRESHOLD,
+        prompt_type: str = "mask",
+        box_threshold: float = 0.35,
+        text_threshold: float = 0.25,
+        end_after: int | None = None,
+        reverse: bool = False,
+        reverse_window: int | None = None,
+        keep_frames: bool = False,
+        seed: int = 0,
+    ):
+        if prompt_type not in PROMPT_TYPES:
+            raise ValueError(f"prompt type {prompt_type!r}: choose one of {', '.join(PROMPT_TYPES)}")
+        if step < 1:
+            raise ValueError(f"step {step}: must be at least 1")
+        self.phrases, self.detector, self.segmenter, self.tracker = phrases, detector, segmenter, tracker
+        self.step, self.iou_threshold, self.prompt_type = step, iou_threshold, prompt_type
+        self.box_threshold, self.text_threshold = box_threshold, text_threshold
+        self.end_after = end_after if end_after is not None else 2 * step
+        self.reverse = reverse
+        self.reverse_window = (reverse_window if reverse_window is not None else 2 * step) if reverse else 0
+        self.keep_frames = keep_frames
+        self.session = tracker.start()
+        self.tracks: dict[int, TrackInfo] = {}
+        self.next_id = 1
+        self.frames_seen = 0
+        self.rng = np.random.default_rng(seed)
+        # Results not emitted yet (reverse mode) and the raw frames a backward pass may need.
+        self.pending: deque[FrameResult] = deque()
+        self.recent_frames: deque[tuple[int, np.ndarray]] = deque(maxlen=self.reverse_window + 1)
+
+    # ------------------------------------------------------------------ public
+
+    def process(self, frame_index: int, frame: np.ndarray) -> list[FrameResult]:
+        """Track one frame; return the results that are final now (in order)."""
+        is_keyframe = self.frames_seen % self.step == 0
+        self.frames_seen += 1
+        if self.reverse:
+            self.recent_frames.append((frame_index, frame))
+        tracked = self._keyframe(frame_index, frame) if is_keyframe else self.session.step(frame_index, frame)
+        self._update_absence(tracked)
+        self.pending.append(FrameResult(frame_index, self._to_detections(tracked), frame if self.keep_frames else None))
+        ready = []
+        while len(self.pending) > self.reverse_window:
+            ready.append(self.pending.popleft())
+        return ready
+
+    def flush(self) -> list[FrameResult]:
+        """The results still held back at the end of the video."""
+        ready = list(self.pending)
+        self.pending.clear()
+        return ready
+
+    # ----------------------------------------------------------------- keyframes
+
+    def _keyframe(self, frame_index: int, frame: np.ndarray) -> TrackedFrame:
+        tracked = self.session.step(frame_index, frame) if self.session.object_ids else None
+        [found] = self.detector.detect([frame], self.phrases, self.box_threshold, self.text_threshold)
+        if len(found) == 0:
+            return tracked if tracked is not None else self.session.step(frame_index, frame)
+        [embedding] = self.segmenter.embed([frame])
+        masks, _ = self.segmenter.segment_boxes(embedding, found.xyxy)
+        if tracked is not None:
+            visible = tracked.visible()
+            matches, unmatched = match_to_tracks(
+                masks, tracked.masks[visible], [tracked.object_ids[i] for i in visible], self.iou_threshold
+            )
+            for detection_index, object_id in matches.items():
+                self.tracks[object_id].confidence = float(found.confidence[detection_index])
+        else:
+            unmatched = list(range(len(found)))
+        unmatched = [i for i in unmatched if masks[i].any()]
+        if not unmatched:
+            return tracked if tracked is not None else self.session.step(frame_index, frame)
+        new_ids = list(range(self.next_id, self.next_id + len(unmatched)))
+        self.next_id += len(unmatched)
+        for object_id, i in zip(new_ids, unmatched):
+            self.tracks[object_id] = TrackInfo(
+                str(found.data["class_name"][i]), int(found.class_id[i]), float(found.confidence[i]), frame_index
+            )
+        self._prompt(self.session, frame_index, new_ids, found.xyxy[unmatched], masks[unmatched])
+        # With objects already tracked, frame_index is in the session: re-run it with the new prompts.
+        tracked = self.session.step(frame_index, None if tracked is not None else frame)
+        if self.reverse and self.frames_seen > 1:
+            self._track_backwards(frame_index, new_ids, found.xyxy[unmatched], masks[unmatched])
+        return tracked
+
+    def _prompt(self, session, frame_index, object_ids, boxes, masks) -> None:
+        if self.prompt_type == "mask":
+            session.prompt(frame_index, object_ids, masks=masks)
+        elif self.prompt_type == "box":
+            session.prompt(frame_index, object_ids, boxes=boxes)
+        else:
+            points = np.stack([sample_points(mask, POINTS_PER_OBJECT, self.rng) for mask in masks])
+            session.prompt(frame_index, object_ids, points=points)
+
+    def _track_backwards(self, frame_index, object_ids, boxes, masks) -> None:
+        """Follow newly found objects back through the held-back frames and merge them in."""
+        backward = self.tracker.start()
+        earlier = [(i, f) for i, f in reversed(self.recent_frames) if i < frame_index]
+        if not earlier:
+            return
+        self._prompt(backward, 0, object_ids, boxes, masks)
+        backward.step(0, self.recent_frames[-1][1])
+        results = {result.frame_index: result for result in self.pending}
+        for position, (index, frame) in enumerate(earlier, start=1):
+            tracked = backward.step(position, frame)
+            result = results.get(index)
+            if result is None:
+                continue
+            additions = self._to_detections(tracked, exclude=set(result.detections.tracker_id.tolist()))
+            if len(additions) and len(result.detections):
+                # An object already tracked there under another id is the same object: skip it.
+                overlap = mask_iou(additions.mask, result.detections.mask).max(axis=1)
+                additions = additions[overlap <= self.iou_threshold]
+            if len(additions):
+                result.detections = sv.Detections.merge([result.detections, additions])
+
+    # ------------------------------------------------------------------ helpers
+
+    def _update_absence(self, tracked: TrackedFrame) -> None:
+        visible = {tracked.object_ids[i] for i in tracked.visible()}
+        ended = []
+        for object_id in tracked.object_ids:
+            info = self.tracks[object_id]
+            info.absent_for = 0 if object_id in visible else info.absent_for + 1
+            if info.absent_for >= self.end_after:
+                ended.append(object_id)
+        self.session.remove(ended)
+
+    def _to_detections(self, tracked: TrackedFrame, exclude: set[int] = frozenset()) -> sv.Detections:
+        keep = [i for i in tracked.visible() if tracked.object_ids[i] not in exclude]
+        height, width = tracked.masks.shape[1:] if tracked.masks.ndim == 3 else (0, 0)
+        masks = tracked.masks[keep] if keep else np.zeros((0, height, width), bool)
+        ids = [tracked.object_ids[i] for i in keep]
+        return sv.Detections(
+            xyxy=sv.mask_to_xyxy(masks).astype(np.float32) if keep else np.zeros((0, 4), np.float32),
+            mask=masks,
+            confidence=np.array([self.tracks[i].confidence for i in ids], dtype=np.float32),
+            class_id=np.array([self.tracks[i].class_id for i in ids], dtype=int),
+            tracker_id=np.array(ids, dtype=int),
+            data={"class_name": np.array([self.tracks[i].class_name for i in ids], dtype=str)},
+        )
+
+
+def ground_and_track(
+    frames: Iterable[tuple[int, np.ndarray]],
+    prompt: str | Sequence[str],
+    detector: Detector,
+    segmenter: Sam2ImageSegmenter,
+    tracker: Sam2VideoTracker,
+    **options,
+) -> Iterator[FrameResult]:
+    """Track what ``prompt`` names through ``(frame_index, rgb)`` frames; yield one result per frame, in order.
+
+    ``options`` are :class:`GroundedTracker`'s (``step``, ``iou_threshold``,
+    ``prompt_type``, ``box_threshold``, ``text_threshold``, ``end_after``,
+    ``reverse``, ``reverse_window``, ``keep_frames``). Frames are consumed
+    one at a time; nothing but SAM 2's bounded memory and, with ``reverse``,
+    the last ``reverse_window`` frames is kept.
+    """
+    phrases = parse_prompt(prompt)
+    detector.validate_phrases(phrases)
+    state = GroundedTracker(phrases, detector, segmenter, tracker, **options)
+    for frame_index, frame in frames:
+        yield from state.process(frame_index, frame)
+    yield from state.flush()
