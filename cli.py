@@ -167,6 +167,98 @@ def run_image(args: argparse.Namespace) -> int:
     return EXIT_FAILURES if summary.failures else EXIT_OK
 
 
+def frame_record(frame_index: int, detections) -> dict:
+    """One JSON line of ``gsam2 video``'s output."""
+    from .core.detections import class_names
+    from .core.exports import mask_to_rle
+
+    names = class_names(detections)
+    return {
+        "frame_index": frame_index,
+        "objects": [
+            {
+                "id": int(detections.tracker_id[i]),
+                "class_name": names[i],
+                "bbox": [round(float(v), 2) for v in detections.xyxy[i]],
+                "score": round(float(detections.confidence[i]), 4),
+                "segmentation": mask_to_rle(detections.mask[i]),
+            }
+            for i in range(len(detections))
+        ],
+    }
+
+
+def run_video(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from .core.models import load_tracker
+    from .core.video_io import VideoWriter, iter_frames, probe_video
+    from .core.video_pipeline import ground_and_track
+
+    source: str | int = int(args.input) if args.input.isdigit() else args.input
+    try:
+        phrases = parse_prompt(args.prompt)
+        info = probe_video(source) if isinstance(source, str) else None
+        detector = load_detector(args.detector, device=args.device)
+        segmenter = load_segmenter(args.segmenter, device=args.device)
+        tracker = load_tracker(args.tracker, device=args.device)
+        detector.validate_phrases(phrases)
+    except GroundedSam2Error as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+
+    output = Path(args.output)
+    output.mkdir(parents=True, exist_ok=True)
+    stem = Path(str(source)).stem if isinstance(source, str) else f"camera{source}"
+    skipped: list[str] = []
+
+    def on_skip(frame_index, message):
+        skipped.append(f"frame {frame_index}: {message}" if frame_index is not None else message)
+        tqdm.write(f"warning: {source}: skipped undecodable data ({message})", file=sys.stderr)
+
+    frames = iter_frames(source, start_frame=args.start_frame, stride=args.stride, on_skip=on_skip)
+    results = ground_and_track(
+        frames, phrases, detector, segmenter, tracker,
+        step=args.step, iou_threshold=args.iou_threshold, prompt_type=args.prompt_type,
+        box_threshold=args.box_threshold, text_threshold=args.text_threshold,
+        reverse=args.reverse, keep_frames=not args.no_draw,
+    )
+    fps = (info.fps / args.stride) if info else 30.0
+    total = None
+    if info and info.frame_count:
+        total = max(0, -(-(info.frame_count - args.start_frame) // args.stride))
+    object_ids: set[int] = set()
+    frames_done, started, interrupted = 0, time.perf_counter(), False
+    writer = None if args.no_draw else VideoWriter(output / f"{stem}.mp4", fps=fps)
+    progress = tqdm(total=total, desc="frames", unit="frame", disable=args.quiet)
+    try:
+        with open(output / f"{stem}.jsonl", "w") as lines:
+            for result in results:
+                lines.write(json.dumps(frame_record(result.frame_index, result.detections)) + "\n")
+                lines.flush()  # live sources: each frame's result is on disk as soon as it is final
+                if writer is not None:
+                    writer.write(draw_detections(result.frame, result.detections))
+                object_ids.update(result.detections.tracker_id.tolist())
+                frames_done += 1
+                progress.update(1)
+    except KeyboardInterrupt:
+        interrupted = True
+    except GroundedSam2Error as error:
+        progress.close()
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_FAILURES
+    finally:
+        progress.close()
+        if writer is not None:
+            writer.close()
+    seconds = time.perf_counter() - started
+    print(f"frames processed: {frames_done}" + (" (interrupted)" if interrupted else ""))
+    print(f"objects tracked:  {len(object_ids)}")
+    print(f"frames skipped:   {len(skipped)}")
+    print(f"time:             {seconds:.1f} s ({frames_done / seconds if seconds else 0:.2f} frames/s)")
+    return 130 if interrupted else EXIT_OK
+
+
 def add_model_options(parser: argparse.ArgumentParser) -> None:
     models = parser.add_argument_group("models")
     models.add_argument(
@@ -256,6 +348,41 @@ def build_parser() -> argparse.ArgumentParser:
     image.add_argument("--quiet", action="store_true", help="no progress bar")
     add_model_options(image)
     image.set_defaults(run=run_image)
+
+    video = subcommands.add_parser(
+        "video",
+        help="track what a text prompt names through a video, with stable object ids",
+        description=(
+            "Decodes the video as a stream, detects every --step frames, tracks objects with SAM 2 and keeps "
+            "their ids. Writes OUT/<stem>.jsonl (one line per frame: objects with id, class, box, COCO RLE mask, "
+            "score) and OUT/<stem>.mp4 (masks, boxes and 'id class' labels). --input may also be a camera index "
+            "(0) or a stream URL for live tracking; stop it with Ctrl-C."
+        ),
+    )
+    video.add_argument("--prompt", required=True, help='what to track, e.g. "car. person."')
+    video.add_argument("--input", required=True, metavar="VIDEO", help="video file, camera index or stream URL")
+    video.add_argument("--output", required=True, metavar="OUT", help="folder to write results into (created)")
+    video.add_argument("--box-threshold", type=probability, default=DEFAULT_BOX_THRESHOLD,
+                       help=f"minimum detector score of a box (default: {DEFAULT_BOX_THRESHOLD})")
+    video.add_argument("--text-threshold", type=probability, default=DEFAULT_TEXT_THRESHOLD,
+                       help=f"minimum score of a box's phrase (default: {DEFAULT_TEXT_THRESHOLD})")
+    video.add_argument("--step", type=positive_int, default=20,
+                       help="run the detector every STEP processed frames to pick up new objects (default: 20)")
+    video.add_argument("--iou-threshold", type=probability, default=0.8,
+                       help="mask IoU above which a detection is an object already tracked (default: 0.8)")
+    video.add_argument("--prompt-type", choices=("mask", "box", "point"), default="mask",
+                       help="how detections prompt SAM 2's tracker (default: mask)")
+    video.add_argument("--reverse", action="store_true",
+                       help="also track newly found objects backwards (up to 2*STEP frames) so tracks start "
+                            "where objects appear; delays output by 2*STEP frames")
+    video.add_argument("--start-frame", type=int, default=0, help="first frame to process (0-based, default 0)")
+    video.add_argument("--stride", type=positive_int, default=1, help="process every STRIDE-th frame (default 1)")
+    video.add_argument("--tracker", default=DEFAULT_SEGMENTER,
+                       help=f"SAM 2 video checkpoint: hub id, local folder or size (default: {DEFAULT_SEGMENTER})")
+    video.add_argument("--no-draw", action="store_true", help="write only the JSON lines, not the MP4")
+    video.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_model_options(video)
+    video.set_defaults(run=run_video)
     return parser
 
 

@@ -271,3 +271,62 @@ def ground_and_track(
     for frame_index, frame in frames:
         yield from state.process(frame_index, frame)
     yield from state.flush()
+
+
+@dataclass
+class BoxPrompt:
+    """An object to follow, given on one frame: a pixel box, its label, and its id (``None`` = new)."""
+
+    frame_index: int
+    box: np.ndarray
+    label: str
+    object_id: int | None = None
+    confidence: float | None = None
+
+
+def track_from_boxes(
+    frames: Iterable[tuple[int, np.ndarray]],
+    prompts: Sequence[BoxPrompt],
+    tracker: Sam2VideoTracker,
+    keep_frames: bool = False,
+) -> Iterator[FrameResult]:
+    """Propagate given boxes (e.g. an annotator's key frames) through a video with SAM 2.
+
+    A box with an ``object_id`` continues that object (a second box of the same
+    id on a later frame corrects it); a box without one starts a new object
+    with the next free id. Labels are kept; ``confidence`` is carried over.
+    """
+    used = {p.object_id for p in prompts if p.object_id is not None}
+    next_id = max(used, default=0) + 1
+    by_frame: dict[int, list[tuple[int, BoxPrompt]]] = {}
+    tracks: dict[int, TrackInfo] = {}
+    for prompt in sorted(prompts, key=lambda p: p.frame_index):
+        object_id = prompt.object_id
+        if object_id is None:
+            object_id, next_id = next_id, next_id + 1
+        by_frame.setdefault(prompt.frame_index, []).append((object_id, prompt))
+        tracks.setdefault(
+            object_id, TrackInfo(prompt.label, 0, np.nan if prompt.confidence is None else prompt.confidence, prompt.frame_index)
+        )
+    labels = sorted({info.class_name for info in tracks.values()})
+    for info in tracks.values():
+        info.class_id = labels.index(info.class_name)
+    session = tracker.start()
+    for frame_index, frame in frames:
+        if frame_index in by_frame:
+            ids = [object_id for object_id, _ in by_frame[frame_index]]
+            boxes = np.stack([np.asarray(p.box, np.float32) for _, p in by_frame[frame_index]])
+            session.prompt(frame_index, ids, boxes=boxes)
+        tracked = session.step(frame_index, frame)
+        keep = [i for i in tracked.visible()]
+        ids = [tracked.object_ids[i] for i in keep]
+        masks = tracked.masks[keep] if keep else np.zeros((0, *frame.shape[:2]), bool)
+        detections = sv.Detections(
+            xyxy=sv.mask_to_xyxy(masks).astype(np.float32) if keep else np.zeros((0, 4), np.float32),
+            mask=masks,
+            confidence=np.array([tracks[i].confidence for i in ids], dtype=np.float64),
+            class_id=np.array([tracks[i].class_id for i in ids], dtype=int),
+            tracker_id=np.array(ids, dtype=int),
+            data={"class_name": np.array([tracks[i].class_name for i in ids], dtype=str)},
+        )
+        yield FrameResult(frame_index, detections, frame if keep_frames else None)
