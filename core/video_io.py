@@ -44,6 +44,8 @@ def _open(source: str):
 
     try:
         container = av.open(source)
+    except av.error.EOFError:
+        raise InputError(f"{source}: empty or truncated: no video data") from None
     except (av.FFmpegError, OSError, ValueError) as error:
         raise InputError(f"{source}: not a video, or a format FFmpeg cannot read ({error})") from None
     if not container.streams.video:
