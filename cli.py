@@ -218,10 +218,18 @@ def run_video(args: argparse.Namespace) -> int:
 
     frames = iter_frames(source, start_frame=args.start_frame, stride=args.stride, on_skip=on_skip)
     results = ground_and_track(
-        frames, phrases, detector, segmenter, tracker,
-        step=args.step, iou_threshold=args.iou_threshold, prompt_type=args.prompt_type,
-        box_threshold=args.box_threshold, text_threshold=args.text_threshold,
-        reverse=args.reverse, keep_frames=not args.no_draw,
+        frames,
+        phrases,
+        detector,
+        segmenter,
+        tracker,
+        step=args.step,
+        iou_threshold=args.iou_threshold,
+        prompt_type=args.prompt_type,
+        box_threshold=args.box_threshold,
+        text_threshold=args.text_threshold,
+        reverse=args.reverse,
+        keep_frames=not args.no_draw,
     )
     fps = (info.fps / args.stride) if info else 30.0
     total = None
@@ -362,23 +370,49 @@ def build_parser() -> argparse.ArgumentParser:
     video.add_argument("--prompt", required=True, help='what to track, e.g. "car. person."')
     video.add_argument("--input", required=True, metavar="VIDEO", help="video file, camera index or stream URL")
     video.add_argument("--output", required=True, metavar="OUT", help="folder to write results into (created)")
-    video.add_argument("--box-threshold", type=probability, default=DEFAULT_BOX_THRESHOLD,
-                       help=f"minimum detector score of a box (default: {DEFAULT_BOX_THRESHOLD})")
-    video.add_argument("--text-threshold", type=probability, default=DEFAULT_TEXT_THRESHOLD,
-                       help=f"minimum score of a box's phrase (default: {DEFAULT_TEXT_THRESHOLD})")
-    video.add_argument("--step", type=positive_int, default=20,
-                       help="run the detector every STEP processed frames to pick up new objects (default: 20)")
-    video.add_argument("--iou-threshold", type=probability, default=0.8,
-                       help="mask IoU above which a detection is an object already tracked (default: 0.8)")
-    video.add_argument("--prompt-type", choices=("mask", "box", "point"), default="mask",
-                       help="how detections prompt SAM 2's tracker (default: mask)")
-    video.add_argument("--reverse", action="store_true",
-                       help="also track newly found objects backwards (up to 2*STEP frames) so tracks start "
-                            "where objects appear; delays output by 2*STEP frames")
+    video.add_argument(
+        "--box-threshold",
+        type=probability,
+        default=DEFAULT_BOX_THRESHOLD,
+        help=f"minimum detector score of a box (default: {DEFAULT_BOX_THRESHOLD})",
+    )
+    video.add_argument(
+        "--text-threshold",
+        type=probability,
+        default=DEFAULT_TEXT_THRESHOLD,
+        help=f"minimum score of a box's phrase (default: {DEFAULT_TEXT_THRESHOLD})",
+    )
+    video.add_argument(
+        "--step",
+        type=positive_int,
+        default=20,
+        help="run the detector every STEP processed frames to pick up new objects (default: 20)",
+    )
+    video.add_argument(
+        "--iou-threshold",
+        type=probability,
+        default=0.8,
+        help="mask IoU above which a detection is an object already tracked (default: 0.8)",
+    )
+    video.add_argument(
+        "--prompt-type",
+        choices=("mask", "box", "point"),
+        default="mask",
+        help="how detections prompt SAM 2's tracker (default: mask)",
+    )
+    video.add_argument(
+        "--reverse",
+        action="store_true",
+        help="also track newly found objects backwards (up to 2*STEP frames) so tracks start "
+        "where objects appear; delays output by 2*STEP frames",
+    )
     video.add_argument("--start-frame", type=int, default=0, help="first frame to process (0-based, default 0)")
     video.add_argument("--stride", type=positive_int, default=1, help="process every STRIDE-th frame (default 1)")
-    video.add_argument("--tracker", default=DEFAULT_SEGMENTER,
-                       help=f"SAM 2 video checkpoint: hub id, local folder or size (default: {DEFAULT_SEGMENTER})")
+    video.add_argument(
+        "--tracker",
+        default=DEFAULT_SEGMENTER,
+        help=f"SAM 2 video checkpoint: hub id, local folder or size (default: {DEFAULT_SEGMENTER})",
+    )
     video.add_argument("--no-draw", action="store_true", help="write only the JSON lines, not the MP4")
     video.add_argument("--quiet", action="store_true", help="no progress bar")
     add_model_options(video)

@@ -306,7 +306,8 @@ def track_from_boxes(
             object_id, next_id = next_id, next_id + 1
         by_frame.setdefault(prompt.frame_index, []).append((object_id, prompt))
         tracks.setdefault(
-            object_id, TrackInfo(prompt.label, 0, np.nan if prompt.confidence is None else prompt.confidence, prompt.frame_index)
+            object_id,
+            TrackInfo(prompt.label, 0, np.nan if prompt.confidence is None else prompt.confidence, prompt.frame_index),
         )
     labels = sorted({info.class_name for info in tracks.values()})
     for info in tracks.values():

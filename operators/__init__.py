@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from .ground_and_segment import GroundAndSegment
 from .segment_with_sam2 import SegmentWithSam2
+from .track_video import TrackVideo
 
 #: Operator classes registered with FiftyOne; each must also be listed in fiftyone.yml.
-OPERATOR_CLASSES: list[type] = [GroundAndSegment, SegmentWithSam2]
+OPERATOR_CLASSES: list[type] = [GroundAndSegment, SegmentWithSam2, TrackVideo]
 
 
 def register_operators(plugin) -> None:

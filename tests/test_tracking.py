@@ -115,7 +115,9 @@ class ColourSession:
                     x, y = points[k][0].astype(int)
                 self.colours[object_id] = tuple(frame[y, x])
         ids = list(self.colours)
-        masks = np.stack([colour_mask(frame, self.colours[i]) for i in ids]) if ids else np.zeros((0, HEIGHT, WIDTH), bool)
+        masks = (
+            np.stack([colour_mask(frame, self.colours[i]) for i in ids]) if ids else np.zeros((0, HEIGHT, WIDTH), bool)
+        )
         scores = np.array([1.0 if m.any() else -1.0 for m in masks], np.float32)
         return TrackedFrame(frame_index, ids, masks, scores)
 

@@ -21,9 +21,20 @@ from .media import empty_video, moving_squares, write_video
 
 def gsam2_video(tiny_models, *args):
     command = [
-        sys.executable, "-m", "gsam2.cli", "video", "--detector", str(tiny_models["grounding-dino"]),
-        "--segmenter", str(tiny_models["sam2"]), "--tracker", str(tiny_models["sam2-video"]), "--device", "cpu",
-        "--quiet", *args,
+        sys.executable,
+        "-m",
+        "gsam2.cli",
+        "video",
+        "--detector",
+        str(tiny_models["grounding-dino"]),
+        "--segmenter",
+        str(tiny_models["sam2"]),
+        "--tracker",
+        str(tiny_models["sam2-video"]),
+        "--device",
+        "cpu",
+        "--quiet",
+        *args,
     ]
     return subprocess.run(command, capture_output=True, text=True, env=os.environ.copy(), timeout=600)
 
@@ -33,8 +44,20 @@ def test_cli_video_end_to_end(tmp_path, tiny_models, name, codec, pix_fmt):
     video = write_video(tmp_path / name, moving_squares(12), codec=codec, pix_fmt=pix_fmt)
     out = tmp_path / "out"
     result = gsam2_video(
-        tiny_models, "--prompt", "red square. car.", "--input", str(video), "--output", str(out),
-        "--box-threshold", "0.7", "--text-threshold", "0", "--step", "5", "--reverse",
+        tiny_models,
+        "--prompt",
+        "red square. car.",
+        "--input",
+        str(video),
+        "--output",
+        str(out),
+        "--box-threshold",
+        "0.7",
+        "--text-threshold",
+        "0",
+        "--step",
+        "5",
+        "--reverse",
     )
     assert result.returncode == 0, result.stderr
     assert "frames processed: 12" in result.stdout
@@ -57,8 +80,20 @@ def test_cli_video_end_to_end(tmp_path, tiny_models, name, codec, pix_fmt):
 def test_cli_video_stride_start_and_nothing_found(tmp_path, tiny_models):
     video = write_video(tmp_path / "v.mp4", moving_squares(20))
     result = gsam2_video(
-        tiny_models, "--prompt", "car", "--input", str(video), "--output", str(tmp_path / "out"),
-        "--box-threshold", "1.0", "--start-frame", "3", "--stride", "4", "--no-draw",
+        tiny_models,
+        "--prompt",
+        "car",
+        "--input",
+        str(video),
+        "--output",
+        str(tmp_path / "out"),
+        "--box-threshold",
+        "1.0",
+        "--start-frame",
+        "3",
+        "--stride",
+        "4",
+        "--no-draw",
     )
     assert result.returncode == 0, result.stderr
     lines = [json.loads(line) for line in (tmp_path / "out" / "v.jsonl").read_text().splitlines()]
@@ -76,7 +111,9 @@ def test_cli_video_stride_start_and_nothing_found(tmp_path, tiny_models):
     ],
 )
 def test_cli_video_bad_input(tmp_path, tiny_models, make, message):
-    result = gsam2_video(tiny_models, "--prompt", "car", "--input", str(make(tmp_path)), "--output", str(tmp_path / "o"))
+    result = gsam2_video(
+        tiny_models, "--prompt", "car", "--input", str(make(tmp_path)), "--output", str(tmp_path / "o")
+    )
     assert result.returncode == 2
     assert message in result.stderr
 

@@ -11,7 +11,11 @@ from .media import empty_video, moving_squares, write_video
 
 @pytest.mark.parametrize(
     ("name", "codec", "pix_fmt", "exact"),
-    [("clip.mp4", "mpeg4", "yuv420p", False), ("clip.mkv", "ffv1", "bgr0", True), ("clip.avi", "mjpeg", "yuvj420p", False)],
+    [
+        ("clip.mp4", "mpeg4", "yuv420p", False),
+        ("clip.mkv", "ffv1", "bgr0", True),
+        ("clip.avi", "mjpeg", "yuvj420p", False),
+    ],
 )
 def test_containers_and_codecs_decode_in_order(tmp_path, name, codec, pix_fmt, exact):
     frames = list(moving_squares(12))

@@ -1,0 +1,214 @@
+"""Operator ``track_video``: follow objects through videos with stable ids in ``frames.<field>``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import fiftyone as fo
+import fiftyone.operators as foo
+import fiftyone.operators.types as types
+
+from ..core import (
+    DEFAULT_BOX_THRESHOLD,
+    DEFAULT_DETECTOR,
+    DEFAULT_SEGMENTER,
+    DEFAULT_TEXT_THRESHOLD,
+    GroundedSam2Error,
+    InputError,
+    load_detector,
+    load_segmenter,
+    parse_prompt,
+)
+from ..core.models import load_tracker
+from ..core.video_io import iter_frames, probe_video
+from ..core.video_pipeline import DEFAULT_IOU_THRESHOLD, DEFAULT_STEP, BoxPrompt, ground_and_track, track_from_boxes
+from . import common
+from .labels import box_from_relative, to_fiftyone_detections
+
+SOURCE = "track_video"
+MODES = ("prompt", "field")
+
+
+def frame_detection_fields(dataset) -> list[str]:
+    if dataset is None or dataset.media_type != "video":
+        return []
+    schema = dataset.get_frame_field_schema(embedded_doc_type=fo.Detections) or {}
+    return sorted(schema)
+
+
+class TrackVideo(foo.Operator):
+    @property
+    def config(self) -> foo.OperatorConfig:
+        return common.operator_config(
+            "track_video",
+            "Grounded SAM 2: track objects through videos",
+            "Find objects from a text prompt (or from boxes on a few frames) and follow them with SAM 2",
+        )
+
+    def resolve_input(self, ctx) -> types.Property:
+        inputs = types.Object()
+        inputs.view_target(ctx)
+        inputs.enum(
+            "mode",
+            list(MODES),
+            default="prompt",
+            label="Objects from",
+            description="prompt: a text prompt; field: existing frame-level boxes (e.g. an annotator's key frames)",
+            view=types.RadioGroup(),
+        )
+        if ctx.params.get("mode", "prompt") == "field":
+            fields = frame_detection_fields(ctx.dataset)
+            inputs.enum("source_field", fields, required=True, label="Boxes from (frames.)")
+        else:
+            inputs.str("prompt", required=True, label="Prompt", description='e.g. "car. person."')
+            inputs.str("detector", default=DEFAULT_DETECTOR, label="Detector checkpoint")
+            inputs.str("segmenter", default=DEFAULT_SEGMENTER, label="SAM 2 image checkpoint")
+            common.add_threshold_inputs(inputs)
+            inputs.int("step", default=DEFAULT_STEP, label="Detect every N frames")
+            inputs.float("iou_threshold", default=DEFAULT_IOU_THRESHOLD, label="Same-object mask IoU")
+            inputs.enum("prompt_type", ["mask", "box", "point"], default="mask", label="Prompt SAM 2 with")
+            inputs.bool("reverse", default=False, label="Also track backwards from where objects appear")
+        inputs.str("tracker", default=DEFAULT_SEGMENTER, label="SAM 2 video checkpoint")
+        inputs.str("device", default="auto", label="Device")
+        inputs.str(
+            "label_field",
+            default="gsam2_tracks",
+            required=True,
+            label="Frame label field",
+            description="Written as frames.<field>",
+        )
+        return types.Property(inputs, view=types.View(label="Track objects through videos"))
+
+    def execute(self, ctx) -> dict[str, Any]:
+        params = ctx.params
+        mode = params.get("mode", "prompt")
+        if mode not in MODES:
+            raise InputError(f"mode {mode!r}: choose prompt or field")
+        if ctx.dataset.media_type != "video":
+            raise InputError(f"dataset {ctx.dataset.name!r} holds {ctx.dataset.media_type}s, not videos")
+        label_field = (params.get("label_field") or "").strip().removeprefix("frames.")
+        if not label_field or "." in label_field:
+            raise InputError(f"label field {label_field!r}: give a frame field name such as 'gsam2_tracks'")
+        device = params.get("device", "auto")
+        if mode == "prompt":
+            phrases = parse_prompt(params.get("prompt") or "")
+            detector = load_detector(params.get("detector") or DEFAULT_DETECTOR, device=device)
+            segmenter = load_segmenter(params.get("segmenter") or DEFAULT_SEGMENTER, device=device)
+            detector.validate_phrases(phrases)
+        else:
+            source_field = params.get("source_field") or ""
+            if source_field not in frame_detection_fields(ctx.dataset):
+                raise InputError(f"source field {source_field!r}: not a frame-level Detections field")
+        tracker = load_tracker(params.get("tracker") or DEFAULT_SEGMENTER, device=device)
+        self._ensure_frame_field(ctx.dataset, label_field)
+
+        view = ctx.target_view()
+        rows = list(zip(*view.values(["id", "filepath"])))
+        processed, objects, failed = 0, 0, []
+        for position, (sample_id, filepath) in enumerate(rows):
+            common.report_progress(ctx, position, len(rows), "videos")
+            try:
+                info = probe_video(filepath)
+                frames = iter_frames(filepath)
+                if mode == "prompt":
+                    results = ground_and_track(
+                        frames,
+                        phrases,
+                        detector,
+                        segmenter,
+                        tracker,
+                        step=int(params.get("step", DEFAULT_STEP)),
+                        iou_threshold=float(params.get("iou_threshold", DEFAULT_IOU_THRESHOLD)),
+                        prompt_type=params.get("prompt_type", "mask"),
+                        box_threshold=float(params.get("box_threshold", DEFAULT_BOX_THRESHOLD)),
+                        text_threshold=float(params.get("text_threshold", DEFAULT_TEXT_THRESHOLD)),
+                        reverse=bool(params.get("reverse", False)),
+                    )
+                else:
+                    prompts = self._prompts_from_field(ctx.dataset, sample_id, source_field, info)
+                    results = track_from_boxes(frames, prompts, tracker)
+                frame_labels, ids = {}, set()
+                for result in results:
+                    labels = to_fiftyone_detections(result.detections, (info.height, info.width), SOURCE)
+                    for detection, object_id in zip(labels.detections, result.detections.tracker_id):
+                        detection.index = int(object_id)
+                        ids.add(int(object_id))
+                    frame_labels[result.frame_index + 1] = labels  # FiftyOne frames are 1-based
+                    if result.frame_index % 25 == 0:
+                        common.report_progress(
+                            ctx,
+                            position + min(0.99, result.frame_index / max(info.frame_count or 1, 1)),
+                            len(rows),
+                            "videos",
+                        )
+            except GroundedSam2Error as error:
+                failed.append({"id": sample_id, "filepath": filepath, "error": str(error)})
+                view.set_values(common.error_field_name(label_field), {sample_id: str(error)}, key_field="id")
+                continue
+            # One bulk write per video, after the old tracks of this video are cleared (a re-run replaces).
+            ctx.dataset.select(sample_id).clear_frame_field(label_field)
+            if frame_labels:
+                view.set_values(f"frames.{label_field}", {sample_id: frame_labels}, key_field="id")
+            view.set_values(common.error_field_name(label_field), {sample_id: None}, key_field="id")
+            processed += 1
+            objects += len(ids)
+        common.report_progress(ctx, len(rows), len(rows), "videos")
+        return common.finish(
+            ctx, {"processed": processed, "objects": objects, "failed_count": len(failed), "failed": failed[:100]}
+        )
+
+    @staticmethod
+    def _prompts_from_field(dataset, sample_id, source_field, info) -> list[BoxPrompt]:
+        sample = dataset[sample_id]
+        prompts = []
+        for frame_number, frame in sample.frames.items():
+            labels = frame[source_field] if frame.has_field(source_field) else None
+            for detection in labels.detections if labels is not None else []:
+                prompts.append(
+                    BoxPrompt(
+                        frame_index=frame_number - 1,
+                        box=box_from_relative(detection.bounding_box, info.width, info.height),
+                        label=detection.label or "",
+                        object_id=detection.index,
+                        confidence=detection.confidence,
+                    )
+                )
+        return prompts
+
+    @staticmethod
+    def _ensure_frame_field(dataset, label_field: str) -> None:
+        schema = dataset.get_frame_field_schema()
+        if label_field in schema:
+            if getattr(schema[label_field], "document_type", None) is not fo.Detections:
+                raise InputError(f"frame field {label_field!r} exists and does not hold Detections")
+        else:
+            dataset.add_frame_field(label_field, fo.EmbeddedDocumentField, embedded_doc_type=fo.Detections)
+        error_field = common.error_field_name(label_field)
+        if error_field not in dataset.get_field_schema():
+            dataset.add_sample_field(error_field, fo.StringField)
+
+    def resolve_output(self, ctx) -> types.Property:
+        return common.summary_outputs("Track objects through videos")
+
+    def __call__(
+        self,
+        sample_collection,
+        prompt: str | None = None,
+        source_field: str | None = None,
+        label_field: str = "gsam2_tracks",
+        delegate: bool = False,
+        **options,
+    ):
+        """Track from Python: ``op(dataset, "car. person.")`` or ``op(dataset, source_field="keyframes")``.
+
+        ``options``: detector, segmenter, tracker, device, box_threshold, text_threshold,
+        step, iou_threshold, prompt_type, reverse.
+        """
+        params = {
+            "mode": "field" if source_field else "prompt",
+            "prompt": prompt,
+            "source_field": source_field,
+            "label_field": label_field,
+            **options,
+        }
+        return common.execute_in_python(self, sample_collection, params, delegate)

@@ -1,0 +1,126 @@
+"""The track_video operator on a real FiftyOne video dataset."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import fiftyone as fo
+import fiftyone.operators as foo
+import pytest
+from fiftyone.operators.delegated import DelegatedOperationService
+from fiftyone.operators.executor import ExecutionError
+
+from .media import moving_squares, write_video
+
+TRACK = "@gsam2/grounded-sam2/track_video"
+FRAMES = 10
+
+
+@pytest.fixture
+def videos(tmp_path):
+    paths = [
+        write_video(tmp_path / "a.mp4", moving_squares(FRAMES)),
+        write_video(tmp_path / "b.mkv", moving_squares(FRAMES), codec="ffv1", pix_fmt="bgr0"),
+    ]
+    dataset = fo.Dataset()
+    dataset.add_samples([fo.Sample(filepath=str(path)) for path in paths])
+    yield dataset
+    DelegatedOperationService().delete_for_dataset(dataset._doc.id)
+    dataset.delete()
+
+
+@pytest.fixture
+def params(tiny_models):
+    return {
+        "detector": str(tiny_models["grounding-dino"]),
+        "segmenter": str(tiny_models["sam2"]),
+        "tracker": str(tiny_models["sam2-video"]),
+        "device": "cpu",
+        "prompt": "red square",
+        "box_threshold": 0.7,
+        "text_threshold": 0.0,
+        "step": 5,
+        "label_field": "tracks",
+    }
+
+
+def run(dataset, params, delegate=False):
+    return foo.execute_operator(TRACK, {"view": dataset.view(), "params": params}, request_delegation=delegate)
+
+
+def check_tracks(dataset, field="tracks"):
+    total = 0
+    for sample in dataset:
+        assert len(sample.frames) == FRAMES, "every frame document exists, 1-based"
+        assert sorted(sample.frames.keys()) == list(range(1, FRAMES + 1))
+        for frame in sample.frames.values():
+            for detection in frame[field].detections:
+                assert isinstance(detection.index, int) and detection.index >= 1
+                x, y, w, h = detection.bounding_box
+                assert 0 <= x and 0 <= y and x + w <= 1 + 1e-6 and y + h <= 1 + 1e-6
+                assert detection.mask.shape == (round(h * 64), round(w * 96))
+                total += 1
+    return total
+
+
+def test_track_video_immediate(videos, params):
+    result = run(videos, params)
+    assert result.result["processed"] == 2 and result.result["failed_count"] == 0
+    assert videos.get_frame_field_schema()["tracks"].document_type is fo.Detections
+    assert check_tracks(videos) > 0
+    first = check_tracks(videos)
+    run(videos, params)  # a re-run replaces
+    assert check_tracks(videos) == first
+    trajectories = videos.to_trajectories("frames.tracks")
+    assert len(trajectories) > 0
+
+
+def test_track_video_delegated(videos, params):
+    queued = run(videos, params, delegate=True)
+    assert queued.delegated
+    [done] = DelegatedOperationService().execute_queued_operations(dataset_name=videos.name)
+    assert done.error is None, done.error
+    assert done.result["processed"] == 2
+    assert check_tracks(videos) > 0
+
+
+def test_track_from_annotated_key_frames(videos, params):
+    sample = videos.first()
+    sample.frames[3]["keys"] = fo.Detections(
+        detections=[fo.Detection(label="bus", bounding_box=[0.05, 0.1, 0.2, 0.3], index=7)]
+    )
+    sample.save()
+    keyed = {
+        "mode": "field",
+        "source_field": "keys",
+        "label_field": "followed",
+        "tracker": params["tracker"],
+        "device": "cpu",
+    }
+    result = run(videos.select(sample.id), keyed)
+    assert result.result["processed"] == 1
+    sample = videos[sample.id]
+    labels = {(d.label, d.index) for f in sample.frames.values() if f["followed"] for d in f["followed"].detections}
+    assert labels <= {("bus", 7)}
+    assert sample.frames[1]["followed"].detections == [], "nothing before the key frame"
+
+
+def test_undecodable_video_is_skipped_and_recorded(videos, params, tmp_path):
+    broken = tmp_path / "broken.mp4"
+    broken.write_text("not a video")
+    videos.add_sample(fo.Sample(filepath=str(broken)))
+    result = run(videos, params)
+    assert result.result["processed"] == 2 and result.result["failed_count"] == 1
+    assert "not a video" in videos.match(fo.ViewField("filepath") == str(broken)).first()["tracks_error"]
+
+
+def test_empty_prompt_and_image_dataset_are_refused(videos, params, tmp_path):
+    with pytest.raises(ExecutionError, match="empty"):
+        run(videos, dict(params, prompt=" "))
+    images = fo.Dataset()
+    try:
+        images.add_sample(fo.Sample(filepath=str(Path(tmp_path) / "x.png")))
+        with pytest.raises(ExecutionError, match="not videos"):
+            run(images, params)
+    finally:
+        images.delete()
