@@ -133,3 +133,57 @@ def test_tracking_memory_does_not_grow_with_video_length(tmp_path, tiny_models):
     # Without pruning, transformers keeps every frame (3x256x256 float32 = 0.75 MiB here) and every
     # frame's memory: 1,700 frames would add well over 1 GiB.
     assert growth_mb < 100
+
+
+def test_stream_url_is_read_as_a_live_source(tmp_path):
+    video = write_video(tmp_path / "s.mp4", moving_squares(6))
+    frames = list(iter_frames(f"file://{video}"))
+    assert [i for i, _ in frames] == list(range(6))
+
+
+def test_ctrl_c_stops_cleanly_and_keeps_what_was_done(tmp_path, tiny_models):
+    import signal
+    import time
+
+    video = write_video(tmp_path / "live.mkv", moving_squares(3000, 32, 48), codec="ffv1", pix_fmt="bgr0")
+    out = tmp_path / "out"
+    command = [
+        sys.executable,
+        "-m",
+        "gsam2.cli",
+        "video",
+        "--prompt",
+        "red square",
+        "--input",
+        f"file://{video}",
+        "--output",
+        str(out),
+        "--detector",
+        str(tiny_models["grounding-dino"]),
+        "--segmenter",
+        str(tiny_models["sam2"]),
+        "--tracker",
+        str(tiny_models["sam2-video"]),
+        "--device",
+        "cpu",
+        "--quiet",
+        "--box-threshold",
+        "0.9",
+        "--text-threshold",
+        "0",
+    ]
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy()
+    )
+    jsonl = out / "live.jsonl"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and (not jsonl.exists() or len(jsonl.read_text().splitlines()) < 5):
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr
+    assert "(interrupted)" in stdout
+    lines = jsonl.read_text().splitlines()
+    assert 5 <= len(lines) < 3000
+    assert all(json.loads(line)["frame_index"] == i for i, line in enumerate(lines))
+    assert len(list(iter_frames(out / "live.mp4"))) == len(lines), "the MP4 is finalised, not cut off"
