@@ -1,4 +1,7 @@
-"""CVAT serverless (Nuclio) functions and cvat-sdk functions on the shared core.
+"""CVAT serverless (Nuclio) functions on the shared core.
 
-Not built yet: see the CVAT issue. Nothing in this package is usable today.
+``detector``, ``interactor`` and ``tracker`` each expose Nuclio's
+``init_context(context)`` / ``handler(context, event)``; the deployable
+function folders under ``nuclio/functions/`` hold their ``function.yaml`` and a
+``main.py`` that re-exports them.
 """

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Deploy the Grounded SAM 2 functions into a running CVAT's Nuclio, as CVAT's own
+# serverless/deploy_{cpu,gpu}.sh do.
+#
+#   nuclio/deploy.sh [--gpu] [FUNCTION_FOLDER ...]     (default: every folder in nuclio/functions)
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+repo="$(dirname "$here")"
+config="function.yaml"
+if [[ "${1:-}" == "--gpu" ]]; then config="function-gpu.yaml"; shift; fi
+folders=("$@")
+if [[ ${#folders[@]} -eq 0 ]]; then folders=("$here"/functions/*/); fi
+
+for folder in "${folders[@]}"; do
+  folder="${folder%/}"
+  stage="$(mktemp -d)"
+  # Build context: the function's main.py and function file, plus this repository to pip-install.
+  cp "$folder/main.py" "$stage/"
+  cp "$folder/$config" "$stage/function.yaml"
+  mkdir -p "$stage/gsam2-src" && git -C "$repo" archive HEAD | tar -x -C "$stage/gsam2-src"
+  echo "Deploying $(basename "$folder") ($config)..."
+  nuctl deploy --project-name cvat --path "$stage" --file "$stage/function.yaml" --platform local \
+    --env CVAT_FUNCTIONS_REDIS_HOST=cvat_redis_ondisk --env CVAT_FUNCTIONS_REDIS_PORT=6666 \
+    --platform-config '{"attributes": {"network": "cvat_cvat"}}'
+  rm -rf "$stage"
+done
+nuctl get function --platform local

@@ -1,0 +1,82 @@
+"""CVAT detector "Grounded SAM 2": the spec's label names are the text prompt.
+
+Request ``{"image": base64, "threshold"?: float}``; response: one item per
+object, ``{"label", "type": "mask", "points": polygon, "mask": crop + box,
+"confidence": str, "attributes": []}`` (``type: rectangle`` and box points
+when deployed with ``GSAM2_RECTANGLES_ONLY=1``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ..core import DEFAULT_BOX_THRESHOLD, DEFAULT_DETECTOR, DEFAULT_SEGMENTER, DEFAULT_TEXT_THRESHOLD
+from ..core import PromptError, ground_and_segment, load_detector, load_segmenter
+from ..core.detections import class_names
+from .protocol import RequestError, cvat_detector_mask, env, function_spec, polygon_points, request_image, serve
+
+
+def phrase_groups(detector, phrases: list[str]) -> list[list[str]]:
+    """Split a long vocabulary into prompts that each fit the text encoder."""
+    groups: list[list[str]] = [[]]
+    for phrase in phrases:
+        try:
+            detector.validate_phrases(groups[-1] + [phrase])
+            groups[-1].append(phrase)
+        except PromptError:
+            if not groups[-1]:
+                raise
+            groups.append([phrase])
+    return groups
+
+
+def init_context(context) -> None:
+    labels = [label["name"] for label in function_spec()]
+    device = env("GSAM2_DEVICE", "auto")
+    detector = load_detector(env("GSAM2_DETECTOR", DEFAULT_DETECTOR), device=device)
+    context.user_data.detector = detector
+    context.user_data.segmenter = load_segmenter(env("GSAM2_SEGMENTER", DEFAULT_SEGMENTER), device=device)
+    # CVAT matches labels by name; the prompt uses them lower-cased, so keep the way back.
+    context.user_data.label_for_phrase = {name.strip().lower(): name for name in labels}
+    context.user_data.groups = phrase_groups(detector, list(context.user_data.label_for_phrase))
+    context.user_data.rectangles_only = env("GSAM2_RECTANGLES_ONLY", "0").lower() in ("1", "true", "yes")
+    context.user_data.text_threshold = float(env("GSAM2_TEXT_THRESHOLD", str(DEFAULT_TEXT_THRESHOLD)))
+    context.logger.info(
+        f"Grounded SAM 2 detector ready: {len(labels)} labels in {len(context.user_data.groups)} prompt(s)"
+    )
+
+
+def detect(context, body: dict[str, Any]) -> list[dict[str, Any]]:
+    image = request_image(body)
+    threshold = body.get("threshold", DEFAULT_BOX_THRESHOLD)
+    if not isinstance(threshold, (int, float)) or not 0 <= threshold <= 1:
+        raise RequestError(f"'threshold' must be a number between 0 and 1, got {threshold!r}")
+    data = context.user_data
+    results = []
+    for phrases in data.groups:
+        [detections] = ground_and_segment(
+            [image],
+            phrases,
+            detector=data.detector,
+            segmenter=data.segmenter,
+            box_threshold=float(threshold),
+            text_threshold=data.text_threshold,
+        )
+        for i, phrase in enumerate(class_names(detections)):
+            item = {
+                "label": data.label_for_phrase[phrase],
+                "confidence": f"{float(detections.confidence[i]):.4f}",
+                "attributes": [],
+            }
+            mask = detections.mask[i]
+            encoded = None if data.rectangles_only else cvat_detector_mask(mask)
+            if encoded is None:
+                item.update(type="rectangle", points=[round(float(v), 2) for v in detections.xyxy[i]])
+            else:
+                item.update(type="mask", points=polygon_points(mask), mask=encoded)
+            results.append(item)
+    return results
+
+
+def handler(context, event):
+    return serve(context, event, detect)

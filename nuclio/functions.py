@@ -1,0 +1,160 @@
+"""Generate the deployable Nuclio function folders (``function.yaml``, ``function-gpu.yaml``, ``main.py``).
+
+    python -m gsam2.nuclio.functions OUTDIR                      # all three, COCO labels
+    python -m gsam2.nuclio.functions OUTDIR --labels labels.txt --name my-detector   # your vocabulary
+
+The folders under ``nuclio/functions/`` in the repository are this command's
+output (a test keeps them in sync). ``nuclio/deploy.sh`` deploys them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import yaml
+
+from ..core import DEFAULT_DETECTOR, DEFAULT_SEGMENTER
+
+# COCO's 80 classes: a useful default vocabulary for the detector.
+COCO_LABELS = (
+    "person,bicycle,car,motorcycle,airplane,bus,train,truck,boat,traffic light,fire hydrant,stop sign,"
+    "parking meter,bench,bird,cat,dog,horse,sheep,cow,elephant,bear,zebra,giraffe,backpack,umbrella,handbag,"
+    "tie,suitcase,frisbee,skis,snowboard,sports ball,kite,baseball bat,baseball glove,skateboard,surfboard,"
+    "tennis racket,bottle,wine glass,cup,fork,knife,spoon,bowl,banana,apple,sandwich,orange,broccoli,carrot,"
+    "hot dog,pizza,donut,cake,chair,couch,potted plant,bed,dining table,toilet,tv,laptop,mouse,remote,"
+    "keyboard,cell phone,microwave,oven,toaster,sink,refrigerator,book,clock,vase,scissors,teddy bear,"
+    "hair drier,toothbrush"
+).split(",")
+
+CPU_IMAGE = "python:3.11-slim"
+GPU_IMAGE = "pytorch/pytorch:2.5.1-cuda12.4-cudnn9-runtime"
+
+FUNCTIONS = {
+    "grounded-sam2-detector": {
+        "title": "Grounded SAM 2",
+        "type": "detector",
+        "module": "detector",
+        "help": "Text-prompted detection (Grounding DINO) with SAM 2 masks; its labels are the prompt",
+        "preload": f"load_detector({DEFAULT_DETECTOR!r}, device='cpu'); load_segmenter({DEFAULT_SEGMENTER!r}, device='cpu')",
+        "timeout": "120s",
+    },
+    "sam2-interactor": {
+        "title": "SAM 2",
+        "type": "interactor",
+        "module": "interactor",
+        "help": "Click inside the object (left) or outside it (right); a box helps too",
+        "preload": f"load_segmenter({DEFAULT_SEGMENTER!r}, device='cpu')",
+        "timeout": "30s",
+    },
+    "sam2-tracker": {
+        "title": "SAM 2",
+        "type": "tracker",
+        "module": "tracker",
+        "help": "Tracks rectangles and polygons with SAM 2's video memory",
+        "preload": f"load_tracker({DEFAULT_SEGMENTER!r}, device='cpu')",
+        "timeout": "30s",
+    },
+}
+
+
+def detector_spec(labels: list[str]) -> str:
+    names = [label.strip() for label in labels if label.strip()]
+    if len(set(names)) != len(names):
+        raise ValueError("label names must be unique")
+    if not names:
+        raise ValueError("give at least one label")
+    return json.dumps([{"id": i, "name": name, "type": "mask"} for i, name in enumerate(names)], indent=1)
+
+
+def function_config(kind: str, gpu: bool, name: str | None = None, labels: list[str] | None = None) -> dict:
+    info = FUNCTIONS[kind]
+    annotations = {"name": info["title"], "type": info["type"], "help_message": info["help"]}
+    if info["type"] == "detector":
+        annotations["spec"] = detector_spec(labels or COCO_LABELS)
+    if info["type"] == "interactor":
+        # Nuclio annotations are strings; CVAT parses the numbers itself.
+        annotations.update(version="2", min_pos_points="1", min_neg_points="0")
+    env = [
+        {"name": "GSAM2_DEVICE", "value": "cuda" if gpu else "cpu"},
+        {"name": "HF_HOME", "value": "/opt/hf"},
+        {"name": "HF_HUB_OFFLINE", "value": "1"},
+    ]
+    spec = {
+        "description": info["help"],
+        "runtime": "python:3.11",
+        "handler": "main:handler",
+        "eventTimeout": info["timeout"],
+        "env": env,
+        "build": {
+            "image": f"cvat.gsam2.{name or kind}{'.gpu' if gpu else ''}",
+            "baseImage": GPU_IMAGE if gpu else CPU_IMAGE,
+            "directives": {
+                "preCopy": [
+                    {"kind": "ENV", "value": "HF_HOME=/opt/hf"},
+                    {"kind": "WORKDIR", "value": "/opt/nuclio"},
+                ],
+                "postCopy": [
+                    # deploy.sh puts the repository next to main.py as gsam2-src/
+                    {"kind": "RUN", "value": "pip install --no-cache-dir ./gsam2-src"},
+                    # weights baked into the image: the first request is not a download
+                    {"kind": "RUN", "value": 'python -c "from gsam2.core.models import *; ' + info["preload"] + '"'},
+                ],
+            },
+        },
+        "triggers": {
+            "myHttpTrigger": {
+                "kind": "http",
+                "maxWorkers": 1,
+                "workerAvailabilityTimeoutMilliseconds": 10000,
+                "attributes": {"maxRequestBodySize": 33554432},
+            }
+        },
+        "platform": {
+            "attributes": {"restartPolicy": {"name": "always", "maximumRetryCount": 3}, "mountMode": "volume"}
+        },
+    }
+    if gpu:
+        spec["resources"] = {"limits": {"nvidia.com/gpu": 1}}
+    return {
+        "metadata": {"name": f"gsam2-{name or kind}", "namespace": "cvat", "annotations": annotations},
+        "spec": spec,
+    }
+
+
+MAIN_PY = '''"""Nuclio entry point: CVAT calls init_context once per worker, then handler per request."""
+
+from gsam2.nuclio.{module} import handler, init_context  # noqa: F401
+'''
+
+
+def write_function(outdir: Path, kind: str, name: str | None = None, labels: list[str] | None = None) -> Path:
+    folder = outdir / (name or kind)
+    folder.mkdir(parents=True, exist_ok=True)
+    for gpu, filename in ((False, "function.yaml"), (True, "function-gpu.yaml")):
+        text = yaml.safe_dump(function_config(kind, gpu, name, labels), sort_keys=False, width=120)
+        (folder / filename).write_text(text)
+    (folder / "main.py").write_text(MAIN_PY.format(module=FUNCTIONS[kind]["module"]))
+    return folder
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("outdir", help="folder to write the function folders into")
+    parser.add_argument("--labels", help="text file with one label per line: a detector with that vocabulary only")
+    parser.add_argument("--name", help="function name for the custom detector (default grounded-sam2-detector)")
+    args = parser.parse_args(argv)
+    outdir = Path(args.outdir)
+    if args.labels:
+        labels = [line.strip() for line in Path(args.labels).read_text().splitlines() if line.strip()]
+        print(write_function(outdir, "grounded-sam2-detector", args.name, labels))
+    else:
+        for kind in FUNCTIONS:
+            print(write_function(outdir, kind))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,305 @@
+"""The CVAT Nuclio functions, called exactly as Nuclio calls them, with the JSON CVAT sends."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import threading
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from gsam2.core import ground_and_segment, load_detector, load_segmenter
+from gsam2.nuclio import detector, interactor, tracker
+from gsam2.nuclio.functions import FUNCTIONS, function_config, write_function
+
+from .conftest import REPO_ROOT, shapes_image
+
+FUNCTIONS_DIR = REPO_ROOT / "nuclio" / "functions"
+
+
+class Logger:
+    def __init__(self):
+        self.lines = []
+
+    def info(self, message, *args):
+        self.lines.append(("info", message))
+
+    def warn(self, message, *args):
+        self.lines.append(("warn", message))
+
+    def error(self, message, *args):
+        self.lines.append(("error", message))
+
+    debug = info
+
+
+class Response:
+    """Nuclio's response object, as the Python runtime provides it on the context."""
+
+    def __init__(self, body=None, headers=None, content_type=None, status_code=200):
+        self.body, self.headers, self.content_type, self.status_code = body, headers, content_type, status_code
+
+
+def make_context():
+    return SimpleNamespace(user_data=SimpleNamespace(), logger=Logger(), Response=Response)
+
+
+def event(payload) -> SimpleNamespace:
+    body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    return SimpleNamespace(body=body, headers={"Content-Type": "application/json"}, method="POST")
+
+
+def call(module, context, payload):
+    response = module.handler(context, event(payload))
+    assert response.content_type == "application/json"
+    return response.status_code, json.loads(response.body)
+
+
+def b64(image: np.ndarray, fmt="PNG") -> str:
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format=fmt)
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+IMAGE = shapes_image(90, 120)
+
+
+@pytest.fixture
+def models_env(monkeypatch, tiny_models):
+    monkeypatch.setenv("GSAM2_DETECTOR", str(tiny_models["grounding-dino"]))
+    monkeypatch.setenv("GSAM2_SEGMENTER", str(tiny_models["sam2"]))
+    monkeypatch.setenv("GSAM2_TRACKER", str(tiny_models["sam2-video"]))
+    monkeypatch.setenv("GSAM2_DEVICE", "cpu")
+    return monkeypatch
+
+
+@pytest.fixture
+def detector_context(models_env, tmp_path):
+    folder = write_function(tmp_path, "grounded-sam2-detector", "test-detector", ["Car", "person"])
+    models_env.setenv("GSAM2_FUNCTION_CONFIG", str(folder / "function.yaml"))
+    models_env.setenv("GSAM2_TEXT_THRESHOLD", "0")
+    context = make_context()
+    detector.init_context(context)
+    return context
+
+
+def decode_cvat_mask(item, height, width):
+    """CVAT's rule: the last four numbers are the inclusive box, the rest is its crop, row-major."""
+    *values, xtl, ytl, xbr, ybr = item["mask"]
+    mask = np.zeros((height, width), bool)
+    mask[ytl : ybr + 1, xtl : xbr + 1] = np.array(values, bool).reshape(ybr - ytl + 1, xbr - xtl + 1)
+    return mask
+
+
+def test_detector_response_matches_cvat_schema_and_the_core(detector_context, tiny_models):
+    status, items = call(detector, detector_context, {"image": b64(IMAGE), "threshold": 0.5})
+    assert status == 200 and items
+    [expected] = ground_and_segment(
+        [IMAGE],
+        ["car", "person"],
+        detector=load_detector(str(tiny_models["grounding-dino"]), device="cpu"),
+        segmenter=load_segmenter(str(tiny_models["sam2"]), device="cpu"),
+        box_threshold=0.5,
+        text_threshold=0.0,
+    )
+    assert len(items) == len(expected)
+    for item, mask in zip(items, expected.mask):
+        assert set(item) == {"label", "type", "points", "mask", "confidence", "attributes"}
+        assert item["label"] in {"Car", "person"}, "label names come from the spec, as written there"
+        assert item["type"] == "mask" and isinstance(item["confidence"], str) and item["attributes"] == []
+        assert 0 <= float(item["confidence"]) <= 1
+        assert len(item["points"]) >= 6 and len(item["points"]) % 2 == 0
+        np.testing.assert_array_equal(decode_cvat_mask(item, 90, 120), mask)
+
+
+def test_detector_rectangles_only(detector_context, models_env):
+    models_env.setenv("GSAM2_RECTANGLES_ONLY", "1")
+    detector.init_context(detector_context)
+    status, items = call(detector, detector_context, {"image": b64(IMAGE), "threshold": 0.5})
+    assert status == 200 and items
+    assert all(item["type"] == "rectangle" and len(item["points"]) == 4 and "mask" not in item for item in items)
+
+
+def test_detector_default_coco_spec_splits_into_prompts_that_fit(models_env):
+    models_env.setenv("GSAM2_FUNCTION_CONFIG", str(FUNCTIONS_DIR / "grounded-sam2-detector" / "function.yaml"))
+    context = make_context()
+    detector.init_context(context)
+    groups = context.user_data.groups
+    assert sum(len(group) for group in groups) == 80 and len(groups) > 1  # the tiny vocabulary spells words out
+    status, _ = call(detector, context, {"image": b64(IMAGE, "JPEG")})
+    assert status == 200
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        ({}, "no 'image'"),
+        ({"image": "%%%not base64%%%"}, "not valid base64"),
+        ({"image": base64.b64encode(b"hello, not an image").decode()}, "not an image"),
+        (b"{not json", "not JSON"),
+        ({"image": b64(IMAGE), "threshold": 7}, "between 0 and 1"),
+    ],
+)
+def test_detector_bad_requests_get_400_and_the_function_keeps_serving(detector_context, payload, message):
+    status, body = call(detector, detector_context, payload)
+    assert status == 400 and message in body["error"]
+    status, _ = call(detector, detector_context, {"image": b64(IMAGE)})
+    assert status == 200
+
+
+@pytest.fixture
+def interactor_context(models_env):
+    context = make_context()
+    interactor.init_context(context)
+    return context
+
+
+def test_interactor_version_2_response_and_embedding_cache(interactor_context, monkeypatch):
+    embeds = []
+    segmenter = interactor_context.user_data.segmenter
+    real = segmenter.embed
+    monkeypatch.setattr(segmenter, "embed", lambda images: embeds.append(1) or real(images))
+    image = b64(IMAGE)
+    for clicks in ([[30, 40]], [[30, 40], [50, 20]]):
+        status, body = call(
+            interactor,
+            interactor_context,
+            {"image": image, "pos_points": clicks, "neg_points": [[5, 5]], "obj_bbox": None},
+        )
+        assert status == 200, body
+        assert set(body) == {"mask", "bounds", "points"}
+        if body["mask"]:
+            x1, y1, x2, y2 = body["bounds"]
+            assert np.array(body["mask"]).shape == (y2 - y1 + 1, x2 - x1 + 1)
+            assert set(np.unique(body["mask"])) <= {0, 255}
+    assert embeds == [1], "the second click reuses the cached embedding"
+    status, body = call(
+        interactor,
+        interactor_context,
+        {"image": image, "pos_points": [], "neg_points": [], "obj_bbox": [[10, 10], [60, 50]]},
+    )
+    assert status == 200
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        ({"pos_points": [[500, 10]], "neg_points": []}, "lies outside the 120x90 image"),
+        ({"pos_points": [[1]], "neg_points": []}, "must be [x, y]"),
+        ({"pos_points": [], "neg_points": []}, "at least one positive point"),
+        ({"pos_points": [[5, 5]], "obj_bbox": [[200, 200], [300, 300]]}, "is empty inside"),
+    ],
+)
+def test_interactor_bad_requests(interactor_context, payload, message):
+    status, body = call(interactor, interactor_context, {"image": b64(IMAGE), **payload})
+    assert status == 400 and message in body["error"]
+    assert call(interactor, interactor_context, {"image": b64(IMAGE), "pos_points": [[3, 3]]})[0] == 200
+
+
+@pytest.fixture
+def tracker_context(models_env):
+    models_env.setenv("GSAM2_TRACKER_MAX_OBJECTS", "2")
+    context = make_context()
+    tracker.init_context(context)
+    return context
+
+
+def test_tracker_keeps_order_and_state_across_frames(tracker_context):
+    shapes = [[10, 10, 50, 40], [60, 20, 100, 70]]
+    status, body = call(tracker, tracker_context, {"image": b64(IMAGE), "shapes": shapes, "states": [None, None]})
+    assert status == 200
+    assert len(body["shapes"]) == 2 and len(body["states"]) == 2
+    assert all(isinstance(state, str) and len(state) < 64 for state in body["states"]), "states stay small"
+    for shape in body["shapes"]:
+        assert len(shape) == 4 and shape[0] < shape[2] and shape[1] < shape[3]
+    next_frame = b64(np.roll(IMAGE, 3, axis=1))
+    status, again = call(
+        tracker, tracker_context, {"image": next_frame, "shapes": body["shapes"], "states": body["states"]}
+    )
+    assert status == 200 and again["states"] == body["states"]
+
+
+def test_tracker_forged_or_expired_state_reinitialises(tracker_context):
+    status, body = call(
+        tracker, tracker_context, {"image": b64(IMAGE), "shapes": [[10, 10, 50, 40]], "states": ["forged-or-expired"]}
+    )
+    assert status == 200 and body["states"][0] != "forged-or-expired"
+
+
+def test_tracker_memory_is_bounded(tracker_context):
+    for _ in range(3):
+        call(tracker, tracker_context, {"image": b64(IMAGE), "shapes": [[10, 10, 50, 40]], "states": [None]})
+    assert len(tracker_context.user_data.memories) == 2
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        ({"shapes": [], "states": []}, "non-empty list"),
+        ({"shapes": [[1, 2, 3, 4]], "states": []}, "as long as 'shapes'"),
+        ({"shapes": [[1, 2, 3]], "states": [None]}, "must be [x1, y1, x2, y2]"),
+        ({"shapes": [[500, 500, 600, 600]], "states": [None]}, "does not cover"),
+    ],
+)
+def test_tracker_bad_requests(tracker_context, payload, message):
+    status, body = call(tracker, tracker_context, {"image": b64(IMAGE), **payload})
+    assert status == 400 and message in body["error"]
+    assert call(tracker, tracker_context, {"image": b64(IMAGE), "shapes": [[1, 1, 20, 20]], "states": [None]})[0] == 200
+
+
+def test_concurrent_requests_against_one_function(detector_context):
+    image = b64(IMAGE)
+    _, expected = call(detector, detector_context, {"image": image, "threshold": 0.5})
+    results, errors = [], []
+
+    def worker():
+        try:
+            for _ in range(3):
+                results.append(call(detector, detector_context, {"image": image, "threshold": 0.5}))
+        except Exception as error:  # noqa: BLE001
+            errors.append(error)
+
+    threads = [threading.Thread(target=worker) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    assert not errors and len(results) == 18
+    assert all(status == 200 and body == expected for status, body in results)
+
+
+def test_function_files_parse_and_match_the_generator(tmp_path):
+    for kind in FUNCTIONS:
+        for gpu, name in ((False, "function.yaml"), (True, "function-gpu.yaml")):
+            committed = yaml.safe_load((FUNCTIONS_DIR / kind / name).read_text())
+            assert committed == yaml.safe_load(yaml.safe_dump(function_config(kind, gpu)))
+            annotations = committed["metadata"]["annotations"]
+            assert committed["metadata"]["name"] != "pth-facebookresearch-sam-vit-h"
+            assert all(isinstance(value, str) for value in annotations.values()), "Nuclio annotations are strings"
+            assert ("nvidia.com/gpu" in committed["spec"].get("resources", {}).get("limits", {})) == gpu
+            assert committed["spec"]["triggers"]["myHttpTrigger"]["attributes"]["maxRequestBodySize"] > 0
+            if annotations["type"] == "detector":
+                labels = json.loads(annotations["spec"])
+                names = [label["name"] for label in labels]
+                assert len(names) == len(set(names)) == 80
+            if annotations["type"] == "interactor":
+                assert int(annotations["version"]) >= 2
+        assert "handler" in (FUNCTIONS_DIR / kind / "main.py").read_text()
+
+
+def test_custom_label_file_makes_a_detector(tmp_path):
+    from gsam2.nuclio.functions import main
+
+    labels = tmp_path / "labels.txt"
+    labels.write_text("forklift\npallet\n\n")
+    assert main([str(tmp_path / "out"), "--labels", str(labels), "--name", "warehouse"]) == 0
+    config = yaml.safe_load((tmp_path / "out" / "warehouse" / "function.yaml").read_text())
+    assert [label["name"] for label in json.loads(config["metadata"]["annotations"]["spec"])] == ["forklift", "pallet"]
+    with pytest.raises(ValueError, match="unique"):
+        function_config("grounded-sam2-detector", False, labels=["a", "a"])
