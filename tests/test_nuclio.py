@@ -6,7 +6,6 @@ import base64
 import io
 import json
 import threading
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
