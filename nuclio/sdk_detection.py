@@ -1,0 +1,94 @@
+"""cvat-sdk detection function: Grounded SAM 2 with the prompt as a parameter.
+
+    cvat-cli --server-host https://app.cvat.ai task auto-annotate TASK_ID \\
+        --function-module gsam2.nuclio.sdk_detection \\
+        -p prompt=str:"car. person. traffic light." --allow-unmatched-labels
+
+Needs ``cvat-sdk[masks]`` (>= 2.24 for ``conv_mask_to_poly``; tested with 2.80).
+The function's labels are the prompt's phrases; cvat-sdk matches them to the
+task's labels by name. Without a prompt the vocabulary is COCO's 80 classes,
+so with ``--allow-unmatched-labels`` a task labelled with COCO names gets its
+own labels detected.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import PIL.Image
+import cvat_sdk.auto_annotation as cvataa
+import cvat_sdk.models as models
+from cvat_sdk.masks import encode_mask
+
+from ..core import (
+    DEFAULT_BOX_THRESHOLD,
+    DEFAULT_DETECTOR,
+    DEFAULT_SEGMENTER,
+    DEFAULT_TEXT_THRESHOLD,
+    ground_and_segment,
+    load_detector,
+    load_segmenter,
+    parse_prompt,
+)
+from ..core.images import to_rgb_array
+from .detector import phrase_groups
+from .functions import COCO_LABELS
+from .protocol import polygon_points
+
+
+class GroundedSam2Detection:
+    def __init__(
+        self,
+        prompt: str = "",
+        detector: str = DEFAULT_DETECTOR,
+        segmenter: str = DEFAULT_SEGMENTER,
+        device: str = "auto",
+        box_threshold: float = DEFAULT_BOX_THRESHOLD,
+        text_threshold: float = DEFAULT_TEXT_THRESHOLD,
+    ):
+        self.phrases = parse_prompt(prompt) if prompt.strip() else [name.lower() for name in COCO_LABELS]
+        self.detector = load_detector(detector, device=device)
+        self.segmenter = load_segmenter(segmenter, device=device)
+        self.groups = phrase_groups(self.detector, self.phrases)
+        self.box_threshold, self.text_threshold = box_threshold, text_threshold
+        self._spec = cvataa.DetectionFunctionSpec(
+            labels=[cvataa.label_spec(phrase, index, type="mask") for index, phrase in enumerate(self.phrases)]
+        )
+
+    @property
+    def spec(self) -> cvataa.DetectionFunctionSpec:
+        return self._spec
+
+    def detect(
+        self, context: cvataa.DetectionFunctionContext, image: PIL.Image.Image
+    ) -> list[models.LabeledShapeRequest]:
+        threshold = context.conf_threshold if context.conf_threshold is not None else self.box_threshold
+        rgb = to_rgb_array(image)
+        shapes = []
+        for group in self.groups:
+            [detections] = ground_and_segment(
+                [rgb],
+                group,
+                detector=self.detector,
+                segmenter=self.segmenter,
+                box_threshold=threshold,
+                text_threshold=self.text_threshold,
+            )
+            for i in range(len(detections)):
+                if detections.confidence[i] < threshold:
+                    continue
+                label_id = self.phrases.index(str(detections.data["class_name"][i]))
+                mask = detections.mask[i]
+                if not mask.any():
+                    shapes.append(cvataa.rectangle(label_id, [float(v) for v in detections.xyxy[i]]))
+                elif context.conv_mask_to_poly:
+                    points = polygon_points(mask)
+                    if len(points) >= 6:
+                        shapes.append(cvataa.polygon(label_id, points))
+                else:
+                    ys, xs = np.nonzero(mask)
+                    box = [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1]
+                    shapes.append(cvataa.mask(label_id, encode_mask(mask, box)))
+        return shapes
+
+
+create = GroundedSam2Detection

@@ -1,0 +1,46 @@
+"""cvat-sdk interaction function (agent-based, CVAT Online/Enterprise): SAM 2 clicks -> mask.
+
+    cvat-cli function create-native "SAM 2" --function-module gsam2.nuclio.sdk_interaction
+    cvat-cli function run-agent FUNCTION_ID --function-module gsam2.nuclio.sdk_interaction
+
+Needs cvat-sdk >= 2.71 (InteractionFunction), with the ``masks`` extra.
+``preprocess_image`` runs SAM 2's image encoder once; the agent reuses its
+result for every click on that image.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import PIL.Image
+import cvat_sdk.auto_annotation as cvataa
+from cvat_sdk.masks import encode_mask
+
+from ..core import DEFAULT_SEGMENTER, load_segmenter
+from ..core.images import to_rgb_array
+from ..core.segmenter import ImageEmbedding
+
+
+class Sam2Interaction:
+    spec = cvataa.InteractionFunctionSpec(min_pos_points=1, min_neg_points=0)
+
+    def __init__(self, segmenter: str = DEFAULT_SEGMENTER, device: str = "auto"):
+        self.segmenter = load_segmenter(segmenter, device=device)
+
+    def preprocess_image(self, context, image: PIL.Image.Image) -> ImageEmbedding:
+        [embedding] = self.segmenter.embed([to_rgb_array(image)])
+        return embedding
+
+    def detect(self, context, pp_image: ImageEmbedding, prompts) -> list[cvataa.InteractionResultShape]:
+        points = list(prompts.pos_points) + list(prompts.neg_points)
+        labels = [1] * len(prompts.pos_points) + [0] * len(prompts.neg_points)
+        box = None
+        if prompts.bounding_box is not None:
+            (x1, y1), (x2, y2) = prompts.bounding_box
+            box = np.array([x1, y1, x2, y2], np.float32)
+        mask, _ = self.segmenter.segment_points(pp_image, np.array(points, np.float32), np.array(labels), box)
+        if not mask.any():
+            return []
+        return [cvataa.InteractionResultShape(type="mask", points=encode_mask(mask))]
+
+
+create = Sam2Interaction

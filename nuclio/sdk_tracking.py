@@ -1,0 +1,62 @@
+"""cvat-sdk tracking function (agent-based, CVAT Online/Enterprise): SAM 2 video memory per shape.
+
+    cvat-cli function create-native "SAM 2 tracker" --function-module gsam2.nuclio.sdk_tracking
+    cvat-cli function run-agent FUNCTION_ID --function-module gsam2.nuclio.sdk_tracking
+
+Needs cvat-sdk >= 2.42 (TrackingFunction). Rectangles and polygons are tracked;
+each shape's state is its own SAM 2 streaming session (memory bounded, see
+``gsam2.core.tracker``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import PIL.Image
+import cvat_sdk.auto_annotation as cvataa
+
+from ..core import DEFAULT_SEGMENTER
+from ..core.images import to_rgb_array
+from ..core.models import load_tracker
+from ..core.tracker import TrackingSession
+from .protocol import mask_bounds, polygon_points
+
+
+@dataclass
+class ShapeState:
+    session: TrackingSession
+    shape_type: str
+    frames: int = 1
+
+
+class Sam2Tracking:
+    spec = cvataa.TrackingFunctionSpec(supported_shape_types=["rectangle", "polygon"])
+
+    def __init__(self, tracker: str = DEFAULT_SEGMENTER, device: str = "auto"):
+        self.tracker = load_tracker(tracker, device=device)
+
+    def preprocess_image(self, context, image: PIL.Image.Image) -> np.ndarray:
+        return to_rgb_array(image)
+
+    def init_tracking_state(self, context, pp_image: np.ndarray, shape: cvataa.TrackableShape) -> ShapeState:
+        xs, ys = np.array(shape.points[0::2]), np.array(shape.points[1::2])
+        session = self.tracker.start()
+        session.prompt(0, [1], boxes=np.array([[xs.min(), ys.min(), xs.max(), ys.max()]], np.float32))
+        session.step(0, pp_image)
+        return ShapeState(session, shape.type)
+
+    def track(self, context, pp_image: np.ndarray, state: ShapeState) -> cvataa.TrackableShape | None:
+        tracked = state.session.step(state.frames, pp_image)
+        state.frames += 1
+        if not tracked.visible():
+            return None
+        mask = tracked.masks[0]
+        if state.shape_type == "rectangle":
+            x1, y1, x2, y2 = mask_bounds(mask)
+            return cvataa.TrackableShape(type="rectangle", points=[x1, y1, x2 + 1, y2 + 1])
+        points = polygon_points(mask)
+        return cvataa.TrackableShape(type="polygon", points=points) if len(points) >= 6 else None
+
+
+create = Sam2Tracking
