@@ -253,24 +253,36 @@ def test_tracker_bad_requests(tracker_context, payload, message):
 
 
 def test_concurrent_requests_against_one_function(detector_context):
+    import psutil
+
     image = b64(IMAGE)
     _, expected = call(detector, detector_context, {"image": image, "threshold": 0.5})
-    results, errors = [], []
 
-    def worker():
-        try:
-            for _ in range(3):
-                results.append(call(detector, detector_context, {"image": image, "threshold": 0.5}))
-        except Exception as error:  # noqa: BLE001
-            errors.append(error)
+    def burst() -> list:
+        results, errors = [], []
 
-    threads = [threading.Thread(target=worker) for _ in range(6)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=300)
-    assert not errors and len(results) == 18
-    assert all(status == 200 and body == expected for status, body in results)
+        def worker():
+            try:
+                for _ in range(3):
+                    results.append(call(detector, detector_context, {"image": image, "threshold": 0.5}))
+            except Exception as error:  # noqa: BLE001
+                errors.append(error)
+
+        threads = [threading.Thread(target=worker) for _ in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=300)
+        assert not errors and len(results) == 18
+        return results
+
+    process = psutil.Process()
+    first = burst()
+    after_first = process.memory_info().rss
+    second = burst()
+    growth_mb = (process.memory_info().rss - after_first) / 2**20
+    assert all(status == 200 and body == expected for status, body in first + second)
+    assert growth_mb < 50, f"memory grew {growth_mb:.1f} MiB over 18 more requests"
 
 
 def test_function_files_parse_and_match_the_generator(tmp_path):
