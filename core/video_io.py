@@ -1,7 +1,8 @@
 """Video in and out as streams: one decoded frame at a time, never the whole video.
 
-Decoding uses PyAV (FFmpeg's libraries, bundled in its wheel); a camera index
-goes through OpenCV. Writing an annotated MP4 uses PyAV too.
+Decoding uses PyAV (FFmpeg's libraries, bundled in its wheel), so any container
+and codec FFmpeg reads works and nothing is ever extracted to a folder of JPEGs;
+a camera index goes through OpenCV. Writing an annotated MP4 uses PyAV too.
 """
 
 from __future__ import annotations
@@ -14,49 +15,35 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InputError
+from .images import as_rgb_array
 
 DEFAULT_FPS = 30.0
+# Seconds to wait for a URL (RTSP, HTTP, TCP...) to answer, then for each read:
+# without them FFmpeg waits forever on a camera that went away.
+URL_TIMEOUTS = (10.0, 30.0)
+
+OnSkip = Callable[[int | None, str], None]
 
 
 @dataclass(frozen=True)
 class VideoInfo:
-    source: str
+    """What a container says about its first video stream; nothing here needs decoding."""
+
+    source: str  # path or URL as given
     width: int
     height: int
-    fps: float
-    frame_count: int | None  # from the container's metadata; None when it does not say
-
-
-def _check_path(source: str | Path) -> str:
-    text = str(source)
-    if "://" in text:
-        return text
-    path = Path(text)
-    if not path.exists():
-        raise InputError(f"{text}: no such file")
-    if path.is_dir():
-        raise InputError(f"{text}: is a folder, not a video file")
-    return text
-
-
-def _open(source: str):
-    import av
-
-    try:
-        container = av.open(source)
-    except av.error.EOFError:
-        raise InputError(f"{source}: empty or truncated: no video data") from None
-    except (av.FFmpegError, OSError, ValueError) as error:
-        raise InputError(f"{source}: not a video, or a format FFmpeg cannot read ({error})") from None
-    if not container.streams.video:
-        container.close()
-        raise InputError(f"{source}: has no video stream")
-    return container
+    fps: float  # average frame rate; DEFAULT_FPS when the container does not say
+    frame_count: int | None  # from the container's metadata (may be approximate); None when it does not say
 
 
 def probe_video(source: str | Path) -> VideoInfo:
-    """Read a video's size, frame rate and (when recorded) frame count without decoding it."""
-    text = _check_path(source)
+    """Read a video's size, frame rate and (when recorded) frame count without decoding it.
+
+    Raises:
+        InputError: naming the source, if it is missing, a folder, not a video,
+            or has no video stream.
+    """
+    text = _check_source(source)
     container = _open(text)
     try:
         stream = container.streams.video[0]
@@ -73,120 +60,262 @@ def iter_frames(
     start_frame: int = 0,
     stride: int = 1,
     max_frames: int | None = None,
-    on_skip: Callable[[int | None, str], None] | None = None,
+    on_skip: OnSkip | None = None,
 ) -> Iterator[tuple[int, np.ndarray]]:
-    """Yield ``(frame_index, rgb uint8 array)`` one frame at a time.
+    """Yield ``(frame_index, rgb)`` one frame at a time: ``rgb`` is an ``(H, W, 3)`` ``uint8`` array.
 
-    ``frame_index`` is the 0-based position in the stream. Data that fails to
-    decode in the middle of a video is skipped (``on_skip(index, message)`` is
-    told) and decoding goes on. A camera index (``int``) is read with OpenCV
-    until the camera stops.
+    ``source`` is a file path, a URL (anything with ``://``, opened by FFmpeg)
+    or a camera index (``int``, read with OpenCV until the camera stops).
+    ``frame_index`` is the 0-based position of the frame in the stream, counted
+    while decoding (timestamps are not trusted). Frames ``start_frame``,
+    ``start_frame + stride``, ... are yielded, at most ``max_frames`` of them;
+    the frames in between are decoded but never converted to arrays.
+
+    Data that fails to decode in the middle of a video is skipped and decoding
+    goes on: ``on_skip(frame_index, message)`` is told. A packet that fails
+    still counts as a frame, so that later indices keep matching the video's
+    timeline (a packet holds one frame in MP4, MKV, AVI and the like; with
+    B-frames the reported index can be a frame or two early). Frames that a
+    demuxer drops without an error (a damaged MKV block) cannot be counted, and
+    FFmpeg's H.264 and MPEG-4 decoders often conceal damage silently: those
+    frames come out, damaged, and nothing is reported.
+
+    Like any generator, nothing is opened or checked until the first frame is
+    asked for; the file is closed when the generator ends or is dropped.
 
     Raises:
-        InputError: the source cannot be opened, or yields no frames at all.
+        InputError: the source cannot be opened, an argument is out of range,
+            or no frame at all is yielded.
     """
-    if stride < 1 or start_frame < 0:
-        raise InputError(f"{source}: start frame must be >= 0 and stride >= 1")
-    frames = _camera_frames(source) if isinstance(source, int) else _file_frames(_check_path(source), on_skip)
+    if isinstance(source, bool) or not isinstance(source, (str, Path, int)):
+        raise InputError(f"{source!r}: not a video path, URL or camera index")
+    if start_frame < 0 or stride < 1 or (max_frames is not None and max_frames < 1):
+        raise InputError(
+            f"{source}: start_frame must be >= 0, stride >= 1 and max_frames >= 1 or None "
+            f"(got {start_frame}, {stride}, {max_frames})"
+        )
+
+    def wanted(index: int) -> bool:
+        return index >= start_frame and (index - start_frame) % stride == 0
+
+    if isinstance(source, int):
+        frames = _camera_frames(source, wanted)
+    else:
+        frames = _file_frames(_check_source(source), wanted, on_skip)
     yielded = 0
     try:
-        for index, frame in frames:
-            if index < start_frame or (index - start_frame) % stride:
-                continue
-            yield index, frame
+        for item in frames:
+            yield item
             yielded += 1
             if max_frames is not None and yielded >= max_frames:
                 return
     finally:
-        frames.close()
+        frames.close()  # closes the container now, even when the caller stops early
     if yielded == 0:
         where = f" at or after frame {start_frame}" if start_frame else ""
         raise InputError(f"{source}: video has no frames{where}")
 
 
-def _file_frames(source: str, on_skip) -> Iterator[tuple[int, np.ndarray]]:
+def _check_source(source: str | Path) -> str:
+    text = str(source)
+    if _is_url(text):
+        return text
+    path = Path(text)
+    if not path.exists():
+        raise InputError(f"{text}: no such file")
+    if path.is_dir():
+        raise InputError(f"{text}: is a folder, not a video file")
+    return text
+
+
+def _is_url(text: str) -> bool:
+    return "://" in text
+
+
+def _reason(error: Exception) -> str:
+    # FFmpeg errors repeat the file name after the reason; the message names it already.
+    return getattr(error, "strerror", None) or str(error)
+
+
+def _open(source: str):
+    """Open ``source`` for reading and check that it has a video stream."""
+    import av
+
+    url = _is_url(source)
+    try:
+        container = av.open(source, timeout=URL_TIMEOUTS if url else None)
+    except av.error.ExitError as error:
+        # What FFmpeg raises when the open timeout runs out.
+        raise InputError(f"{source}: no answer within {URL_TIMEOUTS[0]:g} s ({_reason(error)})") from None
+    except av.error.EOFError:
+        raise InputError(f"{source}: empty or truncated: no video data") from None
+    except (av.FFmpegError, OSError, ValueError) as error:
+        if url:  # refused, not found, wrong protocol: no file to blame
+            raise InputError(f"{source}: cannot open the stream ({_reason(error)})") from None
+        # A cut-off MP4/MOV lands here too: its index (the moov atom) is written last.
+        raise InputError(
+            f"{source}: not a video, a truncated file, or a format PyAV/FFmpeg cannot read ({_reason(error)})"
+        ) from None
+    if not container.streams.video:
+        container.close()
+        raise InputError(f"{source}: has no video stream")
+    return container
+
+
+def _file_frames(
+    source: str, wanted: Callable[[int], bool], on_skip: OnSkip | None
+) -> Iterator[tuple[int, np.ndarray]]:
     import av
 
     container = _open(source)
+    index = 0
     try:
         stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        index = 0
+        stream.thread_type = "AUTO"  # frame and slice threads: several times faster on big videos
         for packet in container.demux(stream):
             try:
                 decoded = packet.decode()
             except av.FFmpegError as error:
-                # A corrupt packet: say so and keep going with the next one.
-                if on_skip is not None:
-                    on_skip(index, f"undecodable packet after frame {index - 1}: {error}")
+                # A corrupt packet: report it and go on with the next one.
+                if packet.size:  # the empty packet at the end (which flushes the decoder) is no frame
+                    if on_skip is not None:
+                        on_skip(index, f"frame {index} could not be decoded ({_reason(error)})")
+                    index += 1
+                elif on_skip is not None:
+                    on_skip(None, f"the last frames could not be decoded ({_reason(error)})")
                 continue
             for frame in decoded:
-                yield index, frame.to_ndarray(format="rgb24")
+                if wanted(index):
+                    yield index, frame.to_ndarray(format="rgb24")
                 index += 1
     except av.FFmpegError as error:
+        # The demuxer itself gave up (a truncated file, a stream that stopped): keep what was read.
         if on_skip is not None:
-            on_skip(None, f"stopped reading at frame {index}: {error}")
+            on_skip(None, f"stopped reading at frame {index} ({_reason(error)})")
     finally:
         container.close()
 
 
-def _camera_frames(camera: int) -> Iterator[tuple[int, np.ndarray]]:
-    import cv2
+def _camera_frames(camera: int, wanted: Callable[[int], bool]) -> Iterator[tuple[int, np.ndarray]]:
+    import cv2  # opencv-python-headless comes with FiftyOne; only cameras need it
 
     capture = cv2.VideoCapture(camera)
-    if not capture.isOpened():
-        raise InputError(f"camera {camera}: cannot be opened")
     try:
+        if not capture.isOpened():
+            raise InputError(f"camera {camera}: cannot be opened")
         index = 0
         while True:
             ok, bgr = capture.read()
             if not ok:
                 return
-            yield index, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+            if wanted(index):
+                yield index, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
             index += 1
     finally:
         capture.release()
 
 
 class VideoWriter:
-    """Write RGB frames to an MP4 (H.264 when available, else MPEG-4 Part 2)."""
+    """Write RGB frames to an MP4: H.264 (libx264) when PyAV has it, else MPEG-4 Part 2.
 
-    def __init__(self, path: str | Path, fps: float, codec: str | None = None):
+    The container follows the file's extension (``.mp4`` for the MP4 above).
+    Frames are ``(H, W, 3)`` ``uint8`` RGB; other arrays are converted as
+    :func:`~gsam2.core.images.as_rgb_array` does. Without ``width`` and
+    ``height`` the size is the first frame's. ``yuv420p`` needs even sizes:
+    an odd height or width is cropped by one pixel (the last row or column),
+    not padded, so every kept pixel stays where it was in the source; ``size``
+    is the ``(height, width)`` actually written.
+
+    Use as a context manager, or call :meth:`close`: the encoder holds the
+    last frames until it is flushed, and an MP4 is unreadable until closed.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        fps: float,
+        width: int | None = None,
+        height: int | None = None,
+        codec: str | None = None,
+    ):
         self.path = Path(path)
+        if not self.path.parent.is_dir():
+            raise InputError(f"{self.path}: folder {self.path.parent} does not exist")
+        if self.path.is_dir():
+            raise InputError(f"{self.path}: is a folder, not a video file")
+        if (width is None) != (height is None):
+            raise InputError(f"{self.path}: give both width and height, or neither")
+        # Fractional rates (29.97) must stay exact enough: 2997/100, 30000/1001.
         self.fps = Fraction(fps if fps and fps > 0 else DEFAULT_FPS).limit_denominator(1001)
         self.codec = codec
+        self.size: tuple[int, int] | None = None
+        self.frames_written = 0
+        self._source_size: tuple[int, int] | None = None
         self._container = None
         self._stream = None
-        self.size: tuple[int, int] | None = None
+        self._closed = False
+        if width is not None:
+            self._start(int(height), int(width))
 
     def _start(self, height: int, width: int) -> None:
         import av
 
+        even = (height - height % 2, width - width % 2)
+        if min(even) < 2:
+            raise InputError(f"{self.path}: frames of {width}x{height} pixels are too small to encode")
         codec = self.codec or ("libx264" if "libx264" in av.codecs_available else "mpeg4")
-        self._container = av.open(str(self.path), mode="w")
-        self._stream = self._container.add_stream(codec, rate=self.fps)
-        # yuv420p needs even sizes: odd frames lose their last row/column.
-        self.size = (height - height % 2, width - width % 2)
-        self._stream.height, self._stream.width = self.size
-        self._stream.pix_fmt = "yuv420p"
+        try:
+            container = av.open(str(self.path), mode="w")
+        except (av.FFmpegError, OSError, ValueError) as error:
+            raise InputError(f"{self.path}: cannot write a video there ({_reason(error)})") from None
+        try:
+            stream = container.add_stream(codec, rate=self.fps)
+            stream.height, stream.width = even
+            stream.pix_fmt = "yuv420p"
+            if codec == "mpeg4":
+                # Its default 200 kbit/s turns HD frames to mush; about 0.2 bit per pixel looks clean.
+                stream.bit_rate = max(1_000_000, int(even[0] * even[1] * float(self.fps) * 0.2))
+            # Open the encoder and write the header now, so that a codec or a file
+            # that cannot be written fails here, not halfway through a video.
+            container.start_encoding()
+        except (av.FFmpegError, OSError, ValueError) as error:
+            container.close()
+            raise InputError(f"{self.path}: cannot encode {codec!r} video into this file ({_reason(error)})") from None
+        self._container, self._stream = container, stream
+        self._source_size, self.size = (height, width), even
 
     def write(self, rgb: np.ndarray) -> None:
+        """Encode one frame; the first one opens the file when no size was given."""
         import av
 
+        if not (isinstance(rgb, np.ndarray) and rgb.dtype == np.uint8 and rgb.ndim == 3 and rgb.shape[2] == 3):
+            rgb = as_rgb_array(rgb)
+        if self._closed:
+            raise InputError(f"{self.path}: the writer is closed")
         if self._container is None:
             self._start(*rgb.shape[:2])
+        if rgb.shape[:2] != self._source_size:
+            raise InputError(
+                f"{self.path}: frame {self.frames_written} is {rgb.shape[1]}x{rgb.shape[0]}, "
+                f"the video is {self._source_size[1]}x{self._source_size[0]}"
+            )
         height, width = self.size
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb[:height, :width]), format="rgb24")
         for packet in self._stream.encode(frame):
             self._container.mux(packet)
+        self.frames_written += 1
 
     def close(self) -> None:
+        """Flush the encoder and finish the file; calling it again does nothing."""
+        self._closed = True
         if self._container is None:
             return
-        for packet in self._stream.encode():
-            self._container.mux(packet)
-        self._container.close()
-        self._container = None
+        container, self._container = self._container, None
+        try:
+            for packet in self._stream.encode():  # no frame: flush what the encoder still holds
+                container.mux(packet)
+        finally:
+            container.close()
 
     def __enter__(self) -> VideoWriter:
         return self
