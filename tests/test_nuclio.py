@@ -335,3 +335,31 @@ def test_custom_label_file_makes_a_detector(tmp_path):
     assert [label["name"] for label in json.loads(config["metadata"]["annotations"]["spec"])] == ["forklift", "pallet"]
     with pytest.raises(ValueError, match="unique"):
         function_config("grounded-sam2-detector", False, labels=["a", "a"])
+
+
+def test_deploy_script_stages_each_function_for_nuctl(tmp_path):
+    """deploy.sh with a stand-in nuctl: what it would hand to Nuclio for each function."""
+    import os
+    import subprocess
+
+    log = tmp_path / "nuctl.log"
+    fake = tmp_path / "bin" / "nuctl"
+    fake.parent.mkdir()
+    fake.write_text(
+        "#!/usr/bin/env bash\n"
+        'if [[ "$1" == deploy ]]; then\n'
+        '  path=""; prev=""; for a in "$@"; do [[ "$prev" == --path ]] && path="$a"; prev="$a"; done\n'
+        f'  echo "$* :: $(cd "$path" && ls main.py function.yaml gsam2-src/pyproject.toml | tr "\\n" " ")" >> {log}\n'
+        "fi\n"
+    )
+    fake.chmod(0o755)
+    env = dict(os.environ, PATH=f"{fake.parent}:{os.environ['PATH']}")
+    deploy = REPO_ROOT / "nuclio" / "deploy.sh"
+    result = subprocess.run(["bash", str(deploy), "--gpu"], capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 0, result.stderr
+    lines = log.read_text().splitlines()
+    assert len(lines) == len(FUNCTIONS)
+    for line in lines:
+        assert "--project-name cvat" in line and "--platform local" in line
+        staged = set(line.split(" :: ")[1].split())
+        assert staged == {"main.py", "function.yaml", "gsam2-src/pyproject.toml"}
