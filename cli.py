@@ -32,7 +32,7 @@ from .core import (
 )
 from .core.devices import DEVICE_CHOICES
 from .core.images import IMAGE_EXTENSIONS
-from .core.pipeline import DEFAULT_BATCH_SIZE, batched
+from .core.pipeline import DEFAULT_BATCH_SIZE, batched, default_batch_size
 
 EXIT_OK, EXIT_FAILURES, EXIT_USAGE = 0, 1, 2
 
@@ -126,7 +126,8 @@ def run_image(args: argparse.Namespace) -> int:
     output.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     progress = tqdm(total=len(files), desc="images", unit="img", disable=args.quiet)
-    for batch in batched(list(zip(files, output_stems(files))), args.batch_size):
+    batch_size = args.batch_size or default_batch_size(detector.device)
+    for batch in batched(list(zip(files, output_stems(files))), batch_size):
         loaded = []
         for path, stem in batch:
             try:
@@ -145,7 +146,7 @@ def run_image(args: argparse.Namespace) -> int:
                 segmenter=segmenter,
                 box_threshold=args.box_threshold,
                 text_threshold=args.text_threshold,
-                batch_size=args.batch_size,
+                batch_size=batch_size,
             )
         except Exception as error:  # noqa: BLE001 - one bad batch must not end a bulk run
             for path, _, _ in loaded:
@@ -348,8 +349,9 @@ def build_parser() -> argparse.ArgumentParser:
     image.add_argument(
         "--batch-size",
         type=positive_int,
-        default=DEFAULT_BATCH_SIZE,
-        help=f"images per forward pass (default: {DEFAULT_BATCH_SIZE}; raise it on a GPU, use 1 on a CPU)",
+        default=None,
+        help=f"images per forward pass (default: {DEFAULT_BATCH_SIZE} on CUDA, 1 on a CPU, where batching "
+        "was measured slower)",
     )
     image.add_argument("--recursive", action="store_true", help="look for images in sub-folders too")
     image.add_argument("--no-draw", action="store_true", help="write only the JSON, not the annotated images")

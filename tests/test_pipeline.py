@@ -118,3 +118,16 @@ def test_empty_prompt_fails_before_any_model_runs(segmenter):
 
 def test_no_images_is_no_work(detector, segmenter):
     assert ground_and_segment([], "car", detector=detector, segmenter=segmenter) == []
+
+
+def test_default_batch_size_follows_the_device(segmenter):
+    import torch
+
+    from gsam2.core.pipeline import default_batch_size
+
+    assert default_batch_size(torch.device("cuda")) == 4
+    assert default_batch_size(torch.device("cpu")) == 1
+    fake = FixedBoxesDetector([[[1, 1, 9, 9]]] * 3)
+    fake.device = torch.device("cpu")
+    ground_and_segment([shapes_image(seed=i) for i in range(3)], "cat", detector=fake, segmenter=segmenter)
+    assert fake.batches == [1, 1, 1]
