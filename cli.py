@@ -290,6 +290,21 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_threshold_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--box-threshold",
+        type=probability,
+        default=DEFAULT_BOX_THRESHOLD,
+        help=f"minimum detector score of a box (default: {DEFAULT_BOX_THRESHOLD})",
+    )
+    parser.add_argument(
+        "--text-threshold",
+        type=probability,
+        default=DEFAULT_TEXT_THRESHOLD,
+        help=f"minimum score of the phrase a box is labelled with (default: {DEFAULT_TEXT_THRESHOLD})",
+    )
+
+
 def probability(text: str) -> float:
     value = float(text)
     if not 0.0 <= value <= 1.0:
@@ -334,18 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="image files, folders of images, or glob patterns (quote them: 'photos/*.png')",
     )
     image.add_argument("--output", required=True, metavar="OUT", help="folder to write results into (created)")
-    image.add_argument(
-        "--box-threshold",
-        type=probability,
-        default=DEFAULT_BOX_THRESHOLD,
-        help=f"minimum detector score of a box (default: {DEFAULT_BOX_THRESHOLD})",
-    )
-    image.add_argument(
-        "--text-threshold",
-        type=probability,
-        default=DEFAULT_TEXT_THRESHOLD,
-        help=f"minimum score of the phrase a box is labelled with (default: {DEFAULT_TEXT_THRESHOLD})",
-    )
+    add_threshold_options(image)
     image.add_argument(
         "--batch-size",
         type=positive_int,
@@ -372,18 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
     video.add_argument("--prompt", required=True, help='what to track, e.g. "car. person."')
     video.add_argument("--input", required=True, metavar="VIDEO", help="video file, camera index or stream URL")
     video.add_argument("--output", required=True, metavar="OUT", help="folder to write results into (created)")
-    video.add_argument(
-        "--box-threshold",
-        type=probability,
-        default=DEFAULT_BOX_THRESHOLD,
-        help=f"minimum detector score of a box (default: {DEFAULT_BOX_THRESHOLD})",
-    )
-    video.add_argument(
-        "--text-threshold",
-        type=probability,
-        default=DEFAULT_TEXT_THRESHOLD,
-        help=f"minimum score of a box's phrase (default: {DEFAULT_TEXT_THRESHOLD})",
-    )
+    add_threshold_options(video)
     video.add_argument(
         "--step",
         type=positive_int,

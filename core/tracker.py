@@ -101,8 +101,7 @@ class TrackingSession:
             }
         else:
             raise ValueError("prompt needs boxes, masks or points")
-        ids, queued = self._pending.get(frame_index, ([], {}))
-        if ids:
+        if frame_index in self._pending:
             raise ValueError("prompt all new objects of a frame in one call")
         self._pending[frame_index] = (list(object_ids), inputs)
 

@@ -235,18 +235,25 @@ class GroundedTracker:
         self.session.remove(ended)
 
     def _to_detections(self, tracked: TrackedFrame, exclude: set[int] = frozenset()) -> sv.Detections:
-        keep = [i for i in tracked.visible() if tracked.object_ids[i] not in exclude]
-        height, width = tracked.masks.shape[1:] if tracked.masks.ndim == 3 else (0, 0)
-        masks = tracked.masks[keep] if keep else np.zeros((0, height, width), bool)
-        ids = [tracked.object_ids[i] for i in keep]
-        return sv.Detections(
-            xyxy=sv.mask_to_xyxy(masks).astype(np.float32) if keep else np.zeros((0, 4), np.float32),
-            mask=masks,
-            confidence=np.array([self.tracks[i].confidence for i in ids], dtype=np.float32),
-            class_id=np.array([self.tracks[i].class_id for i in ids], dtype=int),
-            tracker_id=np.array(ids, dtype=int),
-            data={"class_name": np.array([self.tracks[i].class_name for i in ids], dtype=str)},
-        )
+        return tracked_detections(tracked, self.tracks, exclude)
+
+
+def tracked_detections(
+    tracked: TrackedFrame, tracks: dict[int, TrackInfo], exclude: set[int] = frozenset()
+) -> sv.Detections:
+    """The visible objects of a tracked frame as detections, labelled from ``tracks``, ``tracker_id`` = object id."""
+    keep = [i for i in tracked.visible() if tracked.object_ids[i] not in exclude]
+    masks = tracked.masks[keep]
+    ids = [tracked.object_ids[i] for i in keep]
+    return sv.Detections(
+        xyxy=sv.mask_to_xyxy(masks).astype(np.float32) if keep else np.zeros((0, 4), np.float32),
+        mask=masks,
+        # float64 so that a carried-over confidence of 0.7 stays 0.7
+        confidence=np.array([tracks[i].confidence for i in ids], dtype=np.float64),
+        class_id=np.array([tracks[i].class_id for i in ids], dtype=int),
+        tracker_id=np.array(ids, dtype=int),
+        data={"class_name": np.array([tracks[i].class_name for i in ids], dtype=str)},
+    )
 
 
 def ground_and_track(
@@ -319,15 +326,5 @@ def track_from_boxes(
             boxes = np.stack([np.asarray(p.box, np.float32) for _, p in by_frame[frame_index]])
             session.prompt(frame_index, ids, boxes=boxes)
         tracked = session.step(frame_index, frame)
-        keep = [i for i in tracked.visible()]
-        ids = [tracked.object_ids[i] for i in keep]
-        masks = tracked.masks[keep] if keep else np.zeros((0, *frame.shape[:2]), bool)
-        detections = sv.Detections(
-            xyxy=sv.mask_to_xyxy(masks).astype(np.float32) if keep else np.zeros((0, 4), np.float32),
-            mask=masks,
-            confidence=np.array([tracks[i].confidence for i in ids], dtype=np.float64),
-            class_id=np.array([tracks[i].class_id for i in ids], dtype=int),
-            tracker_id=np.array(ids, dtype=int),
-            data={"class_name": np.array([tracks[i].class_name for i in ids], dtype=str)},
-        )
+        detections = tracked_detections(tracked, tracks)
         yield FrameResult(frame_index, detections, frame if keep_frames else None)

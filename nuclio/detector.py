@@ -8,7 +8,10 @@ when deployed with ``GSAM2_RECTANGLES_ONLY=1``).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
+
+import numpy as np
 
 from ..core import DEFAULT_BOX_THRESHOLD, DEFAULT_DETECTOR, DEFAULT_SEGMENTER, DEFAULT_TEXT_THRESHOLD
 from ..core import PromptError, ground_and_segment, load_detector, load_segmenter
@@ -28,6 +31,23 @@ def phrase_groups(detector, phrases: list[str]) -> list[list[str]]:
                 raise
             groups.append([phrase])
     return groups
+
+
+def vocabulary_detections(
+    image, groups: list[list[str]], detector, segmenter, box_threshold: float, text_threshold: float
+) -> Iterator[tuple[str, float, np.ndarray, np.ndarray]]:
+    """``(phrase, confidence, xyxy, mask)`` of every object found, one prompt group after another."""
+    for phrases in groups:
+        [detections] = ground_and_segment(
+            [image],
+            phrases,
+            detector=detector,
+            segmenter=segmenter,
+            box_threshold=box_threshold,
+            text_threshold=text_threshold,
+        )
+        for i, phrase in enumerate(class_names(detections)):
+            yield phrase, float(detections.confidence[i]), detections.xyxy[i], detections.mask[i]
 
 
 def init_context(context) -> None:
@@ -53,28 +73,17 @@ def detect(context, body: dict[str, Any]) -> list[dict[str, Any]]:
         raise RequestError(f"'threshold' must be a number between 0 and 1, got {threshold!r}")
     data = context.user_data
     results = []
-    for phrases in data.groups:
-        [detections] = ground_and_segment(
-            [image],
-            phrases,
-            detector=data.detector,
-            segmenter=data.segmenter,
-            box_threshold=float(threshold),
-            text_threshold=data.text_threshold,
-        )
-        for i, phrase in enumerate(class_names(detections)):
-            item = {
-                "label": data.label_for_phrase[phrase],
-                "confidence": f"{float(detections.confidence[i]):.4f}",
-                "attributes": [],
-            }
-            mask = detections.mask[i]
-            encoded = None if data.rectangles_only else cvat_detector_mask(mask)
-            if encoded is None:
-                item.update(type="rectangle", points=[round(float(v), 2) for v in detections.xyxy[i]])
-            else:
-                item.update(type="mask", points=polygon_points(mask), mask=encoded)
-            results.append(item)
+    found = vocabulary_detections(
+        image, data.groups, data.detector, data.segmenter, float(threshold), data.text_threshold
+    )
+    for phrase, confidence, xyxy, mask in found:
+        item = {"label": data.label_for_phrase[phrase], "confidence": f"{confidence:.4f}", "attributes": []}
+        encoded = None if data.rectangles_only else cvat_detector_mask(mask)
+        if encoded is None:
+            item.update(type="rectangle", points=[round(float(v), 2) for v in xyxy])
+        else:
+            item.update(type="mask", points=polygon_points(mask), mask=encoded)
+        results.append(item)
     return results
 
 

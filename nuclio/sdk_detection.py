@@ -13,7 +13,6 @@ own labels detected.
 
 from __future__ import annotations
 
-import numpy as np
 import PIL.Image
 import cvat_sdk.auto_annotation as cvataa
 import cvat_sdk.models as models
@@ -24,15 +23,14 @@ from ..core import (
     DEFAULT_DETECTOR,
     DEFAULT_SEGMENTER,
     DEFAULT_TEXT_THRESHOLD,
-    ground_and_segment,
     load_detector,
     load_segmenter,
     parse_prompt,
 )
 from ..core.images import to_rgb_array
-from .detector import phrase_groups
+from .detector import phrase_groups, vocabulary_detections
 from .functions import COCO_LABELS
-from .protocol import polygon_points
+from .protocol import mask_bounds, polygon_points
 
 
 class GroundedSam2Detection:
@@ -64,30 +62,21 @@ class GroundedSam2Detection:
         threshold = context.conf_threshold if context.conf_threshold is not None else self.box_threshold
         rgb = to_rgb_array(image)
         shapes = []
-        for group in self.groups:
-            [detections] = ground_and_segment(
-                [rgb],
-                group,
-                detector=self.detector,
-                segmenter=self.segmenter,
-                box_threshold=threshold,
-                text_threshold=self.text_threshold,
-            )
-            for i in range(len(detections)):
-                if detections.confidence[i] < threshold:
-                    continue
-                label_id = self.phrases.index(str(detections.data["class_name"][i]))
-                mask = detections.mask[i]
-                if not mask.any():
-                    shapes.append(cvataa.rectangle(label_id, [float(v) for v in detections.xyxy[i]]))
-                elif context.conv_mask_to_poly:
-                    points = polygon_points(mask)
-                    if len(points) >= 6:
-                        shapes.append(cvataa.polygon(label_id, points))
-                else:
-                    ys, xs = np.nonzero(mask)
-                    box = [int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1]
-                    shapes.append(cvataa.mask(label_id, encode_mask(mask, box)))
+        found = vocabulary_detections(rgb, self.groups, self.detector, self.segmenter, threshold, self.text_threshold)
+        for phrase, confidence, xyxy, mask in found:
+            if confidence < threshold:
+                continue
+            label_id = self.phrases.index(phrase)
+            bounds = mask_bounds(mask)
+            if bounds is None:
+                shapes.append(cvataa.rectangle(label_id, [float(v) for v in xyxy]))
+            elif context.conv_mask_to_poly:
+                points = polygon_points(mask)
+                if len(points) >= 6:
+                    shapes.append(cvataa.polygon(label_id, points))
+            else:
+                x1, y1, x2, y2 = bounds
+                shapes.append(cvataa.mask(label_id, encode_mask(mask, [x1, y1, x2 + 1, y2 + 1])))
         return shapes
 
 
