@@ -8,12 +8,14 @@ every later ask gets the same object back.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from .detectors import Detector, GroundingDinoDetector
+from .detectors.sliced import DEFAULT_SLICE_OVERLAP, SlicedDetector
 from .devices import resolve_device
 from .errors import InputError, ModelLoadError
 from .segmenter import Sam2ImageSegmenter
@@ -32,8 +34,120 @@ SAM2_CHECKPOINTS = {
     "large": "facebook/sam2.1-hiera-large",
 }
 
-DETECTOR_BACKENDS: dict[str, Callable[[str, torch.device], Detector]] = {
-    "grounding-dino": GroundingDinoDetector.from_pretrained,
+
+@dataclass(frozen=True)
+class DetectorBackend:
+    """How to load one kind of detector.
+
+    ``load_model`` does the slow part (weights) and is cached per process;
+    ``make_detector`` wraps the loaded model with per-call options (Florence-2's
+    task, the cloud API's token) and is cheap, so one model serves every task.
+    """
+
+    name: str
+    default_checkpoint: str
+    load_model: Callable[[str, torch.device], Any]
+    summary: str
+    make_detector: Callable[..., Detector] = field(default=lambda model: model)
+    options: tuple[str, ...] = ()
+
+
+def _grounding_dino(checkpoint: str, device: torch.device) -> Detector:
+    return GroundingDinoDetector.from_pretrained(checkpoint, device)
+
+
+def _owlv2(checkpoint: str, device: torch.device) -> Detector:
+    from .detectors.owlv2 import Owlv2Detector
+
+    return Owlv2Detector.from_pretrained(checkpoint, device)
+
+
+def _florence2(checkpoint: str, device: torch.device):
+    from .detectors.florence2 import Florence2
+
+    return Florence2.from_pretrained(checkpoint, device)
+
+
+def _florence2_detector(florence2, task: str | None = None) -> Detector:
+    from .detectors.florence2 import Florence2Detector
+
+    return Florence2Detector(florence2, task or "object_detection")
+
+
+def _sam3(checkpoint: str, device: torch.device) -> Detector:
+    from .detectors.sam3 import Sam3Detector
+
+    return Sam3Detector.from_pretrained(checkpoint, device)
+
+
+def _cloud_model(model_name: str, device: torch.device) -> str:
+    return model_name  # nothing to load: the model runs in the cloud
+
+
+def _cloud_detector(model_name: str, api_token: str | None = None) -> Detector:
+    from .detectors.dds_cloud import DdsCloudDetector
+
+    return DdsCloudDetector(model_name, api_token=api_token)
+
+
+def _groundingdino_original(checkpoint: str, device: torch.device) -> Detector:
+    from .original_checkpoints import OriginalGroundingDinoDetector
+
+    return OriginalGroundingDinoDetector.from_checkpoint(checkpoint, device)
+
+
+DETECTOR_BACKENDS: dict[str, DetectorBackend] = {
+    backend.name: backend
+    for backend in (
+        DetectorBackend(
+            "grounding-dino",
+            DEFAULT_DETECTOR,
+            _grounding_dino,
+            "Grounding DINO (transformers): the default open-vocabulary detector",
+        ),
+        DetectorBackend(
+            "florence2",
+            "florence-community/Florence-2-large",
+            _florence2,
+            "Florence-2 (transformers): detection, dense captions, region proposals, phrase grounding, "
+            "referring expressions; choose with task",
+            make_detector=_florence2_detector,
+            options=("task",),
+        ),
+        DetectorBackend(
+            "owlv2",
+            "google/owlv2-base-patch16-ensemble",
+            _owlv2,
+            "OWLv2 / OWL-ViT (transformers): fast, long class lists",
+        ),
+        DetectorBackend(
+            "sam3",
+            "facebook/sam3",
+            _sam3,
+            "SAM 3 (transformers): text straight to masks, no separate SAM 2 step",
+        ),
+        DetectorBackend(
+            "dds-cloud",
+            "DINO-X-1.0",
+            _cloud_model,
+            "DINO-X / Grounding DINO 1.5-1.6 Pro through the DeepDataSpace cloud API (needs DDS_API_TOKEN)",
+            make_detector=_cloud_detector,
+            options=("api_token",),
+        ),
+        DetectorBackend(
+            "groundingdino-original",
+            "groundingdino_swint_ogc.pth",
+            _groundingdino_original,
+            "a local original Grounding DINO .pth checkpoint (extra: groundingdino-original)",
+        ),
+    )
+}
+
+#: Short names for the cloud models, usable wherever a detector is named.
+DETECTOR_ALIASES = {
+    "dinox": "dds-cloud:DINO-X-1.0",
+    "grounding-dino-1.5-pro": "dds-cloud:GroundingDino-1.5-Pro",
+    "grounding-dino-1.6-pro": "dds-cloud:GroundingDino-1.6-Pro",
 }
 
 _cache: dict[tuple[str, str, str], Any] = {}
@@ -52,15 +166,82 @@ def _load_once(kind: str, backend: str, checkpoint: str, device: torch.device, l
         return _cache[key]
 
 
+def parse_detector_spec(spec: str) -> tuple[str, str]:
+    """``(backend, checkpoint)`` for a detector named the way users name it.
+
+    * ``"florence2"``, ``"owlv2"``, ``"sam3"``: a backend with its default checkpoint;
+    * ``"florence2:microsoft/Florence-2-base"``: a backend and a checkpoint;
+    * ``"dinox"``, ``"grounding-dino-1.6-pro"``: cloud models (:data:`DETECTOR_ALIASES`);
+    * ``"weights/groundingdino_swint_ogc.pth"``: an original Grounding DINO checkpoint;
+    * anything else (``"IDEA-Research/grounding-dino-base"``, a local folder): Grounding DINO.
+    """
+    spec = spec.strip()
+    spec = DETECTOR_ALIASES.get(spec.lower(), spec)
+    backend, separator, checkpoint = spec.partition(":")
+    if separator and backend.lower() in DETECTOR_BACKENDS:
+        backend = backend.lower()
+        return backend, checkpoint.strip() or DETECTOR_BACKENDS[backend].default_checkpoint
+    if spec.lower() in DETECTOR_BACKENDS:
+        return spec.lower(), DETECTOR_BACKENDS[spec.lower()].default_checkpoint
+    if spec.lower().endswith(".pth"):
+        return "groundingdino-original", spec
+    return "grounding-dino", spec
+
+
+def detector_choices() -> list[str]:
+    """Every name :func:`load_detector` takes without a checkpoint, for help texts and drop-downs."""
+    return list(DETECTOR_BACKENDS) + list(DETECTOR_ALIASES)
+
+
 def load_detector(
     checkpoint: str = DEFAULT_DETECTOR,
-    backend: str = "grounding-dino",
+    backend: str | None = None,
     device: str | torch.device | None = "auto",
+    *,
+    slice_size: int | tuple[int, int] | None = None,
+    slice_overlap: int | tuple[int, int] = DEFAULT_SLICE_OVERLAP,
+    **options: Any,
 ) -> Detector:
-    """The detector for ``backend`` + ``checkpoint`` on ``device``, loaded on first use."""
+    """The detector that ``checkpoint`` names, on ``device``; its weights load on first use.
+
+    Args:
+        checkpoint: a detector name as :func:`parse_detector_spec` reads it
+            (``"florence2"``, ``"owlv2:google/owlv2-large-patch14-ensemble"``,
+            ``"dinox"``, a hub id or local folder of Grounding DINO, ...).
+        backend: force a backend (then ``checkpoint`` is only the checkpoint).
+        device: ``"auto"``, ``"cuda"``, ``"mps"`` or ``"cpu"``.
+        slice_size: detect over tiles of this many pixels (an int or ``(width, height)``)
+            and merge them (SAHI, :class:`~.detectors.sliced.SlicedDetector`), for
+            large images with small objects; ``None`` detects on whole images.
+        slice_overlap: overlap between tiles in pixels (with ``slice_size``).
+        options: backend options: ``task`` (Florence-2), ``api_token`` (cloud;
+            by default read from ``DDS_API_TOKEN``). ``None`` values are ignored.
+
+    Raises:
+        InputError: unknown backend, or an option the backend does not take.
+        ModelLoadError: the checkpoint cannot be loaded.
+    """
+    if backend is None:
+        backend, checkpoint = parse_detector_spec(checkpoint)
     if backend not in DETECTOR_BACKENDS:
         raise InputError(f"detector backend {backend!r} is unknown; choose one of {sorted(DETECTOR_BACKENDS)}")
-    return _load_once("detector", backend, checkpoint, resolve_device(device), DETECTOR_BACKENDS[backend])
+    spec = DETECTOR_BACKENDS[backend]
+    options = {key: value for key, value in options.items() if value is not None}
+    unknown = sorted(set(options) - set(spec.options))
+    if unknown:
+        raise InputError(f"detector {backend!r} does not take {', '.join(unknown)}")
+    model = _load_once("detector", backend, checkpoint, resolve_device(device), spec.load_model)
+    detector = spec.make_detector(model, **options)
+    if slice_size is not None:
+        detector = SlicedDetector(detector, _pair(slice_size), _pair(slice_overlap))
+    return detector
+
+
+def _pair(value: int | Sequence[int]) -> tuple[int, int]:
+    if isinstance(value, int):
+        return value, value
+    width, height = value
+    return int(width), int(height)
 
 
 def load_segmenter(

@@ -31,7 +31,7 @@ def default_batch_size(device) -> int:
 
 def ground_and_segment(
     images: Sequence[np.ndarray | Image.Image],
-    prompt: str | Sequence[str],
+    prompt: str | Sequence[str] | None,
     detector: Detector | str = DEFAULT_DETECTOR,
     segmenter: Sam2ImageSegmenter | str = DEFAULT_SEGMENTER,
     box_threshold: float = DEFAULT_BOX_THRESHOLD,
@@ -43,9 +43,12 @@ def ground_and_segment(
 
     Args:
         images: RGB arrays or PIL images (any mode; converted to RGB).
-        prompt: ``"car. person. dog."`` or ``["car", "person", "dog"]``.
-        detector: a loaded detector or a checkpoint (hub id / local folder).
-        segmenter: a loaded SAM 2 segmenter or a checkpoint.
+        prompt: ``"car. person. dog."`` or ``["car", "person", "dog"]``
+            (ignored by prompt-free detectors, see :func:`detector_phrases`).
+        detector: a loaded detector or a detector name (see
+            :func:`~.models.parse_detector_spec`: ``"florence2"``, ``"owlv2"``, a hub id, ...).
+        segmenter: a loaded SAM 2 segmenter or a checkpoint (not loaded for
+            detectors that make their own masks, such as SAM 3).
         box_threshold: minimum detector score of a box.
         text_threshold: minimum score of the phrase a box is labelled with.
         batch_size: images per detector / image-encoder forward pass
@@ -58,12 +61,11 @@ def ground_and_segment(
         prompt's phrases), ``data["class_name"]`` and ``data["mask_score"]``
         (SAM 2's predicted IoU). An image with nothing found gets empty detections.
     """
-    phrases = parse_prompt(prompt)
     if isinstance(detector, str):
         detector = load_detector(detector, device=device)
-    if isinstance(segmenter, str):
+    phrases = detector_phrases(detector, prompt)
+    if isinstance(segmenter, str) and not detector.produces_masks:
         segmenter = load_segmenter(segmenter, device=device)
-    detector.validate_phrases(phrases)
     if batch_size is None:
         batch_size = default_batch_size(getattr(detector, "device", None))
     arrays = [as_rgb_array(image) for image in images]
@@ -73,15 +75,36 @@ def ground_and_segment(
     return results
 
 
+def detector_phrases(detector: Detector, prompt: str | Sequence[str] | None) -> list[str]:
+    """The phrases ``detector`` is given for ``prompt``, checked against what it can take.
+
+    Prompt-free detectors (Florence-2's ``object_detection``, ``dense_region_caption``
+    and ``region_proposal`` tasks) name what they find themselves: they get no
+    phrases and any prompt is ignored.
+
+    Raises:
+        PromptError: the prompt is empty or malformed for a prompted detector.
+    """
+    if not detector.requires_prompt:
+        return []
+    phrases = parse_prompt(prompt if prompt is not None else "")
+    detector.validate_phrases(phrases)
+    return phrases
+
+
 def _ground_and_segment_batch(
     images: list[np.ndarray],
     phrases: list[str],
     detector: Detector,
-    segmenter: Sam2ImageSegmenter,
+    segmenter: Sam2ImageSegmenter | None,
     box_threshold: float,
     text_threshold: float,
 ) -> list[sv.Detections]:
     boxes_per_image = detector.detect(images, phrases, box_threshold, text_threshold)
+    if detector.produces_masks:  # SAM 3: masks come with the boxes, SAM 2 has nothing to add
+        for detections in boxes_per_image:
+            detections.data["mask_score"] = detections.confidence.astype(np.float32)
+        return boxes_per_image
     # Only images where something was found are worth encoding with SAM 2.
     found = [i for i, detections in enumerate(boxes_per_image) if len(detections)]
     embeddings = dict(zip(found, segmenter.embed([images[i] for i in found])))

@@ -24,7 +24,7 @@ import numpy as np
 import supervision as sv
 
 from .detectors import Detector
-from .prompts import parse_prompt
+from .pipeline import detector_phrases
 from .segmenter import Sam2ImageSegmenter
 from .tracker import Sam2VideoTracker, TrackedFrame
 
@@ -102,7 +102,7 @@ class GroundedTracker:
         self,
         phrases: list[str],
         detector: Detector,
-        segmenter: Sam2ImageSegmenter,
+        segmenter: Sam2ImageSegmenter | None,
         tracker: Sam2VideoTracker,
         step: int = DEFAULT_STEP,
         iou_threshold: float = DEFAULT_IOU_THRESHOLD,
@@ -164,8 +164,11 @@ class GroundedTracker:
         [found] = self.detector.detect([frame], self.phrases, self.box_threshold, self.text_threshold)
         if len(found) == 0:
             return tracked if tracked is not None else self.session.step(frame_index, frame)
-        [embedding] = self.segmenter.embed([frame])
-        masks, _ = self.segmenter.segment_boxes(embedding, found.xyxy)
+        if found.mask is not None:  # detectors such as SAM 3 segment as they detect
+            masks = found.mask
+        else:
+            [embedding] = self.segmenter.embed([frame])
+            masks, _ = self.segmenter.segment_boxes(embedding, found.xyxy)
         if tracked is not None:
             visible = tracked.visible()
             matches, unmatched = match_to_tracks(
@@ -260,7 +263,7 @@ def ground_and_track(
     frames: Iterable[tuple[int, np.ndarray]],
     prompt: str | Sequence[str],
     detector: Detector,
-    segmenter: Sam2ImageSegmenter,
+    segmenter: Sam2ImageSegmenter | None,
     tracker: Sam2VideoTracker,
     **options,
 ) -> Iterator[FrameResult]:
@@ -272,8 +275,7 @@ def ground_and_track(
     one at a time; nothing but SAM 2's bounded memory and, with ``reverse``,
     the last ``reverse_window`` frames is kept.
     """
-    phrases = parse_prompt(prompt)
-    detector.validate_phrases(phrases)
+    phrases = detector_phrases(detector, prompt)
     state = GroundedTracker(phrases, detector, segmenter, tracker, **options)
     for frame_index, frame in frames:
         yield from state.process(frame_index, frame)

@@ -161,6 +161,61 @@ def build_sam2_video(image_size: int = 256):
     return model, processor
 
 
+def build_clip_tokenizer():
+    """A CLIP BPE tokenizer over single characters plus the example words (OWLv2 reads CLIP's format)."""
+    from transformers import CLIPTokenizer
+
+    vocab = {}
+    for suffix in ("", "</w>"):
+        for char in _CHARS:
+            vocab[char + suffix] = len(vocab)
+    merges = []
+    for word in _WORDS:  # merge each example word left to right into one token
+        piece = word[0]
+        for index, char in enumerate(word[1:], start=1):
+            right = char + ("</w>" if index == len(word) - 1 else "")
+            merges.append((piece, right))
+            piece += right
+            vocab.setdefault(piece, len(vocab))
+    # Special tokens last, as in CLIP: OWL treats a query whose first id is 0 as padding.
+    vocab["<|startoftext|>"] = len(vocab)
+    vocab["<|endoftext|>"] = len(vocab)
+    return CLIPTokenizer(vocab=vocab, merges=merges, pad_token="!", model_max_length=16)
+
+
+def build_owlv2(image_size: int = 64):
+    from transformers import (
+        Owlv2Config,
+        Owlv2ForObjectDetection,
+        Owlv2ImageProcessor,
+        Owlv2Processor,
+        Owlv2TextConfig,
+        Owlv2VisionConfig,
+    )
+
+    tokenizer = build_clip_tokenizer()
+    text = Owlv2TextConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        max_position_embeddings=16,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    vision = Owlv2VisionConfig(
+        hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+        image_size=image_size, patch_size=16,
+    )
+    config = Owlv2Config(text_config=text.to_dict(), vision_config=vision.to_dict(), projection_dim=16)
+    torch.manual_seed(0)
+    model = Owlv2ForObjectDetection(config).eval()
+    image_processor = Owlv2ImageProcessor(size={"height": image_size, "width": image_size})
+    return model, Owlv2Processor(image_processor=image_processor, tokenizer=tokenizer)
+
+
 def write_tiny_models(outdir: str | Path) -> dict[str, Path]:
     """Write every tiny checkpoint under ``outdir``; return their folders by name."""
     outdir = Path(outdir)
@@ -169,6 +224,7 @@ def write_tiny_models(outdir: str | Path) -> dict[str, Path]:
         ("grounding-dino", build_grounding_dino),
         ("sam2", build_sam2),
         ("sam2-video", build_sam2_video),
+        ("owlv2", build_owlv2),
     ):
         model, processor = build()
         target = outdir / name

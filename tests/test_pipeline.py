@@ -17,6 +17,8 @@ class FixedBoxesDetector:
     """Speaks the Detector interface; returns the same pixel boxes for every image, counts its calls."""
 
     name = "fixed"
+    requires_prompt = True
+    produces_masks = False
 
     def __init__(self, boxes_per_image: list[list[list[float]]]):
         self.boxes_per_image = boxes_per_image

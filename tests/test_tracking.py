@@ -39,6 +39,8 @@ class ColourDetector:
     """Finds squares of the colours it is told about; counts its calls; can be told to miss."""
 
     name = "fake"
+    requires_prompt = True
+    produces_masks = False
 
     def __init__(self, colours: dict[tuple, str], blind_frames: set[int] = frozenset()):
         self.colours, self.blind_frames, self.calls = colours, blind_frames, 0

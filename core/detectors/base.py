@@ -14,11 +14,22 @@ class Detector(Protocol):
     """Finds the objects that a list of phrases names, in a batch of images.
 
     ``detect`` returns one ``sv.Detections`` per image with ``xyxy`` in pixels
-    of that image, ``confidence``, ``class_id`` (an index into ``phrases``) and
-    ``data["class_name"]`` (the phrase itself). No masks: segmenting is SAM 2's job.
+    of that image, ``confidence``, ``class_id`` and ``data["class_name"]``.
+
+    * Prompted backends (``requires_prompt = True``) label every detection with
+      one of ``phrases`` and set ``class_id`` to its index in ``phrases``.
+    * Prompt-free backends (``requires_prompt = False``, e.g. Florence-2's
+      ``<OD>`` task) get an empty ``phrases`` list and name what they found
+      themselves; ``class_id`` then indexes the image's distinct class names in
+      order of first appearance.
+    * Backends with ``produces_masks = True`` (SAM 3) also fill ``mask``
+      (``(n, H, W)`` bool); the pipelines then skip SAM 2 for those images.
+      Everyone else leaves ``mask`` as ``None``: segmenting is SAM 2's job.
     """
 
     name: str
+    requires_prompt: bool
+    produces_masks: bool
 
     def validate_phrases(self, phrases: Sequence[str]) -> None:
         """Raise ``PromptError`` if the detector cannot take these phrases."""

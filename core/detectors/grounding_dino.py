@@ -85,6 +85,8 @@ class GroundingDinoDetector:
     """Text-prompted detection with a ``transformers`` Grounding DINO checkpoint."""
 
     name = "grounding-dino"
+    requires_prompt = True
+    produces_masks = False
 
     def __init__(self, model: torch.nn.Module, processor, device: torch.device):
         self.model = model
