@@ -54,6 +54,19 @@ class Sam2VideoTracker:
         return TrackingSession(self)
 
 
+class _FrameWindow(dict):
+    """``processed_frames`` that holds only recent frames but reports the video's length so far.
+
+    When a frame is re-run without a new image (new prompts on a keyframe),
+    transformers reads ``len(processed_frames)`` as the number of frames in the
+    video and ignores memories at or beyond it; with old frames pruned, a plain
+    dict would hide every recent memory from that re-run.
+    """
+
+    def __len__(self) -> int:
+        return max(self.keys(), default=-1) + 1
+
+
 class TrackingSession:
     """One video's SAM 2 memory: prompt objects on a frame, then step frame by frame."""
 
@@ -67,6 +80,7 @@ class TrackingSession:
             inference_device=tracker.device,
             dtype=torch.bfloat16 if tracker.device.type == "cuda" else torch.float32,
         )
+        self.session.processed_frames = _FrameWindow()
         self._pending: dict[int, tuple[list[int], dict]] = {}
         self._size: tuple[int, int] | None = None
 

@@ -187,3 +187,39 @@ def test_ctrl_c_stops_cleanly_and_keeps_what_was_done(tmp_path, tiny_models):
     assert 5 <= len(lines) < 3000
     assert all(json.loads(line)["frame_index"] == i for i, line in enumerate(lines))
     assert len(list(iter_frames(out / "live.mp4"))) == len(lines), "the MP4 is finalised, not cut off"
+
+
+def test_pruned_memory_gives_the_same_masks_as_full_memory_when_a_keyframe_is_re_run(tiny_models):
+    """New objects on a late keyframe re-run that frame without a new image (streaming off).
+
+    transformers then takes len(processed_frames) as the video length; the
+    session prunes old frames, so it must still report the full length or the
+    re-run silently loses the recent memories of the objects already tracked.
+    (With the tiny random model those lost pointers do not change the masks, so
+    the reported length is what fails without the fix; equal masks show the fix
+    changes nothing else.)
+    """
+    tracker = load_tracker(str(tiny_models["sam2-video"]), device="cpu")
+    rng = np.random.default_rng(3)
+    frames = [rng.integers(0, 255, (64, 80, 3), dtype=np.uint8) for _ in range(40)]
+    box_a, box_b = np.array([[5, 5, 30, 30]], float), np.array([[40, 20, 70, 50]], float)
+
+    def run(prune: bool) -> list[np.ndarray]:
+        session = tracker.start()
+        if not prune:
+            session.history = 10**9
+        session.prompt(0, [1], boxes=box_a)
+        masks = []
+        for index, frame in enumerate(frames):
+            tracked = session.step(index, frame)
+            if index == 30:  # a keyframe finds a second object: re-run the frame with its prompt
+                session.prompt(30, [2], boxes=box_b)
+                tracked = session.step(30)
+            masks.append(tracked.masks.copy())
+        return masks, session.session.processed_frames
+
+    (pruned, pruned_frames), (full, _) = run(prune=True), run(prune=False)
+    for index in range(30, 40):
+        np.testing.assert_array_equal(pruned[index], full[index], err_msg=f"frame {index}")
+    assert len(dict.keys(pruned_frames)) < 20, "old frames are still pruned"
+    assert len(pruned_frames) == len(frames)
