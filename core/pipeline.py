@@ -105,7 +105,19 @@ def _ground_and_segment_batch(
         for detections in boxes_per_image:
             detections.data["mask_score"] = detections.confidence.astype(np.float32)
         return boxes_per_image
-    # Only images where something was found are worth encoding with SAM 2.
+    return segment_detections(images, boxes_per_image, segmenter)
+
+
+def segment_detections(
+    images: Sequence[np.ndarray],
+    boxes_per_image: Sequence[sv.Detections],
+    segmenter: Sam2ImageSegmenter,
+) -> list[sv.Detections]:
+    """Give every box a SAM 2 mask (``mask``) and SAM 2's predicted IoU (``data["mask_score"]``).
+
+    The image encoder runs once over the images that have boxes, in one batch;
+    each image's boxes go through the mask decoder in one call.
+    """
     found = [i for i, detections in enumerate(boxes_per_image) if len(detections)]
     embeddings = dict(zip(found, segmenter.embed([images[i] for i in found])))
     results = []
