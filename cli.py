@@ -1,6 +1,9 @@
 """The ``gsam2`` command line: Grounded SAM 2 over files, in bulk.
 
 gsam2 image --prompt "car. person. dog." --input photos/ --output out/
+gsam2 image --detector florence2 --task dense_region_caption --input photos/ --output out/
+gsam2 autolabel --input photos/ --output out/
+gsam2 video --prompt "car." --input traffic.mp4 --output out/
 """
 
 from __future__ import annotations
@@ -28,11 +31,12 @@ from .core import (
     load_detector,
     load_image,
     load_segmenter,
-    parse_prompt,
 )
+from .core.detectors.sliced import DEFAULT_SLICE_OVERLAP
 from .core.devices import DEVICE_CHOICES
 from .core.images import IMAGE_EXTENSIONS
-from .core.pipeline import DEFAULT_BATCH_SIZE, batched, default_batch_size
+from .core.models import detector_choices
+from .core.pipeline import DEFAULT_BATCH_SIZE, batched, default_batch_size, detector_phrases
 
 EXIT_OK, EXIT_FAILURES, EXIT_USAGE = 0, 1, 2
 
@@ -98,14 +102,60 @@ def output_stems(files: Sequence[Path]) -> list[str]:
 
 
 def run_image(args: argparse.Namespace) -> int:
+    try:
+        detector = detector_from_args(args)
+        phrases = detector_phrases(detector, args.prompt)
+        segmenter = None if detector.produces_masks else load_segmenter(args.segmenter, device=args.device)
+    except GroundedSam2Error as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    batch_size = args.batch_size or default_batch_size(detector.device)
+
+    def label_images(images):
+        results = ground_and_segment(
+            images,
+            phrases,
+            detector=detector,
+            segmenter=segmenter,
+            box_threshold=args.box_threshold,
+            text_threshold=args.text_threshold,
+            batch_size=batch_size,
+        )
+        return [(detections, {}) for detections in results]
+
+    return label_image_files(args, batch_size, label_images)
+
+
+def run_autolabel(args: argparse.Namespace) -> int:
+    from .core.autolabel import auto_label
+    from .core.detectors.florence2 import CAPTION_TASKS, task_token
+
+    try:
+        task_token(args.caption, CAPTION_TASKS)
+        florence2 = load_detector(args.detector, device=args.device, task="phrase_grounding")
+        segmenter = load_segmenter(args.segmenter, device=args.device)
+    except GroundedSam2Error as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    batch_size = args.batch_size or default_batch_size(florence2.device)
+
+    def label_images(images):
+        results = auto_label(images, florence2, segmenter, caption_task=args.caption, batch_size=batch_size)
+        return [(result.detections, {"caption": result.caption}) for result in results]
+
+    return label_image_files(args, batch_size, label_images)
+
+
+def label_image_files(args: argparse.Namespace, batch_size: int, label_images) -> int:
+    """The bulk loop of ``gsam2 image`` and ``gsam2 autolabel``: load, label, write JSON (+ drawing), summarise.
+
+    ``label_images`` turns a batch of RGB arrays into ``(detections, extra
+    JSON fields)`` per image. A file that cannot be read, or a batch that
+    fails, is reported and the run goes on.
+    """
     from PIL import Image
     from tqdm import tqdm
 
-    try:
-        phrases = parse_prompt(args.prompt)
-    except InputError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_USAGE
     files, summary_failures = expand_inputs(args.input, recursive=args.recursive)
     for failure in summary_failures:
         print(f"error: {failure}", file=sys.stderr)
@@ -114,19 +164,10 @@ def run_image(args: argparse.Namespace) -> int:
         print("error: no input images found", file=sys.stderr)
         return EXIT_FAILURES
 
-    try:
-        detector = load_detector(args.detector, device=args.device)
-        segmenter = load_segmenter(args.segmenter, device=args.device)
-        detector.validate_phrases(phrases)
-    except GroundedSam2Error as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_USAGE
-
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     progress = tqdm(total=len(files), desc="images", unit="img", disable=args.quiet)
-    batch_size = args.batch_size or default_batch_size(detector.device)
     for batch in batched(list(zip(files, output_stems(files))), batch_size):
         loaded = []
         for path, stem in batch:
@@ -139,23 +180,15 @@ def run_image(args: argparse.Namespace) -> int:
         if not loaded:
             continue
         try:
-            results = ground_and_segment(
-                [image for _, _, image in loaded],
-                phrases,
-                detector=detector,
-                segmenter=segmenter,
-                box_threshold=args.box_threshold,
-                text_threshold=args.text_threshold,
-                batch_size=batch_size,
-            )
+            results = label_images([image for _, _, image in loaded])
         except Exception as error:  # noqa: BLE001 - one bad batch must not end a bulk run
             for path, _, _ in loaded:
                 summary.failures.append(f"{path}: inference failed ({type(error).__name__}: {error})")
             tqdm.write(f"error: inference failed on {len(loaded)} image(s): {error}", file=sys.stderr)
             progress.update(len(loaded))
             continue
-        for (path, stem, image), detections in zip(loaded, results):
-            record = detections_to_record(detections, path, image.shape[:2])
+        for (path, stem, image), (detections, extra) in zip(loaded, results):
+            record = {**detections_to_record(detections, path, image.shape[:2]), **extra}
             (output / f"{stem}.json").write_text(json.dumps(record, indent=2))
             if not args.no_draw:
                 Image.fromarray(draw_detections(image, detections)).save(output / f"{stem}.jpg", quality=90)
@@ -198,12 +231,11 @@ def run_video(args: argparse.Namespace) -> int:
 
     source: str | int = int(args.input) if args.input.isdigit() else args.input
     try:
-        phrases = parse_prompt(args.prompt)
         info = probe_video(source) if isinstance(source, str) else None
-        detector = load_detector(args.detector, device=args.device)
-        segmenter = load_segmenter(args.segmenter, device=args.device)
+        detector = detector_from_args(args)
+        phrases = detector_phrases(detector, args.prompt)
+        segmenter = None if detector.produces_masks else load_segmenter(args.segmenter, device=args.device)
         tracker = load_tracker(args.tracker, device=args.device)
-        detector.validate_phrases(phrases)
     except GroundedSam2Error as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
@@ -268,13 +300,39 @@ def run_video(args: argparse.Namespace) -> int:
     return 130 if interrupted else EXIT_OK
 
 
-def add_model_options(parser: argparse.ArgumentParser) -> None:
+def detector_from_args(args: argparse.Namespace):
+    """The detector that ``--detector``, ``--task`` and ``--slice-size`` describe."""
+    return load_detector(
+        args.detector,
+        device=args.device,
+        task=getattr(args, "task", None),
+        slice_size=args.slice_size,
+        slice_overlap=args.slice_overlap,
+    )
+
+
+def add_model_options(
+    parser: argparse.ArgumentParser, detector_default: str = DEFAULT_DETECTOR, slicing: bool = True
+) -> None:
+    from .core.detectors.florence2 import FLORENCE2_TASKS
+
     models = parser.add_argument_group("models")
     models.add_argument(
         "--detector",
-        default=DEFAULT_DETECTOR,
-        help=f"Grounding DINO checkpoint: a Hugging Face hub id or a local folder (default: {DEFAULT_DETECTOR})",
+        default=detector_default,
+        help=(
+            f"detector: a backend ({', '.join(detector_choices())}), BACKEND:CHECKPOINT "
+            "(e.g. owlv2:google/owlv2-large-patch14-ensemble), a Grounding DINO hub id or local folder, or an "
+            f"original Grounding DINO .pth file (default: {detector_default})"
+        ),
     )
+    if detector_default != "florence2":  # autolabel fixes the task itself
+        models.add_argument(
+            "--task",
+            choices=list(FLORENCE2_TASKS),
+            help="Florence-2 task (with --detector florence2; default object_detection). "
+            "object_detection, dense_region_caption and region_proposal need no --prompt",
+        )
     models.add_argument(
         "--segmenter",
         default=DEFAULT_SEGMENTER,
@@ -287,6 +345,22 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
         "--device",
         default="auto",
         help=f"where to run: {', '.join(DEVICE_CHOICES)} or e.g. cuda:1 (default: auto = CUDA, then MPS, then CPU)",
+    )
+    if not slicing:
+        return
+    slicing = parser.add_argument_group("sliced inference (SAHI), for large images with small objects")
+    slicing.add_argument(
+        "--slice-size",
+        type=positive_int,
+        metavar="PIXELS",
+        help="detect over overlapping square tiles of this size, then merge (default: whole images)",
+    )
+    slicing.add_argument(
+        "--slice-overlap",
+        type=int,
+        default=DEFAULT_SLICE_OVERLAP,
+        metavar="PIXELS",
+        help=f"overlap between tiles; at least the size of the objects you want (default: {DEFAULT_SLICE_OVERLAP})",
     )
 
 
@@ -303,6 +377,27 @@ def add_threshold_options(parser: argparse.ArgumentParser) -> None:
         default=DEFAULT_TEXT_THRESHOLD,
         help=f"minimum score of the phrase a box is labelled with (default: {DEFAULT_TEXT_THRESHOLD})",
     )
+
+
+def add_image_file_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--input",
+        required=True,
+        nargs="+",
+        metavar="PATH",
+        help="image files, folders of images, or glob patterns (quote them: 'photos/*.png')",
+    )
+    parser.add_argument("--output", required=True, metavar="OUT", help="folder to write results into (created)")
+    parser.add_argument(
+        "--batch-size",
+        type=positive_int,
+        default=None,
+        help=f"images per forward pass (default: {DEFAULT_BATCH_SIZE} on CUDA, 1 on a CPU, where batching "
+        "was measured slower)",
+    )
+    parser.add_argument("--recursive", action="store_true", help="look for images in sub-folders too")
+    parser.add_argument("--no-draw", action="store_true", help="write only the JSON, not the annotated images")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def probability(text: str) -> float:
@@ -322,7 +417,10 @@ def positive_int(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gsam2",
-        description="Grounded SAM 2: text-prompted detection (Grounding DINO) and segmentation (SAM 2).",
+        description=(
+            "Grounded SAM 2: text-prompted detection (Grounding DINO by default; Florence-2, OWLv2, SAM 3, "
+            "DINO-X and more with --detector) and segmentation (SAM 2)."
+        ),
         epilog='Example: gsam2 image --prompt "car. person. dog." --input photos/ --output out/',
     )
     subcommands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -338,30 +436,32 @@ def build_parser() -> argparse.ArgumentParser:
     )
     image.add_argument(
         "--prompt",
-        required=True,
-        help='what to find: lower-case class names each followed by a period, e.g. "car. person. dog."',
+        help='what to find: lower-case class names each followed by a period, e.g. "car. person. dog." '
+        "(not needed by Florence-2's prompt-free tasks)",
     )
-    image.add_argument(
-        "--input",
-        required=True,
-        nargs="+",
-        metavar="PATH",
-        help="image files, folders of images, or glob patterns (quote them: 'photos/*.png')",
-    )
-    image.add_argument("--output", required=True, metavar="OUT", help="folder to write results into (created)")
+    add_image_file_options(image)
     add_threshold_options(image)
-    image.add_argument(
-        "--batch-size",
-        type=positive_int,
-        default=None,
-        help=f"images per forward pass (default: {DEFAULT_BATCH_SIZE} on CUDA, 1 on a CPU, where batching "
-        "was measured slower)",
-    )
-    image.add_argument("--recursive", action="store_true", help="look for images in sub-folders too")
-    image.add_argument("--no-draw", action="store_true", help="write only the JSON, not the annotated images")
-    image.add_argument("--quiet", action="store_true", help="no progress bar")
     add_model_options(image)
     image.set_defaults(run=run_image)
+
+    autolabel = subcommands.add_parser(
+        "autolabel",
+        help="label images without a prompt: Florence-2 captions them, grounds the caption, SAM 2 segments",
+        description=(
+            "For every input image, Florence-2 writes a caption, grounds the caption's phrases to boxes, and "
+            "SAM 2 segments them. Writes OUT/<stem>.json (the image command's format plus \"caption\") and "
+            "OUT/<stem>.jpg."
+        ),
+    )
+    autolabel.add_argument(
+        "--caption",
+        choices=("caption", "detailed_caption", "more_detailed_caption"),
+        default="more_detailed_caption",
+        help="how much Florence-2 writes: longer captions name more objects (default: more_detailed_caption)",
+    )
+    add_image_file_options(autolabel)
+    add_model_options(autolabel, detector_default="florence2", slicing=False)
+    autolabel.set_defaults(run=run_autolabel)
 
     video = subcommands.add_parser(
         "video",
@@ -373,7 +473,7 @@ def build_parser() -> argparse.ArgumentParser:
             "(0) or a stream URL for live tracking; stop it with Ctrl-C."
         ),
     )
-    video.add_argument("--prompt", required=True, help='what to track, e.g. "car. person."')
+    video.add_argument("--prompt", help='what to track, e.g. "car. person." (not needed by prompt-free detectors)')
     video.add_argument("--input", required=True, metavar="VIDEO", help="video file, camera index or stream URL")
     video.add_argument("--output", required=True, metavar="OUT", help="folder to write results into (created)")
     add_threshold_options(video)

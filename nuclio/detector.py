@@ -16,11 +16,18 @@ import numpy as np
 from ..core import DEFAULT_BOX_THRESHOLD, DEFAULT_DETECTOR, DEFAULT_SEGMENTER, DEFAULT_TEXT_THRESHOLD
 from ..core import PromptError, ground_and_segment, load_detector, load_segmenter
 from ..core.detections import class_names
+from ..core.detectors.sliced import DEFAULT_SLICE_OVERLAP
 from .protocol import RequestError, cvat_detector_mask, env, function_spec, polygon_points, request_image, serve
 
 
 def phrase_groups(detector, phrases: list[str]) -> list[list[str]]:
-    """Split a long vocabulary into prompts that each fit the text encoder."""
+    """Split a long vocabulary into prompts that each fit the text encoder.
+
+    A prompt-free detector (Florence-2 ``object_detection``) runs once; its
+    findings are kept where their names are labels of the vocabulary.
+    """
+    if not detector.requires_prompt:
+        return [list(phrases)]
     groups: list[list[str]] = [[]]
     for phrase in phrases:
         try:
@@ -50,12 +57,31 @@ def vocabulary_detections(
             yield phrase, float(detections.confidence[i]), detections.xyxy[i], detections.mask[i]
 
 
+def detector_from_env(device: str):
+    """The detector the function's environment names.
+
+    ``GSAM2_DETECTOR`` takes any detector name (``owlv2``, ``florence2``,
+    ``dinox`` with ``DDS_API_TOKEN`` set, ...); ``GSAM2_TASK`` is Florence-2's
+    task; ``GSAM2_SLICE_SIZE`` (pixels) turns on sliced inference.
+    """
+    slice_size = int(env("GSAM2_SLICE_SIZE", "0") or 0)
+    return load_detector(
+        env("GSAM2_DETECTOR", DEFAULT_DETECTOR),
+        device=device,
+        task=env("GSAM2_TASK", "") or None,
+        slice_size=slice_size if slice_size > 0 else None,
+        slice_overlap=int(env("GSAM2_SLICE_OVERLAP", str(DEFAULT_SLICE_OVERLAP))),
+    )
+
+
 def init_context(context) -> None:
     labels = [label["name"] for label in function_spec()]
     device = env("GSAM2_DEVICE", "auto")
-    detector = load_detector(env("GSAM2_DETECTOR", DEFAULT_DETECTOR), device=device)
+    detector = detector_from_env(device)
     context.user_data.detector = detector
-    context.user_data.segmenter = load_segmenter(env("GSAM2_SEGMENTER", DEFAULT_SEGMENTER), device=device)
+    context.user_data.segmenter = (
+        None if detector.produces_masks else load_segmenter(env("GSAM2_SEGMENTER", DEFAULT_SEGMENTER), device=device)
+    )
     # CVAT matches labels by name; the prompt uses them lower-cased, so keep the way back.
     context.user_data.label_for_phrase = {name.strip().lower(): name for name in labels}
     context.user_data.groups = phrase_groups(detector, list(context.user_data.label_for_phrase))
@@ -77,6 +103,8 @@ def detect(context, body: dict[str, Any]) -> list[dict[str, Any]]:
         image, data.groups, data.detector, data.segmenter, float(threshold), data.text_threshold
     )
     for phrase, confidence, xyxy, mask in found:
+        if phrase not in data.label_for_phrase:
+            continue  # a prompt-free detector named something outside the function's labels
         item = {"label": data.label_for_phrase[phrase], "confidence": f"{confidence:.4f}", "attributes": []}
         encoded = None if data.rectangles_only else cvat_detector_mask(mask)
         if encoded is None:

@@ -9,6 +9,10 @@ The function's labels are the prompt's phrases; cvat-sdk matches them to the
 task's labels by name. Without a prompt the vocabulary is COCO's 80 classes,
 so with ``--allow-unmatched-labels`` a task labelled with COCO names gets its
 own labels detected.
+
+Any detector works: ``-p detector=str:owlv2``, ``-p detector=str:florence2 -p
+task=str:object_detection``, ``-p detector=str:dinox`` (with ``DDS_API_TOKEN``
+in the environment), and ``-p slice_size=int:640`` for sliced inference.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from ..core import (
     load_segmenter,
     parse_prompt,
 )
+from ..core.detectors.sliced import DEFAULT_SLICE_OVERLAP
 from ..core.images import to_rgb_array
 from .detector import phrase_groups, vocabulary_detections
 from .functions import COCO_LABELS
@@ -42,10 +47,19 @@ class GroundedSam2Detection:
         device: str = "auto",
         box_threshold: float = DEFAULT_BOX_THRESHOLD,
         text_threshold: float = DEFAULT_TEXT_THRESHOLD,
+        task: str | None = None,
+        slice_size: int = 0,
+        slice_overlap: int = DEFAULT_SLICE_OVERLAP,
     ):
         self.phrases = parse_prompt(prompt) if prompt.strip() else [name.lower() for name in COCO_LABELS]
-        self.detector = load_detector(detector, device=device)
-        self.segmenter = load_segmenter(segmenter, device=device)
+        self.detector = load_detector(
+            detector,
+            device=device,
+            task=task or None,
+            slice_size=slice_size if slice_size > 0 else None,
+            slice_overlap=slice_overlap,
+        )
+        self.segmenter = None if self.detector.produces_masks else load_segmenter(segmenter, device=device)
         self.groups = phrase_groups(self.detector, self.phrases)
         self.box_threshold, self.text_threshold = box_threshold, text_threshold
         self._spec = cvataa.DetectionFunctionSpec(
@@ -64,8 +78,8 @@ class GroundedSam2Detection:
         shapes = []
         found = vocabulary_detections(rgb, self.groups, self.detector, self.segmenter, threshold, self.text_threshold)
         for phrase, confidence, xyxy, mask in found:
-            if confidence < threshold:
-                continue
+            if confidence < threshold or phrase not in self.phrases:
+                continue  # below the threshold, or a prompt-free detector's name outside the labels
             label_id = self.phrases.index(phrase)
             bounds = mask_bounds(mask)
             if bounds is None:

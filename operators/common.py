@@ -17,11 +17,16 @@ from ..core import (
     DEFAULT_SEGMENTER,
     DEFAULT_TEXT_THRESHOLD,
     InputError,
+    load_detector,
     load_image,
 )
+from ..core.detectors.florence2 import FLORENCE2_TASKS, PROMPTED_TASKS
+from ..core.detectors.sliced import DEFAULT_SLICE_OVERLAP
+from ..core.models import detector_choices, parse_detector_spec
 from ..core.pipeline import DEFAULT_BATCH_SIZE
 from .labels import merge_detections
 
+DDS_TOKEN_SECRET = "DDS_API_TOKEN"
 WRITE_MODES = ("overwrite", "merge")
 MASK_STORAGE = ("database", "files")
 
@@ -34,14 +39,9 @@ def error_field_name(label_field: str) -> str:
 # ----------------------------------------------------------------- inputs
 
 
-def add_model_inputs(inputs: types.Object, detector: bool = True) -> None:
+def add_model_inputs(inputs: types.Object, detector: bool = True, ctx=None) -> None:
     if detector:
-        inputs.str(
-            "detector",
-            default=DEFAULT_DETECTOR,
-            label="Detector checkpoint",
-            description="Grounding DINO: a Hugging Face hub id or a local folder",
-        )
+        add_detector_inputs(inputs, ctx)
     inputs.str(
         "segmenter",
         default=DEFAULT_SEGMENTER,
@@ -49,6 +49,91 @@ def add_model_inputs(inputs: types.Object, detector: bool = True) -> None:
         description="A hub id, a local folder, or a size: tiny, small, base-plus, large",
     )
     inputs.str("device", default="auto", label="Device", description="auto (CUDA, MPS, CPU), cpu, cuda, cuda:1...")
+
+
+def add_detector_inputs(inputs: types.Object, ctx=None) -> None:
+    """The detector (any backend, or backend:checkpoint) and sliced inference."""
+    choices = types.AutocompleteView()
+    for name in detector_choices():
+        choices.add_choice(name, label=name)
+    inputs.str(
+        "detector",
+        default=DEFAULT_DETECTOR,
+        label="Detector",
+        description=(
+            "A backend (grounding-dino, florence2, owlv2, sam3, dinox, ...), backend:checkpoint, "
+            "a Grounding DINO hub id or local folder, or an original Grounding DINO .pth file"
+        ),
+        view=choices,
+    )
+    params = ctx.params if ctx is not None else {}
+    if detector_backend(params) == "florence2":
+        add_florence2_task_input(inputs)
+    if detector_backend(params) == "dds-cloud":
+        inputs.view(
+            "token_notice",
+            types.Notice(label="The cloud API token is read from the DDS_API_TOKEN secret / environment variable"),
+        )
+    add_slicing_inputs(inputs, params)
+
+
+def add_slicing_inputs(inputs: types.Object, params: dict[str, Any]) -> None:
+    inputs.int(
+        "slice_size",
+        default=0,
+        label="Slice size (pixels)",
+        description="Sliced inference (SAHI) for large images with small objects: detect over overlapping "
+        "tiles of this size and merge. 0 = whole images",
+    )
+    if int(params.get("slice_size") or 0) > 0:
+        inputs.int(
+            "slice_overlap",
+            default=DEFAULT_SLICE_OVERLAP,
+            label="Slice overlap (pixels)",
+            description="At least the size of the objects you are after",
+        )
+
+
+def add_florence2_task_input(inputs: types.Object) -> None:
+    inputs.enum(
+        "task",
+        list(FLORENCE2_TASKS),
+        default="object_detection",
+        required=True,
+        label="Florence-2 task",
+        description="object_detection, dense_region_caption and region_proposal need no prompt",
+        view=types.DropdownView(),
+    )
+
+
+def needs_prompt(params: dict[str, Any]) -> bool:
+    """Whether the run's detector takes a prompt (known from the parameters, before any model loads)."""
+    if detector_backend(params) == "florence2":
+        return (params.get("task") or "object_detection") in PROMPTED_TASKS
+    return True
+
+
+def detector_backend(params: dict[str, Any]) -> str:
+    return parse_detector_spec(params.get("detector") or DEFAULT_DETECTOR)[0]
+
+
+def load_run_detector(ctx, params: dict[str, Any]):
+    """The detector the run's parameters name, with the cloud token from the plugin's secret.
+
+    The token is never a parameter (parameters are stored with delegated
+    runs and shown in the App); FiftyOne resolves the ``DDS_API_TOKEN`` secret
+    declared in ``fiftyone.yml`` (from the environment in open-source FiftyOne).
+    """
+    backend = detector_backend(params)
+    slice_size = int(params.get("slice_size") or 0)
+    return load_detector(
+        params.get("detector") or DEFAULT_DETECTOR,
+        device=params.get("device", "auto"),
+        task=params.get("task") if backend == "florence2" else None,
+        api_token=ctx.secret(DDS_TOKEN_SECRET) if backend == "dds-cloud" else None,
+        slice_size=slice_size if slice_size > 0 else None,
+        slice_overlap=int(params.get("slice_overlap") or DEFAULT_SLICE_OVERLAP),
+    )
 
 
 def add_threshold_inputs(inputs: types.Object) -> None:
@@ -261,8 +346,10 @@ def label_samples(
     loaded (a sample whose media is missing or unreadable is recorded in the
     error field and skipped), ``label_batch`` turns the loaded
     ``(sample_id, image, payload)`` rows into ``(sv.Detections, extra
-    attributes)``, and the batch is written in one bulk write before the next
-    starts, so an interrupted run keeps every finished batch.
+    attributes)`` or ``(sv.Detections, extra attributes, {sample field: value})``
+    (e.g. auto-labelling's caption), and the batch is written in one bulk write
+    per field before the next starts, so an interrupted run keeps every
+    finished batch.
     """
     from ..core.pipeline import batched
     from .labels import to_fiftyone_detections
@@ -279,8 +366,10 @@ def label_samples(
                 errors[sample_id] = str(error)
                 failed.append({"id": sample_id, "filepath": filepath, "error": str(error)})
         clear_mask_files(mask_dir, label_field, [row[0] for row in loaded])
-        labels = {}
-        for (sample_id, image, _), (detections, extra) in zip(loaded, label_batch(loaded)):
+        labels, sample_fields = {}, {}
+        for (sample_id, image, _), (detections, extra, *fields) in zip(loaded, label_batch(loaded)):
+            for name, value in (fields[0] if fields else {}).items():
+                sample_fields.setdefault(name, {})[sample_id] = value
             paths = mask_paths_for(mask_dir, label_field, sample_id, len(detections))
             labels[sample_id] = to_fiftyone_detections(
                 detections, image.shape[:2], source, mask_paths=paths, extra_attributes=extra
@@ -288,6 +377,8 @@ def label_samples(
             errors[sample_id] = None
             objects += len(detections)
         write_batch(view, label_field, labels, errors, settings["write_mode"], source)
+        for name, values in sample_fields.items():
+            view.set_values(name, values, key_field="id")
         done += len(batch)
         report_progress(ctx, done, total)
     summary = {

@@ -14,17 +14,21 @@ from ..core import (
     DEFAULT_TEXT_THRESHOLD,
     InputError,
     ground_and_segment,
-    load_detector,
     load_segmenter,
     parse_prompt,
 )
-from ..core.pipeline import DEFAULT_BATCH_SIZE
+from ..core.detectors.sliced import DEFAULT_SLICE_OVERLAP
+from ..core.pipeline import DEFAULT_BATCH_SIZE, detector_phrases
 from . import common
 
 SOURCE = "ground_and_segment"
 
 
 class GroundAndSegment(foo.Operator):
+    default_field = "gsam2"
+    source = SOURCE  # tags this operator's labels, so a re-run replaces only its own
+    show_thresholds = True
+
     @property
     def config(self) -> foo.OperatorConfig:
         return common.operator_config(
@@ -40,6 +44,17 @@ class GroundAndSegment(foo.Operator):
     def resolve_input(self, ctx) -> types.Property:
         inputs = types.Object()
         inputs.view_target(ctx)
+        self.add_prompt_input(inputs, ctx)
+        self.add_detector_inputs(inputs, ctx)
+        common.add_model_inputs(inputs, detector=False)
+        if self.show_thresholds:
+            common.add_threshold_inputs(inputs)
+        common.add_output_inputs(inputs, ctx, default_field=self.default_field)
+        return types.Property(inputs, view=types.View(label=self.config.label))
+
+    def add_prompt_input(self, inputs: types.Object, ctx) -> None:
+        if not common.needs_prompt(self.run_params(ctx.params)):
+            return
         prompt = inputs.str(
             "prompt",
             required=True,
@@ -52,22 +67,28 @@ class GroundAndSegment(foo.Operator):
             except InputError as error:
                 prompt.invalid = True
                 prompt.error_message = str(error)
-        common.add_model_inputs(inputs)
-        common.add_threshold_inputs(inputs)
-        common.add_output_inputs(inputs, ctx, default_field="gsam2")
-        return types.Property(inputs, view=types.View(label="Grounded SAM 2"))
+
+    def add_detector_inputs(self, inputs: types.Object, ctx) -> None:
+        common.add_detector_inputs(inputs, ctx)
+
+    def run_params(self, params: dict[str, Any]) -> dict[str, Any]:
+        """The parameters as this operator runs them (subclasses fix the detector)."""
+        return params
 
     def execute(self, ctx) -> dict[str, Any]:
-        params = ctx.params
-        phrases = parse_prompt(params.get("prompt") or "")  # an empty prompt fails before any write
+        params = self.run_params(ctx.params)
+        if common.needs_prompt(params):
+            parse_prompt(params.get("prompt") or "")  # an empty prompt fails before any model loads
         settings = common.run_settings(params)
         if common.wants_fan_out(params):
             return common.finish(ctx, {"queued": common.queue_shards(ctx, self.uri)})
 
         view = common.shard_of(ctx.target_view(), params.get("shard_index"), int(params.get("num_shards") or 1))
-        detector = load_detector(params.get("detector") or DEFAULT_DETECTOR, device=params.get("device", "auto"))
-        segmenter = load_segmenter(params.get("segmenter") or DEFAULT_SEGMENTER, device=params.get("device", "auto"))
-        detector.validate_phrases(phrases)
+        detector = common.load_run_detector(ctx, params)
+        phrases = detector_phrases(detector, params.get("prompt"))
+        segmenter = None
+        if not detector.produces_masks:
+            segmenter = load_segmenter(params.get("segmenter") or DEFAULT_SEGMENTER, device=params.get("device", "auto"))
         common.ensure_fields(ctx.dataset, settings["label_field"])
         box_threshold = float(params.get("box_threshold", DEFAULT_BOX_THRESHOLD))
         text_threshold = float(params.get("text_threshold", DEFAULT_TEXT_THRESHOLD))
@@ -85,7 +106,7 @@ class GroundAndSegment(foo.Operator):
             return [(detections, None) for detections in results]
 
         rows = [(sample_id, filepath, None) for sample_id, filepath in zip(*view.values(["id", "filepath"]))]
-        return common.label_samples(ctx, view, rows, settings, SOURCE, label_batch)
+        return common.label_samples(ctx, view, rows, settings, self.source, label_batch)
 
     def resolve_output(self, ctx) -> types.Property:
         return common.summary_outputs("Grounded SAM 2")
@@ -93,9 +114,12 @@ class GroundAndSegment(foo.Operator):
     def __call__(
         self,
         sample_collection,
-        prompt: str,
+        prompt: str | None,
         label_field: str = "gsam2",
         detector: str = DEFAULT_DETECTOR,
+        task: str | None = None,
+        slice_size: int = 0,
+        slice_overlap: int = DEFAULT_SLICE_OVERLAP,
         segmenter: str = DEFAULT_SEGMENTER,
         box_threshold: float = DEFAULT_BOX_THRESHOLD,
         text_threshold: float = DEFAULT_TEXT_THRESHOLD,
@@ -108,6 +132,9 @@ class GroundAndSegment(foo.Operator):
     ):
         """Detect and segment what ``prompt`` names in ``sample_collection``, from Python.
 
+        ``detector`` is any backend (``"owlv2"``, ``"florence2"`` with ``task``,
+        ``"dinox"``, ...); ``slice_size > 0`` turns on sliced inference.
+
         Example::
 
             op = foo.get_operator("@gsam2/grounded-sam2/ground_and_segment")
@@ -117,6 +144,9 @@ class GroundAndSegment(foo.Operator):
             "prompt": prompt,
             "label_field": label_field,
             "detector": detector,
+            "task": task,
+            "slice_size": slice_size,
+            "slice_overlap": slice_overlap,
             "segmenter": segmenter,
             "box_threshold": box_threshold,
             "text_threshold": text_threshold,

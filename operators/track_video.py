@@ -10,16 +10,15 @@ import fiftyone.operators.types as types
 
 from ..core import (
     DEFAULT_BOX_THRESHOLD,
-    DEFAULT_DETECTOR,
     DEFAULT_SEGMENTER,
     DEFAULT_TEXT_THRESHOLD,
     GroundedSam2Error,
     InputError,
-    load_detector,
     load_segmenter,
     parse_prompt,
 )
 from ..core.models import load_tracker
+from ..core.pipeline import detector_phrases
 from ..core.video_io import iter_frames, probe_video
 from ..core.video_pipeline import DEFAULT_IOU_THRESHOLD, DEFAULT_STEP, BoxPrompt, ground_and_track, track_from_boxes
 from . import common
@@ -60,8 +59,9 @@ class TrackVideo(foo.Operator):
             fields = frame_detection_fields(ctx.dataset)
             inputs.enum("source_field", fields, required=True, label="Boxes from (frames.)")
         else:
-            inputs.str("prompt", required=True, label="Prompt", description='e.g. "car. person."')
-            inputs.str("detector", default=DEFAULT_DETECTOR, label="Detector checkpoint")
+            if common.needs_prompt(ctx.params):
+                inputs.str("prompt", required=True, label="Prompt", description='e.g. "car. person."')
+            common.add_detector_inputs(inputs, ctx)
             inputs.str("segmenter", default=DEFAULT_SEGMENTER, label="SAM 2 image checkpoint")
             common.add_threshold_inputs(inputs)
             inputs.int("step", default=DEFAULT_STEP, label="Detect every N frames")
@@ -91,10 +91,13 @@ class TrackVideo(foo.Operator):
             raise InputError(f"label field {label_field!r}: give a frame field name such as 'gsam2_tracks'")
         device = params.get("device", "auto")
         if mode == "prompt":
-            phrases = parse_prompt(params.get("prompt") or "")
-            detector = load_detector(params.get("detector") or DEFAULT_DETECTOR, device=device)
-            segmenter = load_segmenter(params.get("segmenter") or DEFAULT_SEGMENTER, device=device)
-            detector.validate_phrases(phrases)
+            if common.needs_prompt(params):
+                parse_prompt(params.get("prompt") or "")  # an empty prompt fails before any model loads
+            detector = common.load_run_detector(ctx, params)
+            phrases = detector_phrases(detector, params.get("prompt"))
+            segmenter = None
+            if not detector.produces_masks:
+                segmenter = load_segmenter(params.get("segmenter") or DEFAULT_SEGMENTER, device=device)
         else:
             source_field = params.get("source_field") or ""
             if source_field not in frame_detection_fields(ctx.dataset):
@@ -201,8 +204,9 @@ class TrackVideo(foo.Operator):
     ):
         """Track from Python: ``op(dataset, "car. person.")`` or ``op(dataset, source_field="keyframes")``.
 
-        ``options``: detector, segmenter, tracker, device, box_threshold, text_threshold,
-        step, iou_threshold, prompt_type, reverse.
+        ``options``: detector (any backend, e.g. ``"owlv2"`` or ``"florence2"`` with
+        ``task``), segmenter, tracker, device, box_threshold, text_threshold, slice_size,
+        slice_overlap, step, iou_threshold, prompt_type, reverse.
         """
         params = {
             "mode": "field" if source_field else "prompt",

@@ -13,6 +13,7 @@ plumbing (shapes, coordinates, formats), never for what was detected.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import string
 import sys
 import tempfile
@@ -216,6 +217,24 @@ def build_owlv2(image_size: int = 64):
     return model, Owlv2Processor(image_processor=image_processor, tokenizer=tokenizer)
 
 
+def _load_sibling(name: str):
+    """A module next to this file, loaded by path (this file also runs as a script, outside the tests package)."""
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def build_florence2():
+    """Florence-2 (``tests/tiny_florence2.py``): loaded with ``Florence2.from_pretrained``, not AutoModel."""
+    return _load_sibling("tiny_florence2").build_florence2()
+
+
+def build_sam3():
+    """SAM 3 (``tests/tiny_sam3.py``): ``Sam3Model`` + ``Sam3Processor``, read by ``Sam3Detector.from_pretrained``."""
+    return _load_sibling("tiny_sam3").build_sam3()
+
+
 def write_tiny_models(outdir: str | Path) -> dict[str, Path]:
     """Write every tiny checkpoint under ``outdir``; return their folders by name."""
     outdir = Path(outdir)
@@ -225,6 +244,8 @@ def write_tiny_models(outdir: str | Path) -> dict[str, Path]:
         ("sam2", build_sam2),
         ("sam2-video", build_sam2_video),
         ("owlv2", build_owlv2),
+        ("florence2", build_florence2),
+        ("sam3", build_sam3),
     ):
         model, processor = build()
         target = outdir / name

@@ -1,0 +1,127 @@
+"""Operator ``auto_label``: labels without a prompt (Florence-2 caption -> phrase grounding -> SAM 2).
+
+The caption goes to the sample field ``<label field>_caption``, so the App shows
+what the model saw next to what it grounded.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import fiftyone as fo
+import fiftyone.operators as foo
+import fiftyone.operators.types as types
+
+from ..core import DEFAULT_SEGMENTER, InputError, load_segmenter
+from ..core.autolabel import DEFAULT_CAPTION_TASK, auto_label
+from ..core.detectors.florence2 import CAPTION_TASKS
+from ..core.models import DETECTOR_BACKENDS, load_detector
+from ..core.pipeline import DEFAULT_BATCH_SIZE
+from . import common
+
+SOURCE = "auto_label"
+DEFAULT_FLORENCE2 = DETECTOR_BACKENDS["florence2"].default_checkpoint
+
+
+def caption_field_name(label_field: str) -> str:
+    return f"{label_field}_caption"
+
+
+class AutoLabel(foo.Operator):
+    @property
+    def config(self) -> foo.OperatorConfig:
+        return common.operator_config(
+            "auto_label",
+            "Grounded SAM 2: auto-label without a prompt (Florence-2 captions)",
+            "Florence-2 describes each image, grounds the phrases of its caption, SAM 2 segments them",
+        )
+
+    def resolve_delegation(self, ctx) -> bool | None:
+        return False if common.wants_fan_out(ctx.params) else None
+
+    def resolve_input(self, ctx) -> types.Property:
+        inputs = types.Object()
+        inputs.view_target(ctx)
+        inputs.enum(
+            "caption_task",
+            list(CAPTION_TASKS),
+            default=DEFAULT_CAPTION_TASK,
+            label="Caption",
+            description="Longer captions name more objects and take longer",
+            view=types.DropdownView(),
+        )
+        inputs.str("checkpoint", default=DEFAULT_FLORENCE2, label="Florence-2 checkpoint")
+        common.add_model_inputs(inputs, detector=False)
+        common.add_output_inputs(inputs, ctx, default_field="auto_label")
+        return types.Property(inputs, view=types.View(label="Auto-label with Florence-2 and SAM 2"))
+
+    def execute(self, ctx) -> dict[str, Any]:
+        params = ctx.params
+        settings = common.run_settings(params)
+        caption_task = params.get("caption_task") or DEFAULT_CAPTION_TASK
+        if caption_task not in CAPTION_TASKS:
+            raise InputError(f"caption {caption_task!r}: choose one of {', '.join(CAPTION_TASKS)}")
+        if common.wants_fan_out(params):
+            return common.finish(ctx, {"queued": common.queue_shards(ctx, self.uri)})
+
+        view = common.shard_of(ctx.target_view(), params.get("shard_index"), int(params.get("num_shards") or 1))
+        device = params.get("device", "auto")
+        florence2 = load_detector(
+            f"florence2:{params.get('checkpoint') or DEFAULT_FLORENCE2}", device=device, task="phrase_grounding"
+        )
+        segmenter = load_segmenter(params.get("segmenter") or DEFAULT_SEGMENTER, device=device)
+        label_field = settings["label_field"]
+        common.ensure_fields(ctx.dataset, label_field)
+        if caption_field_name(label_field) not in ctx.dataset.get_field_schema():
+            ctx.dataset.add_sample_field(caption_field_name(label_field), fo.StringField)
+
+        def label_batch(loaded):
+            results = auto_label(
+                [image for _, image, _ in loaded],
+                florence2=florence2,
+                segmenter=segmenter,
+                caption_task=caption_task,
+                batch_size=settings["batch_size"],
+            )
+            return [(result.detections, None, {caption_field_name(label_field): result.caption}) for result in results]
+
+        rows = [(sample_id, filepath, None) for sample_id, filepath in zip(*view.values(["id", "filepath"]))]
+        return common.label_samples(ctx, view, rows, settings, SOURCE, label_batch)
+
+    def resolve_output(self, ctx) -> types.Property:
+        return common.summary_outputs("Auto-label")
+
+    def __call__(
+        self,
+        sample_collection,
+        label_field: str = "auto_label",
+        caption_task: str = DEFAULT_CAPTION_TASK,
+        checkpoint: str = DEFAULT_FLORENCE2,
+        segmenter: str = DEFAULT_SEGMENTER,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        write_mode: str = "overwrite",
+        mask_dir: str | None = None,
+        device: str = "auto",
+        num_shards: int = 1,
+        delegate: bool = False,
+    ):
+        """Auto-label ``sample_collection`` from Python; captions go to ``<label_field>_caption``.
+
+        Example::
+
+            op = foo.get_operator("@gsam2/grounded-sam2/auto_label")
+            op(dataset, label_field="auto", caption_task="detailed_caption")
+        """
+        params = {
+            "label_field": label_field,
+            "caption_task": caption_task,
+            "checkpoint": checkpoint,
+            "segmenter": segmenter,
+            "batch_size": batch_size,
+            "write_mode": write_mode,
+            "mask_storage": "files" if mask_dir else "database",
+            "mask_dir": mask_dir,
+            "device": device,
+            "num_shards": num_shards,
+        }
+        return common.execute_in_python(self, sample_collection, params, delegate)
