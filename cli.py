@@ -109,7 +109,7 @@ def run_image(args: argparse.Namespace) -> int:
     except GroundedSam2Error as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
-    batch_size = args.batch_size or default_batch_size(detector.device)
+    batch_size = args.batch_size or default_batch_size(getattr(detector, "device", None))
 
     def label_images(images):
         results = ground_and_segment(

@@ -244,12 +244,31 @@ def _pair(value: int | Sequence[int]) -> tuple[int, int]:
     return int(width), int(height)
 
 
+def is_original_sam2_checkpoint(checkpoint: str) -> bool:
+    """Whether ``checkpoint`` names a released SAM 2 ``.pt`` file (served by the ``sam2`` package)."""
+    return checkpoint.strip().lower().endswith(".pt")
+
+
+def _original_sam2(checkpoint: str, device: torch.device):
+    from .original_checkpoints import OriginalSam2Segmenter
+
+    return OriginalSam2Segmenter.from_checkpoint(checkpoint, device)
+
+
 def load_segmenter(
     checkpoint: str = DEFAULT_SEGMENTER,
     device: str | torch.device | None = "auto",
 ) -> Sam2ImageSegmenter:
-    """The SAM 2 image segmenter for ``checkpoint`` (a hub id, local folder, or a size name such as ``"large"``)."""
+    """The SAM 2 image segmenter for ``checkpoint``.
+
+    ``checkpoint`` is a hub id, a local folder, a size name such as ``"large"``,
+    or an original ``.pt`` file such as ``sam2.1_hiera_large.pt`` (extra
+    ``sam2-original``; its config is read from the file name or from a ``.yaml``
+    beside it). Both kinds have the same interface.
+    """
     checkpoint = SAM2_CHECKPOINTS.get(checkpoint, checkpoint)
+    if is_original_sam2_checkpoint(checkpoint):
+        return _load_once("segmenter", "sam2-original", checkpoint, resolve_device(device), _original_sam2)
     return _load_once("segmenter", "sam2", checkpoint, resolve_device(device), Sam2ImageSegmenter.from_pretrained)
 
 
@@ -262,6 +281,13 @@ def load_tracker(
     The hub's SAM 2.1 checkpoints load both as image and as video models.
     """
     checkpoint = SAM2_CHECKPOINTS.get(checkpoint, checkpoint)
+    if is_original_sam2_checkpoint(checkpoint):
+        # The sam2 package's video predictor wants the whole video as a JPEG folder up front;
+        # tracking streams frames through transformers' Sam2VideoModel instead.
+        raise ModelLoadError(
+            f"original SAM 2 checkpoint {checkpoint!r} serves images only; video tracking needs a transformers "
+            f"checkpoint: a hub id such as {DEFAULT_TRACKER!r}, a local folder, or one of {', '.join(SAM2_CHECKPOINTS)}"
+        )
     return _load_once("tracker", "sam2-video", checkpoint, resolve_device(device), Sam2VideoTracker.from_pretrained)
 
 

@@ -105,6 +105,20 @@ def _checkpoint_file(checkpoint: str | Path) -> Path:
     return file
 
 
+def _sidecar_config(checkpoint: Path, suffixes: tuple[str, ...]) -> Path | None:
+    """A config file saved beside the checkpoint under the same name (``my_finetune.pth`` + ``my_finetune.py``).
+
+    Fine-tuned checkpoints rarely keep the released file names, and the CLI,
+    the operators and the CVAT functions name a detector with one string: the
+    config travels with the file instead.
+    """
+    for suffix in suffixes:
+        candidate = checkpoint.with_suffix(suffix)
+        if candidate.is_file():
+            return candidate
+    return None
+
+
 def _read_state_dict(file: Path) -> dict[str, torch.Tensor]:
     """The ``"model"`` state dict of a released checkpoint (both projects save ``{"model": ...}``).
 
@@ -203,11 +217,14 @@ def _sam2_config_file(checkpoint: Path, config: str | Path | None, configs_dir: 
                 "or the path of a .yaml config file"
             )
     else:
+        sidecar = _sidecar_config(checkpoint, (".yaml", ".yml"))
+        if sidecar is not None:
+            return str(sidecar), sidecar
         name = sam2_config_name(checkpoint.name)
         if name is None:
             raise ModelLoadError(
-                f"cannot tell the SAM 2 config from the file name {checkpoint.name!r}; "
-                f"name it with config=..., one of {', '.join(SAM2_CONFIGS)}"
+                f"cannot tell the SAM 2 config from the file name {checkpoint.name!r}: put its config beside it "
+                f"as {checkpoint.with_suffix('.yaml').name!r}, or name one of {', '.join(SAM2_CONFIGS)} with config=..."
             )
     version = name.split("_hiera_")[0]
     return name, configs_dir / version / f"{name}.yaml"
@@ -378,11 +395,15 @@ def _groundingdino_config_file(checkpoint: Path, config: str | Path | None, conf
                 "or the path of a .py config file"
             )
     else:
+        sidecar = _sidecar_config(checkpoint, (".py",))
+        if sidecar is not None:
+            return str(sidecar), sidecar
         name = groundingdino_config_name(checkpoint.name)
         if name is None:
             raise ModelLoadError(
-                f"cannot tell the Grounding DINO config from the file name {checkpoint.name!r}; "
-                f"name it with config=..., one of {', '.join(GROUNDINGDINO_CONFIGS)}"
+                f"cannot tell the Grounding DINO config from the file name {checkpoint.name!r}: put its config "
+                f"beside it as {checkpoint.with_suffix('.py').name!r}, or name one of "
+                f"{', '.join(GROUNDINGDINO_CONFIGS)} with config=..."
             )
     return name, configs_dir / f"{name}.py"
 

@@ -217,3 +217,171 @@ def test_sam3_from_the_operator(dataset, tiny_models):
     for sample in dataset:
         for detection in sample["sam3"].detections:
             assert detection.label == "car" and detection.mask is not None and detection.mask.dtype == bool
+
+
+# ---------------------------------------------------------------- DINO-X / Grounding DINO 1.5-1.6 (cloud)
+
+CLOUD_TOKEN = "backend-test-dds-token"
+
+
+@pytest.fixture
+def cloud(monkeypatch):
+    """The cloud API stand-in, named by the environment as a user's shell would (token and endpoint)."""
+    pytest.importorskip("dds_cloudapi_sdk", reason='needs the cloud extra: pip install "gsam2[cloud]"')
+    from .dds_standin import DdsStandIn
+
+    with DdsStandIn(CLOUD_TOKEN) as server:
+        server.polls_before_done = 0
+        server.objects = [
+            {"category": "car", "score": 0.9, "bbox": [4, 6, 40, 30]},
+            {"category": "person", "score": 0.8, "bbox": [20, 10, 60, 60]},
+        ]
+        monkeypatch.setenv("DDS_API_TOKEN", CLOUD_TOKEN)
+        monkeypatch.setenv("DDS_CLOUDAPI_ENDPOINT", server.url)
+        yield server
+
+
+def test_dinox_from_the_cli(tmp_path, image_dir, tiny_models, cloud):
+    records = run_cli(tmp_path, image_dir, "--prompt", "car. person.", "--detector", "dinox",
+                      "--segmenter", str(tiny_models["sam2"]))
+    assert [len(record["annotations"]) for record in records] == [2, 2]
+    assert {a["class_name"] for r in records for a in r["annotations"]} == {"car", "person"}
+    created = cloud.created()
+    assert len(created) == 2 and all(r.path == "/v2/task/dinox/detection" for r in created)
+    assert created[0].body["prompt"] == {"type": "text", "text": "car.person"}
+
+
+def test_grounding_dino_1_6_from_the_operator_delegated_reads_the_secret(dataset, tiny_models, cloud):
+    params = {"prompt": "car. person.", "detector": "grounding-dino-1.6-pro", "segmenter": str(tiny_models["sam2"]),
+              "device": "cpu", "box_threshold": 0.3, "label_field": "cloud"}
+    run(GROUND, dataset, params, delegate=True)
+    [done] = DelegatedOperationService().execute_queued_operations(dataset_name=dataset.name)
+    assert done.error is None, done.error
+    assert done.result["processed"] == 2 and done.result["objects"] == 4
+    assert sorted(labels_of(dataset, "cloud")) == ["car", "car", "person", "person"]
+    assert {r.path for r in cloud.created()} == {"/v2/task/grounding_dino/detection"}
+    assert all(r.body["model"] == "GroundingDino-1.6-Pro" for r in cloud.created())
+    stored = DelegatedOperationService().list_operations(dataset_name=dataset.name)
+    assert stored and all(CLOUD_TOKEN not in json.dumps(op.to_pymongo(), default=str) for op in stored)
+
+
+def test_cloud_detector_without_a_token_fails_clearly_and_writes_nothing(tmp_path, image_dir, tiny_models, cloud,
+                                                                         monkeypatch):
+    monkeypatch.delenv("DDS_API_TOKEN")
+    result = gsam2("image", "--prompt", "car", "--input", str(image_dir), "--output", str(tmp_path / "out"),
+                   "--detector", "dinox", "--segmenter", str(tiny_models["sam2"]), "--device", "cpu", "--quiet")
+    assert result.returncode != 0
+    assert "DDS_API_TOKEN" in result.stderr and "Traceback" not in result.stderr
+    assert not cloud.requests
+    assert not list((tmp_path / "out").glob("*.json")) if (tmp_path / "out").exists() else True
+
+
+# ---------------------------------------------------------------- original checkpoints (.pt / .pth)
+
+
+@pytest.fixture(scope="module")
+def original_sam2(tmp_path_factory):
+    """A tiny SAM 2.1 ``.pt`` under a fine-tuned name, its ``.yaml`` config beside it."""
+    pytest.importorskip("sam2", reason='needs the extra: pip install "gsam2[sam2-original]"')
+    import shutil
+
+    import torch
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from .test_original_checkpoints import tiny_sam2_config
+
+    folder = tmp_path_factory.mktemp("sam2-pt")
+    config = tiny_sam2_config(folder / "config.yaml")
+    torch.manual_seed(0)
+    model = instantiate(OmegaConf.load(config).model, _recursive_=True)
+    checkpoint = folder / "my_finetuned_sam2.pt"
+    torch.save({"model": model.state_dict()}, checkpoint)
+    shutil.copy(config, checkpoint.with_suffix(".yaml"))  # the sidecar config names the architecture
+    return checkpoint
+
+
+def test_original_sam2_checkpoint_from_the_cli(tmp_path, image_dir, tiny_models, original_sam2):
+    records = run_cli(tmp_path, image_dir, "--prompt", "car. person.", "--detector", str(tiny_models["grounding-dino"]),
+                      "--segmenter", str(original_sam2))
+    assert sum(len(record["annotations"]) for record in records) > 0
+
+
+def test_original_sam2_checkpoint_from_the_operator(dataset, tiny_models, original_sam2):
+    params = {"prompt": "car. person.", "detector": str(tiny_models["grounding-dino"]), "segmenter": str(original_sam2),
+              "device": "cpu", "box_threshold": 0.0, "text_threshold": 0.0, "label_field": "pt"}
+    result = run(GROUND, dataset, params)
+    assert result.result["processed"] == 2 and result.result["objects"] > 0
+    for sample in dataset:
+        for detection in sample["pt"].detections:
+            assert detection.mask is not None and detection.mask.dtype == bool
+
+
+def test_original_sam2_checkpoint_cannot_track_video(original_sam2):
+    from gsam2.core import ModelLoadError
+    from gsam2.core.models import load_tracker
+
+    with pytest.raises(ModelLoadError, match="serves images only; video tracking needs a transformers checkpoint"):
+        load_tracker(str(original_sam2), device="cpu")
+
+
+@pytest.fixture
+def original_groundingdino(tmp_path, monkeypatch):
+    """A tiny Grounding DINO ``.pth`` under a fine-tuned name, its ``.py`` config beside it.
+
+    Swin's sizes are a fixed table inside the package, not config values: the
+    tiny Swin stands in for the package's builder while the test runs.
+    """
+    pytest.importorskip("groundingdino", reason='needs the extra: pip install "gsam2[groundingdino-original]"')
+    import shutil
+
+    from groundingdino.models.GroundingDINO.backbone import backbone
+
+    from .test_original_checkpoints import build_tiny_groundingdino, tiny_swin
+
+    checkpoint, config, _ = build_tiny_groundingdino(tmp_path)
+    monkeypatch.setattr(backbone, "build_swin_transformer", tiny_swin)
+    renamed = checkpoint.rename(checkpoint.with_name("detector_finetune.pth"))
+    shutil.copy(config, renamed.with_suffix(".py"))
+    return renamed
+
+
+def test_original_groundingdino_checkpoint_from_the_cli(tmp_path, image_dir, tiny_models, original_groundingdino,
+                                                        capsys):
+    # In-process, so that the tiny Swin stands in for the package's fixed Swin-T table.
+    from gsam2.cli import main
+
+    output = tmp_path / "out"
+    code = main(["image", "--prompt", "car. traffic light.", "--input", str(image_dir), "--output", str(output),
+                 "--detector", str(original_groundingdino), "--segmenter", str(tiny_models["sam2"]),
+                 "--device", "cpu", "--quiet", "--box-threshold", "0.2", "--text-threshold", "0"])
+    assert code == 0, capsys.readouterr().err
+    records = [json.loads(path.read_text()) for path in sorted(output.glob("*.json"))]
+    names = {a["class_name"] for r in records for a in r["annotations"]}
+    assert names and names <= {"car", "traffic light"}
+
+
+def test_original_groundingdino_checkpoint_from_the_operator(dataset, tiny_models, original_groundingdino):
+    params = {"prompt": "car. traffic light.", "detector": str(original_groundingdino),
+              "segmenter": str(tiny_models["sam2"]), "device": "cpu", "box_threshold": 0.2, "text_threshold": 0.0,
+              "label_field": "pth"}
+    result = run(GROUND, dataset, params)
+    assert result.result["processed"] == 2 and result.result["objects"] > 0
+    assert set(labels_of(dataset, "pth")) <= {"car", "traffic light"}
+
+
+def test_dinox_as_the_video_pipelines_detection_step(tmp_path, tiny_models, cloud):
+    from .media import moving_squares, write_video
+    from .test_video import gsam2_video
+
+    cloud.objects = [{"category": "red square", "score": 0.9, "bbox": [4, 4, 24, 24]}]
+    video = write_video(tmp_path / "clip.mp4", moving_squares(12), codec="mpeg4", pix_fmt="yuv420p")
+    result = gsam2_video(tiny_models, "--detector", "dinox", "--prompt", "red square.", "--input", str(video),
+                         "--output", str(tmp_path / "out"), "--step", "5")
+    assert result.returncode == 0, result.stderr
+    assert len(cloud.created()) == 3, "one cloud task per keyframe (0, 5, 10)"
+    lines = [json.loads(line) for line in (tmp_path / "out" / "clip.jsonl").read_text().splitlines()]
+    assert len(lines) == 12
+    tracked = [obj for line in lines for obj in line["objects"]]
+    assert tracked and {obj["class_name"] for obj in tracked} == {"red square"}
+    assert {obj["id"] for obj in lines[0]["objects"]} == {1}

@@ -319,15 +319,16 @@ def tiny_swin(modelname: str, pretrain_img_size: int, **kwargs):
     )
 
 
-@pytest.fixture(scope="module")
-def tiny_groundingdino(tmp_path_factory) -> tuple[Path, Path, Path]:
-    """``(checkpoint, config, bert folder)`` for a tiny random Grounding DINO in the released layout."""
+def build_tiny_groundingdino(folder: Path) -> tuple[Path, Path, Path]:
+    """``(checkpoint, config, bert folder)``: a tiny random Grounding DINO saved in ``folder`` in the released layout.
+
+    Loading it needs :func:`tiny_swin` in place of the package's Swin builder.
+    """
     from groundingdino.models import build_model
     from groundingdino.models.GroundingDINO.backbone import backbone
     from groundingdino.util.slconfig import SLConfig
     from transformers import BertConfig, BertModel
 
-    folder = tmp_path_factory.mktemp("groundingdino-original")
     bert_folder = folder / "tiny-bert"
     tokenizer = make_tiny_models.build_tokenizer()
     bert = BertModel(
@@ -357,10 +358,21 @@ def tiny_groundingdino(tmp_path_factory) -> tuple[Path, Path, Path]:
             # Random weights put the query-token logits far into sigmoid's saturation; scale
             # the queries down so that scores spread over (0, 1) and their order means something.
             model.transformer.decoder.norm.weight.mul_(0.02)
-        checkpoint = folder / "groundingdino_swint_ogc.pth"
-        torch.save({"model": model.state_dict()}, checkpoint)
-        # Loading builds the same tiny Swin: keep the patch for the whole module.
-        yield checkpoint, config, bert_folder
+    checkpoint = folder / "groundingdino_swint_ogc.pth"
+    torch.save({"model": model.state_dict()}, checkpoint)
+    return checkpoint, config, bert_folder
+
+
+@pytest.fixture(scope="module")
+def tiny_groundingdino(tmp_path_factory) -> tuple[Path, Path, Path]:
+    """``(checkpoint, config, bert folder)`` for a tiny random Grounding DINO in the released layout."""
+    from groundingdino.models.GroundingDINO.backbone import backbone
+
+    built = build_tiny_groundingdino(tmp_path_factory.mktemp("groundingdino-original"))
+    # Loading builds the same tiny Swin: keep the patch for the whole module.
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(backbone, "build_swin_transformer", tiny_swin)
+        yield built
 
 
 @pytest.fixture(scope="module")
