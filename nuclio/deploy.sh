@@ -3,6 +3,10 @@
 # serverless/deploy_{cpu,gpu}.sh do.
 #
 #   nuclio/deploy.sh [--gpu] [FUNCTION_FOLDER ...]     (default: every folder in nuclio/functions)
+#
+# With DDS_API_TOKEN set, the token is passed to the functions' environment (for
+# detectors generated with --detector dinox / grounding-dino-1.6-pro); it is never
+# written into a function file.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 repo="$(dirname "$here")"
@@ -21,7 +25,8 @@ for folder in "${folders[@]}"; do
   echo "Deploying $(basename "$folder") ($config)..."
   nuctl deploy --project-name cvat --path "$stage" --file "$stage/function.yaml" --platform local \
     --env CVAT_FUNCTIONS_REDIS_HOST=cvat_redis_ondisk --env CVAT_FUNCTIONS_REDIS_PORT=6666 \
-    --platform-config '{"attributes": {"network": "cvat_cvat"}}'
+    --platform-config '{"attributes": {"network": "cvat_cvat"}}' \
+    ${DDS_API_TOKEN:+--env "DDS_API_TOKEN=$DDS_API_TOKEN"}
   rm -rf "$stage"
 done
 nuctl get function --platform local

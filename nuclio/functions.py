@@ -2,6 +2,8 @@
 
     python -m gsam2.nuclio.functions OUTDIR                      # all three, COCO labels
     python -m gsam2.nuclio.functions OUTDIR --labels labels.txt --name my-detector   # your vocabulary
+    python -m gsam2.nuclio.functions OUTDIR --name florence-od --detector florence2 --task object_detection
+    python -m gsam2.nuclio.functions OUTDIR --name dinox-detector --detector dinox   # DDS_API_TOKEN at deploy
 
 The folders under ``nuclio/functions/`` in the repository are this command's
 output (a test keeps them in sync). ``nuclio/deploy.sh`` deploys them.
@@ -11,12 +13,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
 
 from ..core import DEFAULT_DETECTOR, DEFAULT_SEGMENTER
+from ..core.models import parse_detector_spec
 
 # COCO's 80 classes: a useful default vocabulary for the detector.
 COCO_LABELS = (
@@ -69,8 +74,53 @@ def detector_spec(labels: list[str]) -> str:
     return json.dumps([{"id": i, "name": name, "type": "mask"} for i, name in enumerate(names)], indent=1)
 
 
-def function_config(kind: str, gpu: bool, name: str | None = None, labels: list[str] | None = None) -> dict:
+@dataclass(frozen=True)
+class DetectorChoice:
+    """The detector a generated detector function runs (its ``GSAM2_*`` environment)."""
+
+    detector: str = DEFAULT_DETECTOR
+    task: str | None = None
+    slice_size: int | None = None
+
+    @property
+    def backend(self) -> str:
+        return parse_detector_spec(self.detector)[0]
+
+    def env(self) -> list[dict[str, str]]:
+        if self == DetectorChoice():
+            return []
+        env = [{"name": "GSAM2_DETECTOR", "value": self.detector}]
+        if self.task:
+            env.append({"name": "GSAM2_TASK", "value": self.task})
+        if self.slice_size:
+            env.append({"name": "GSAM2_SLICE_SIZE", "value": str(self.slice_size)})
+        return env
+
+    def pip_target(self) -> str:
+        """What the image installs: the repository, with the extra its backend needs."""
+        extra = {"dds-cloud": "cloud", "groundingdino-original": "groundingdino-original"}.get(self.backend)
+        return f"./gsam2-src[{extra}]" if extra else "./gsam2-src"
+
+    def preload(self) -> str:
+        """Python that downloads the weights into the image at build time."""
+        segmenter = f"load_segmenter({DEFAULT_SEGMENTER!r}, device='cpu')"
+        if self.backend in ("dds-cloud", "groundingdino-original"):
+            # The cloud has nothing to download (and no token at build time);
+            # a local .pth must be mounted into the function, not baked in.
+            return segmenter
+        detector = f"load_detector({self.detector!r}, device='cpu')"
+        return detector if self.backend == "sam3" else f"{detector}; {segmenter}"
+
+
+def function_config(
+    kind: str,
+    gpu: bool,
+    name: str | None = None,
+    labels: list[str] | None = None,
+    detector: DetectorChoice | None = None,
+) -> dict:
     info = FUNCTIONS[kind]
+    detector = detector or DetectorChoice()
     annotations = {"name": info["title"], "type": info["type"], "help_message": info["help"]}
     if info["type"] == "detector":
         annotations["spec"] = detector_spec(labels or COCO_LABELS)
@@ -82,6 +132,10 @@ def function_config(kind: str, gpu: bool, name: str | None = None, labels: list[
         {"name": "HF_HOME", "value": "/opt/hf"},
         {"name": "HF_HUB_OFFLINE", "value": "1"},
     ]
+    preload, pip_target = info["preload"], "./gsam2-src"
+    if info["type"] == "detector":
+        env += detector.env()
+        preload, pip_target = detector.preload(), detector.pip_target()
     spec = {
         "description": info["help"],
         "runtime": "python:3.11",
@@ -98,9 +152,9 @@ def function_config(kind: str, gpu: bool, name: str | None = None, labels: list[
                 ],
                 "postCopy": [
                     # deploy.sh puts the repository next to main.py as gsam2-src/
-                    {"kind": "RUN", "value": "pip install --no-cache-dir ./gsam2-src"},
+                    {"kind": "RUN", "value": f"pip install --no-cache-dir {shlex.quote(pip_target)}"},
                     # weights baked into the image: the first request is not a download
-                    {"kind": "RUN", "value": 'python -c "from gsam2.core.models import *; ' + info["preload"] + '"'},
+                    {"kind": "RUN", "value": 'python -c "from gsam2.core.models import *; ' + preload + '"'},
                 ],
             },
         },
@@ -130,11 +184,17 @@ from gsam2.nuclio.{module} import handler, init_context  # noqa: F401
 '''
 
 
-def write_function(outdir: Path, kind: str, name: str | None = None, labels: list[str] | None = None) -> Path:
+def write_function(
+    outdir: Path,
+    kind: str,
+    name: str | None = None,
+    labels: list[str] | None = None,
+    detector: DetectorChoice | None = None,
+) -> Path:
     folder = outdir / (name or kind)
     folder.mkdir(parents=True, exist_ok=True)
     for gpu, filename in ((False, "function.yaml"), (True, "function-gpu.yaml")):
-        text = yaml.safe_dump(function_config(kind, gpu, name, labels), sort_keys=False, width=120)
+        text = yaml.safe_dump(function_config(kind, gpu, name, labels, detector), sort_keys=False, width=120)
         (folder / filename).write_text(text)
     (folder / "main.py").write_text(MAIN_PY.format(module=FUNCTIONS[kind]["module"]))
     return folder
@@ -145,11 +205,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("outdir", help="folder to write the function folders into")
     parser.add_argument("--labels", help="text file with one label per line: a detector with that vocabulary only")
     parser.add_argument("--name", help="function name for the custom detector (default grounded-sam2-detector)")
+    parser.add_argument(
+        "--detector",
+        help="the custom detector's backend or checkpoint, as gsam2 image --detector takes it "
+        "(florence2, owlv2, sam3, dinox, a hub id, ...; default: Grounding DINO tiny)",
+    )
+    parser.add_argument("--task", help="Florence-2 task of the custom detector (with --detector florence2)")
+    parser.add_argument("--slice-size", type=int, help="sliced inference over tiles of this many pixels")
     args = parser.parse_args(argv)
     outdir = Path(args.outdir)
-    if args.labels:
-        labels = [line.strip() for line in Path(args.labels).read_text().splitlines() if line.strip()]
-        print(write_function(outdir, "grounded-sam2-detector", args.name, labels))
+    custom = args.labels or args.detector or args.task or args.slice_size
+    if custom:
+        labels = None
+        if args.labels:
+            labels = [line.strip() for line in Path(args.labels).read_text().splitlines() if line.strip()]
+        detector = DetectorChoice(args.detector or DEFAULT_DETECTOR, args.task, args.slice_size)
+        print(write_function(outdir, "grounded-sam2-detector", args.name, labels, detector))
     else:
         for kind in FUNCTIONS:
             print(write_function(outdir, kind))

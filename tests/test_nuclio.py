@@ -363,3 +363,77 @@ def test_deploy_script_stages_each_function_for_nuctl(tmp_path):
         assert "--project-name cvat" in line and "--platform local" in line
         staged = set(line.split(" :: ")[1].split())
         assert staged == {"main.py", "function.yaml", "gsam2-src/pyproject.toml"}
+
+
+def _build_steps(config: dict) -> tuple[str, str]:
+    """``(pip install line, preload python)`` of a generated function's image build."""
+    steps = [step["value"] for step in config["spec"]["build"]["directives"]["postCopy"]]
+    [pip] = [step for step in steps if step.startswith("pip install")]
+    [preload] = [step for step in steps if step.startswith("python -c")]
+    return pip, preload.removeprefix('python -c "').removesuffix('"')
+
+
+def _preloaded(preload: str) -> list[tuple[str, str]]:
+    """Run the build's preload line against recorders: which models it would download."""
+    calls = []
+    names = {
+        "load_detector": lambda spec, device: calls.append(("detector", spec)),
+        "load_segmenter": lambda spec, device: calls.append(("segmenter", spec)),
+        "load_tracker": lambda spec, device: calls.append(("tracker", spec)),
+    }
+    exec(preload.split("; ", 1)[1], names)  # after the import of gsam2.core.models
+    return calls
+
+
+@pytest.mark.parametrize(
+    ("options", "env", "pip", "preloads"),
+    [
+        (["--detector", "florence2", "--task", "object_detection"],
+         {"GSAM2_DETECTOR": "florence2", "GSAM2_TASK": "object_detection"}, "./gsam2-src",
+         [("detector", "florence2"), ("segmenter", "facebook/sam2.1-hiera-tiny")]),
+        (["--detector", "sam3"], {"GSAM2_DETECTOR": "sam3"}, "./gsam2-src", [("detector", "sam3")]),
+        (["--detector", "owlv2", "--slice-size", "640"], {"GSAM2_DETECTOR": "owlv2", "GSAM2_SLICE_SIZE": "640"},
+         "./gsam2-src", [("detector", "owlv2"), ("segmenter", "facebook/sam2.1-hiera-tiny")]),
+        (["--detector", "dinox"], {"GSAM2_DETECTOR": "dinox"}, "'./gsam2-src[cloud]'",
+         [("segmenter", "facebook/sam2.1-hiera-tiny")]),
+    ],
+)
+def test_generated_detector_for_another_backend(tmp_path, options, env, pip, preloads):
+    from gsam2.nuclio.functions import main
+
+    assert main([str(tmp_path), "--name", "custom", *options]) == 0
+    for file in ("function.yaml", "function-gpu.yaml"):
+        config = yaml.safe_load((tmp_path / "custom" / file).read_text())
+        variables = {item["name"]: item["value"] for item in config["spec"]["env"]}
+        assert {name: variables.get(name) for name in env} == env
+        assert "DDS_API_TOKEN" not in variables, "a token is never written into a function file"
+        pip_line, preload = _build_steps(config)
+        assert pip_line == f"pip install --no-cache-dir {pip}"
+        assert _preloaded(preload) == preloads
+        assert len(json.loads(config["metadata"]["annotations"]["spec"])) == 80
+
+
+def test_deploy_script_passes_the_cloud_token_only_from_the_environment(tmp_path):
+    import os
+    import subprocess
+
+    from gsam2.nuclio.functions import main
+
+    assert main([str(tmp_path / "fn"), "--name", "dinox-detector", "--detector", "dinox"]) == 0
+    log = tmp_path / "nuctl.log"
+    fake = tmp_path / "bin" / "nuctl"
+    fake.parent.mkdir()
+    fake.write_text(f'#!/usr/bin/env bash\n[[ "$1" == deploy ]] && printf "%s\\n" "$@" >> {log}\nexit 0\n')
+    fake.chmod(0o755)
+    deploy = REPO_ROOT / "nuclio" / "deploy.sh"
+    base = {key: value for key, value in os.environ.items() if key != "DDS_API_TOKEN"}
+    base["PATH"] = f"{fake.parent}:{os.environ['PATH']}"
+    for token in (None, "secret-token"):
+        log.unlink(missing_ok=True)
+        env = dict(base, DDS_API_TOKEN=token) if token else base
+        result = subprocess.run(["bash", str(deploy), str(tmp_path / "fn" / "dinox-detector")],
+                                capture_output=True, text=True, env=env, timeout=120)
+        assert result.returncode == 0, result.stderr
+        arguments = log.read_text().splitlines()
+        assert ("DDS_API_TOKEN=secret-token" in arguments) == bool(token)
+        assert not any("DDS_API_TOKEN" in argument for argument in arguments if not token)
