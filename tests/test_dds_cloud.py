@@ -283,7 +283,7 @@ def test_status_polls_are_retried_too(server):
 @needs_sdk
 def test_retries_back_off_exponentially_up_to_a_cap(server, monkeypatch):
     slept = []
-    monkeypatch.setattr(dds_cloud.time, "sleep", slept.append)
+    monkeypatch.setattr(dds_cloud, "_pause", slept.append)
     server.fail_next("http429", 4)
     detector = make_detector(server, retry_base_delay=0.5, retry_max_delay=1.5, max_attempts=5, poll_interval=0.01)
     detector.detect([shapes_image(HEIGHT, WIDTH)], ["car"], 0.3, 0.25)

@@ -279,6 +279,12 @@ def _load_sdk() -> _Sdk:
 # -- the detector ---------------------------------------------------------------------------------
 
 
+def _pause(seconds: float) -> None:
+    """Pause between polls and retries; tests replace this one name (not ``time.sleep``,
+    which every other thread in the process shares) to record the backoff."""
+    time.sleep(seconds)
+
+
 class DdsCloudDetector:
     """Text-prompted detection with DINO-X or Grounding DINO 1.5 / 1.6 on DeepDataSpace's cloud API.
 
@@ -436,7 +442,7 @@ class DdsCloudDetector:
                     f"{self.model}: {len(pending)} detection task(s) did not finish within "
                     f"{self.task_timeout:g}s (still {', '.join(states) or 'pending'})"
                 )
-            time.sleep(self.poll_interval)
+            _pause(self.poll_interval)
 
     def _request(self, action: str, send: Callable[[], Any]) -> None:
         """Run one SDK request, retrying failures a retry can fix, then raise a clean error."""
@@ -457,7 +463,7 @@ class DdsCloudDetector:
                 self.max_attempts - 1,
                 delay,
             )
-            time.sleep(delay)
+            _pause(delay)
         # Raised here, outside any except block, so no SDK or requests exception
         # (which carry the request and its Token header) rides along as __context__.
         if failure.token_rejected:
