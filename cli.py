@@ -31,6 +31,7 @@ from .core import (
     load_detector,
     load_image,
     load_segmenter,
+    parse_prompt,
 )
 from .core.detectors.sliced import DEFAULT_SLICE_OVERLAP
 from .core.devices import DEVICE_CHOICES
@@ -201,6 +202,24 @@ def label_image_files(args: argparse.Namespace, batch_size: int, label_images) -
     return EXIT_FAILURES if summary.failures else EXIT_OK
 
 
+def check_sam3_video_options(args: argparse.Namespace) -> None:
+    """``--tracker sam3`` finds objects itself: refuse the options that would pick or steer another detector."""
+    conflicts = []
+    if args.detector != DEFAULT_DETECTOR:
+        conflicts.append("--detector")
+    if getattr(args, "task", None):
+        conflicts.append("--task")
+    if args.slice_size is not None:
+        conflicts.append("--slice-size")
+    if args.reverse:
+        conflicts.append("--reverse")
+    if conflicts:
+        raise InputError(
+            f"--tracker sam3 detects and tracks with SAM 3 alone; {', '.join(conflicts)} "
+            "only applies to the detector + SAM 2 pipeline"
+        )
+
+
 def frame_record(frame_index: int, detections) -> dict:
     """One JSON line of ``gsam2 video``'s output."""
     from .core.detections import class_names
@@ -225,17 +244,25 @@ def frame_record(frame_index: int, detections) -> dict:
 def run_video(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from .core.models import load_tracker
+    from .core.models import load_sam3_tracker, load_tracker, parse_sam3_tracker_spec
     from .core.video_io import VideoWriter, iter_frames, probe_video
     from .core.video_pipeline import ground_and_track
 
     source: str | int = int(args.input) if args.input.isdigit() else args.input
+    uses_sam3 = parse_sam3_tracker_spec(args.tracker) is not None
     try:
+        if uses_sam3:
+            check_sam3_video_options(args)
         info = probe_video(source) if isinstance(source, str) else None
-        detector = detector_from_args(args)
-        phrases = detector_phrases(detector, args.prompt)
-        segmenter = None if detector.produces_masks else load_segmenter(args.segmenter, device=args.device)
-        tracker = load_tracker(args.tracker, device=args.device)
+        if uses_sam3:
+            phrases = parse_prompt(args.prompt or "")
+            sam3 = load_sam3_tracker(args.tracker, device=args.device)
+            tracks = sam3.start(phrases)  # a phrase SAM 3 cannot take fails here, before decoding
+        else:
+            detector = detector_from_args(args)
+            phrases = detector_phrases(detector, args.prompt)
+            segmenter = None if detector.produces_masks else load_segmenter(args.segmenter, device=args.device)
+            tracker = load_tracker(args.tracker, device=args.device)
     except GroundedSam2Error as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
@@ -250,20 +277,23 @@ def run_video(args: argparse.Namespace) -> int:
         tqdm.write(f"warning: {source}: skipped undecodable data ({message})", file=sys.stderr)
 
     frames = iter_frames(source, start_frame=args.start_frame, stride=args.stride, on_skip=on_skip)
-    results = ground_and_track(
-        frames,
-        phrases,
-        detector,
-        segmenter,
-        tracker,
-        step=args.step,
-        iou_threshold=args.iou_threshold,
-        prompt_type=args.prompt_type,
-        box_threshold=args.box_threshold,
-        text_threshold=args.text_threshold,
-        reverse=args.reverse,
-        keep_frames=not args.no_draw,
-    )
+    if uses_sam3:
+        results = tracks.track(frames, args.box_threshold, keep_frames=not args.no_draw)
+    else:
+        results = ground_and_track(
+            frames,
+            phrases,
+            detector,
+            segmenter,
+            tracker,
+            step=args.step,
+            iou_threshold=args.iou_threshold,
+            prompt_type=args.prompt_type,
+            box_threshold=args.box_threshold,
+            text_threshold=args.text_threshold,
+            reverse=args.reverse,
+            keep_frames=not args.no_draw,
+        )
     fps = (info.fps / args.stride) if info else 30.0
     total = None
     if info and info.frame_count:
@@ -506,7 +536,11 @@ def build_parser() -> argparse.ArgumentParser:
     video.add_argument(
         "--tracker",
         default=DEFAULT_SEGMENTER,
-        help=f"SAM 2 video checkpoint: hub id, local folder or size (default: {DEFAULT_SEGMENTER})",
+        help=(
+            f"SAM 2 video checkpoint: hub id, local folder or size (default: {DEFAULT_SEGMENTER}); or sam3 "
+            "(sam3:CHECKPOINT) to find and track with SAM 3 alone, detecting on every frame (no --detector, "
+            "--step, --iou-threshold, --prompt-type, --reverse; --box-threshold hides objects SAM 3 scores lower)"
+        ),
     )
     video.add_argument("--no-draw", action="store_true", help="write only the JSON lines, not the MP4")
     video.add_argument("--quiet", action="store_true", help="no progress bar")

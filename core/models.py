@@ -272,6 +272,36 @@ def load_segmenter(
     return _load_once("segmenter", "sam2", checkpoint, resolve_device(device), Sam2ImageSegmenter.from_pretrained)
 
 
+#: ``"sam3"`` or ``"sam3:CHECKPOINT"`` names SAM 3 as the tracker (:func:`load_sam3_tracker`).
+SAM3_TRACKER_PREFIX = "sam3"
+
+
+def parse_sam3_tracker_spec(spec: str) -> str | None:
+    """The SAM 3 video checkpoint that ``spec`` names (``"sam3"``, ``"sam3:CHECKPOINT"``), or ``None``."""
+    from .sam3_video import DEFAULT_SAM3_VIDEO_CHECKPOINT
+
+    name, _, checkpoint = spec.strip().partition(":")
+    if name.lower() != SAM3_TRACKER_PREFIX:
+        return None
+    return checkpoint.strip() or DEFAULT_SAM3_VIDEO_CHECKPOINT
+
+
+def load_sam3_tracker(
+    checkpoint: str = "sam3",
+    device: str | torch.device | None = "auto",
+):
+    """SAM 3's video model, which finds and follows what a text prompt names by itself.
+
+    ``checkpoint`` is ``"sam3"`` (``facebook/sam3``), ``"sam3:CHECKPOINT"`` or a
+    hub id / local folder of a SAM 3 video checkpoint. See
+    :meth:`~.sam3_video.Sam3VideoTracker.track`.
+    """
+    from .sam3_video import Sam3VideoTracker
+
+    checkpoint = parse_sam3_tracker_spec(checkpoint) or checkpoint
+    return _load_once("tracker", "sam3-video", checkpoint, resolve_device(device), Sam3VideoTracker.from_pretrained)
+
+
 def load_tracker(
     checkpoint: str = DEFAULT_TRACKER,
     device: str | torch.device | None = "auto",
@@ -280,6 +310,12 @@ def load_tracker(
 
     The hub's SAM 2.1 checkpoints load both as image and as video models.
     """
+    if parse_sam3_tracker_spec(checkpoint) is not None:
+        raise ModelLoadError(
+            f"tracker {checkpoint!r} is SAM 3, which follows text prompts by itself (gsam2 video --tracker sam3, "
+            f"load_sam3_tracker); following boxes or detections needs a SAM 2 video checkpoint such as "
+            f"{DEFAULT_TRACKER!r}"
+        )
     checkpoint = SAM2_CHECKPOINTS.get(checkpoint, checkpoint)
     if is_original_sam2_checkpoint(checkpoint):
         # The sam2 package's video predictor wants the whole video as a JPEG folder up front;

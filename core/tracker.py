@@ -54,7 +54,7 @@ class Sam2VideoTracker:
         return TrackingSession(self)
 
 
-class _FrameWindow(dict):
+class FrameWindow(dict):
     """``processed_frames`` that holds only recent frames but reports the video's length so far.
 
     When a frame is re-run without a new image (new prompts on a keyframe),
@@ -80,7 +80,7 @@ class TrackingSession:
             inference_device=tracker.device,
             dtype=torch.bfloat16 if tracker.device.type == "cuda" else torch.float32,
         )
-        self.session.processed_frames = _FrameWindow()
+        self.session.processed_frames = FrameWindow()
         self._pending: dict[int, tuple[list[int], dict]] = {}
         self._size: tuple[int, int] | None = None
 

@@ -17,7 +17,7 @@ from ..core import (
     load_segmenter,
     parse_prompt,
 )
-from ..core.models import load_tracker
+from ..core.models import load_sam3_tracker, load_tracker, parse_sam3_tracker_spec
 from ..core.pipeline import detector_phrases
 from ..core.video_io import iter_frames, probe_video
 from ..core.video_pipeline import DEFAULT_IOU_THRESHOLD, DEFAULT_STEP, BoxPrompt, ground_and_track, track_from_boxes
@@ -68,7 +68,13 @@ class TrackVideo(foo.Operator):
             inputs.float("iou_threshold", default=DEFAULT_IOU_THRESHOLD, label="Same-object mask IoU")
             inputs.enum("prompt_type", ["mask", "box", "point"], default="mask", label="Prompt SAM 2 with")
             inputs.bool("reverse", default=False, label="Also track backwards from where objects appear")
-        inputs.str("tracker", default=DEFAULT_SEGMENTER, label="SAM 2 video checkpoint")
+        inputs.str(
+            "tracker",
+            default=DEFAULT_SEGMENTER,
+            label="Video tracker",
+            description="A SAM 2 video checkpoint, or sam3 to find and track the prompt with SAM 3 alone "
+            "(on every frame; the detector, SAM 2 and step settings are then unused)",
+        )
         inputs.str("device", default="auto", label="Device")
         inputs.str(
             "label_field",
@@ -90,7 +96,14 @@ class TrackVideo(foo.Operator):
         if not label_field or "." in label_field:
             raise InputError(f"label field {label_field!r}: give a frame field name such as 'gsam2_tracks'")
         device = params.get("device", "auto")
-        if mode == "prompt":
+        tracker_name = params.get("tracker") or DEFAULT_SEGMENTER
+        sam3 = None
+        if mode == "prompt" and parse_sam3_tracker_spec(tracker_name) is not None:
+            # SAM 3 finds and follows the prompt by itself: no detector, no SAM 2.
+            phrases = parse_prompt(params.get("prompt") or "")
+            sam3 = load_sam3_tracker(tracker_name, device=device)
+            sam3.start(phrases)  # a phrase SAM 3 cannot take fails before anything is written
+        elif mode == "prompt":
             if common.needs_prompt(params):
                 parse_prompt(params.get("prompt") or "")  # an empty prompt fails before any model loads
             detector = common.load_run_detector(ctx, params)
@@ -102,7 +115,7 @@ class TrackVideo(foo.Operator):
             source_field = params.get("source_field") or ""
             if source_field not in frame_detection_fields(ctx.dataset):
                 raise InputError(f"source field {source_field!r}: not a frame-level Detections field")
-        tracker = load_tracker(params.get("tracker") or DEFAULT_SEGMENTER, device=device)
+        tracker = load_tracker(tracker_name, device=device) if sam3 is None else None
         self._ensure_frame_field(ctx.dataset, label_field)
 
         view = ctx.target_view()
@@ -113,7 +126,11 @@ class TrackVideo(foo.Operator):
             try:
                 info = probe_video(filepath)
                 frames = iter_frames(filepath)
-                if mode == "prompt":
+                if sam3 is not None:
+                    results = sam3.track(
+                        frames, phrases, score_threshold=float(params.get("box_threshold", DEFAULT_BOX_THRESHOLD))
+                    )
+                elif mode == "prompt":
                     results = ground_and_track(
                         frames,
                         phrases,
@@ -205,7 +222,8 @@ class TrackVideo(foo.Operator):
         """Track from Python: ``op(dataset, "car. person.")`` or ``op(dataset, source_field="keyframes")``.
 
         ``options``: detector (any backend, e.g. ``"owlv2"`` or ``"florence2"`` with
-        ``task``), segmenter, tracker, device, box_threshold, text_threshold, slice_size,
+        ``task``), segmenter, tracker (a SAM 2 video checkpoint, or ``"sam3"`` to find and track
+        with SAM 3 alone), device, box_threshold, text_threshold, slice_size,
         slice_overlap, step, iou_threshold, prompt_type, reverse.
         """
         params = {

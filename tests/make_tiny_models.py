@@ -235,6 +235,11 @@ def build_sam3():
     return _load_sibling("tiny_sam3").build_sam3()
 
 
+def build_sam3_video():
+    """SAM 3 video (``tests/tiny_sam3.py``): ``Sam3VideoModel`` + ``Sam3VideoProcessor``."""
+    return _load_sibling("tiny_sam3").build_sam3_video()
+
+
 def write_tiny_models(outdir: str | Path) -> dict[str, Path]:
     """Write every tiny checkpoint under ``outdir``; return their folders by name."""
     outdir = Path(outdir)
@@ -246,6 +251,7 @@ def write_tiny_models(outdir: str | Path) -> dict[str, Path]:
         ("owlv2", build_owlv2),
         ("florence2", build_florence2),
         ("sam3", build_sam3),
+        ("sam3-video", build_sam3_video),
     ):
         model, processor = build()
         target = outdir / name

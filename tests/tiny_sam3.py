@@ -26,6 +26,13 @@ from transformers import (
     Sam3Model,
     Sam3Processor,
     Sam3VisionConfig,
+    Sam2VideoVideoProcessor,
+    Sam3TrackerVideoConfig,
+    Sam3TrackerVideoMaskDecoderConfig,
+    Sam3TrackerVideoPromptEncoderConfig,
+    Sam3VideoConfig,
+    Sam3VideoModel,
+    Sam3VideoProcessor,
     Sam3ViTConfig,
 )
 
@@ -57,11 +64,12 @@ def build_sam3_tokenizer() -> CLIPTokenizer:
     return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=TEXT_POSITIONS)
 
 
-def build_sam3(image_size: int = 112, hidden: int = 32) -> tuple[Sam3Model, Sam3Processor]:
+def build_sam3(image_size: int = 112, hidden: int = 32, queries: int = 10) -> tuple[Sam3Model, Sam3Processor]:
     """A tiny random ``Sam3Model`` and the ``Sam3Processor`` that feeds it.
 
     ``image_size`` must be a multiple of the patch size (14); ``hidden`` a multiple
-    of 8 (the mask decoder's GroupNorm uses 8 groups).
+    of 8 (the mask decoder's GroupNorm uses 8 groups); ``queries`` is how many
+    objects the detector proposes per phrase.
     """
     patch = 14
     grid = image_size // patch  # ViT tokens per side (8 for 112 px)
@@ -101,7 +109,9 @@ def build_sam3(image_size: int = 112, hidden: int = 32) -> tuple[Sam3Model, Sam3
         text_config=text,
         geometry_encoder_config=Sam3GeometryEncoderConfig(**small, num_layers=1, intermediate_size=2 * hidden),
         detr_encoder_config=Sam3DETREncoderConfig(**small, num_layers=1, intermediate_size=2 * hidden),
-        detr_decoder_config=Sam3DETRDecoderConfig(**small, num_layers=2, num_queries=10, intermediate_size=2 * hidden),
+        detr_decoder_config=Sam3DETRDecoderConfig(
+            **small, num_layers=2, num_queries=queries, intermediate_size=2 * hidden
+        ),
         mask_decoder_config=Sam3MaskDecoderConfig(**small),
     )
     torch.manual_seed(0)
@@ -111,3 +121,57 @@ def build_sam3(image_size: int = 112, hidden: int = 32) -> tuple[Sam3Model, Sam3
         mask_size={"height": grid * 4, "width": grid * 4},
     )
     return model, Sam3Processor(image_processor=image_processor, tokenizer=tokenizer)
+
+
+def build_sam3_video(image_size: int = 112) -> tuple[Sam3VideoModel, Sam3VideoProcessor]:
+    """A tiny random ``Sam3VideoModel``: the tiny SAM 3 detector plus a SAM 2-style tracker on its features.
+
+    The tracker's hidden size is 128 because transformers' SAM 2 family only
+    handles object pointers wider than 64; the detector shares it (the tracker
+    reads the detector's FPN). Its config accepts every detection as an object
+    (thresholds 0) and keeps two queries per phrase, so that tests see a few
+    objects appear and be tracked without SAM 3's trained scores.
+    """
+    hidden = 128
+    grid = image_size // 14
+    detector, image_processor = build_sam3(image_size, hidden=hidden, queries=2)
+    tracker = Sam3TrackerVideoConfig(
+        vision_config=detector.config.vision_config,
+        prompt_encoder_config=Sam3TrackerVideoPromptEncoderConfig(
+            hidden_size=hidden, image_size=image_size, patch_size=14
+        ),
+        mask_decoder_config=Sam3TrackerVideoMaskDecoderConfig(
+            hidden_size=hidden, mlp_dim=64, num_attention_heads=2, iou_head_hidden_dim=32
+        ),
+        image_size=image_size,
+        memory_attention_hidden_size=hidden,
+        memory_attention_num_layers=1,
+        memory_attention_feed_forward_hidden_size=64,
+        memory_attention_rope_feat_sizes=[grid, grid],
+        memory_encoder_hidden_size=hidden,
+        memory_encoder_output_channels=64,  # transformers hard-codes 64 in the memory cross-attention
+        mask_downsampler_embed_dim=hidden,
+        memory_fuser_embed_dim=hidden,
+        memory_fuser_intermediate_dim=64,
+        # A short memory (the real model: 7 memories, 16 pointers) so that tests reach the
+        # point where old memories must be dropped within a few frames.
+        num_maskmem=3,
+        max_object_pointers_in_encoder=4,
+        max_cond_frame_num=2,
+    )
+    config = Sam3VideoConfig(
+        detector_config=detector.config,
+        tracker_config=tracker,
+        low_res_mask_size=grid * 4,
+        score_threshold_detection=0.0,
+        new_det_thresh=0.0,
+    )
+    torch.manual_seed(0)
+    model = Sam3VideoModel(config).eval()
+    size = {"height": image_size, "width": image_size}
+    processor = Sam3VideoProcessor(
+        image_processor=image_processor.image_processor,
+        video_processor=Sam2VideoVideoProcessor(size=size),
+        tokenizer=image_processor.tokenizer,
+    )
+    return model, processor
