@@ -131,7 +131,7 @@ class Sam3TrackingSession:
             output = model(inference_session=self.session, frame=inputs.pixel_values[0], frame_idx=self.position)
         result = processor.postprocess_outputs(self.session, output, original_sizes=[list(frame.shape[:2])])
         detections = self._to_detections(result)
-        self._end_unseen_tracks(output.object_ids, set(result["object_ids"].tolist()))
+        self._end_unseen_tracks(output.object_ids, {int(i) - 1 for i in detections.tracker_id})
         self._forget_before(self.position)
         self.position += 1
         return detections
