@@ -278,12 +278,11 @@ SAM3_TRACKER_PREFIX = "sam3"
 
 def parse_sam3_tracker_spec(spec: str) -> str | None:
     """The SAM 3 video checkpoint that ``spec`` names (``"sam3"``, ``"sam3:CHECKPOINT"``), or ``None``."""
-    from .sam3_video import DEFAULT_SAM3_VIDEO_CHECKPOINT
-
     name, _, checkpoint = spec.strip().partition(":")
     if name.lower() != SAM3_TRACKER_PREFIX:
         return None
-    return checkpoint.strip() or DEFAULT_SAM3_VIDEO_CHECKPOINT
+    # facebook/sam3 holds both the image detector and the video model.
+    return checkpoint.strip() or DETECTOR_BACKENDS["sam3"].default_checkpoint
 
 
 def load_sam3_tracker(

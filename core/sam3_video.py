@@ -25,13 +25,12 @@ import supervision as sv
 import torch
 from PIL import Image
 
-from .detectors.sam3 import PROCESSOR_TEXT_LENGTH
+from .detectors.sam3 import Sam3Detector, max_phrase_tokens
 from .devices import inference_context
 from .errors import InputError
-from .tracker import FrameWindow
+from .tracker import FrameWindow, drop_memories_before
 from .video_pipeline import DEFAULT_STEP, FrameResult
 
-DEFAULT_SAM3_VIDEO_CHECKPOINT = "facebook/sam3"
 #: Frames an object may stay unseen before its track ends (as the SAM 2 pipeline's default).
 DEFAULT_END_AFTER = 2 * DEFAULT_STEP
 
@@ -45,6 +44,11 @@ class Sam3VideoTracker:
         self.model = model
         self.processor = processor
         self.device = device
+        self.max_text_len = max_phrase_tokens(model.config.detector_config.text_config)
+
+    # Same tokenizer, same limit as the SAM 3 image detector (``self.processor.tokenizer``
+    # and ``self.max_text_len``): share its check.
+    validate_phrases = Sam3Detector.validate_phrases
 
     @classmethod
     def from_pretrained(cls, checkpoint: str, device: torch.device) -> Sam3VideoTracker:
@@ -76,17 +80,17 @@ class Sam3VideoTracker:
         session = self.start(phrases, end_after)  # bad phrases fail here, before any frame is read
         return session.track(frames, score_threshold, keep_frames)
 
-    def start(self, phrases: Sequence[str], end_after: int = DEFAULT_END_AFTER) -> Sam3TrackingSession:
-        """A new video's state: feed it frames in order with :meth:`Sam3TrackingSession.step`."""
+    def check_phrases(self, phrases: Sequence[str]) -> list[str]:
+        """The phrases, stripped; an empty list, an empty phrase or one SAM 3 cannot take raises."""
         phrases = [phrase.strip() for phrase in phrases]
         if not phrases or not all(phrases):
             raise InputError("SAM 3 tracking needs at least one non-empty phrase")
-        for phrase in phrases:
-            length = len(self.processor.tokenizer(phrase).input_ids)
-            if length > PROCESSOR_TEXT_LENGTH:
-                raise InputError(
-                    f"phrase {phrase!r} is {length} tokens long; SAM 3 takes at most {PROCESSOR_TEXT_LENGTH}"
-                )
+        self.validate_phrases(phrases)
+        return phrases
+
+    def start(self, phrases: Sequence[str], end_after: int = DEFAULT_END_AFTER) -> Sam3TrackingSession:
+        """A new video's state: feed it frames in order with :meth:`Sam3TrackingSession.step`."""
+        phrases = self.check_phrases(phrases)
         if end_after < 1:
             raise InputError(f"end_after {end_after}: must be at least 1")
         return Sam3TrackingSession(self, phrases, end_after)
@@ -181,17 +185,13 @@ class Sam3TrackingSession:
         session, oldest_kept = self.session, current - self.history
         for index in [i for i in session.processed_frames if i < current]:
             del session.processed_frames[index]
+        drop_memories_before(session, oldest_kept)
         for outputs in session.output_dict_per_obj.values():
-            for index in [i for i in outputs["non_cond_frame_outputs"] if i < oldest_kept]:
-                del outputs["non_cond_frame_outputs"][index]
             conditioning = outputs["cond_frame_outputs"]
             if self.conditioning_frames > 0 and len(conditioning) > self.conditioning_frames:
                 latest = sorted(conditioning)[-self.conditioning_frames :]
                 for index in [i for i in conditioning if i not in latest and i < oldest_kept]:
                     del conditioning[index]
-        for tracked in session.frames_tracked_per_obj.values():
-            for index in [i for i in tracked if i < oldest_kept]:
-                del tracked[index]
         # Per-frame bookkeeping (the scores are deep-copied on every frame, so they must stay short).
         for per_frame in (session.obj_id_to_tracker_score_frame_wise, session.suppressed_obj_ids):
             for index in [i for i in per_frame if i < oldest_kept]:

@@ -173,10 +173,18 @@ class TrackingSession:
         if session.processed_frames:
             for index in [i for i in session.processed_frames if i < oldest_kept]:
                 del session.processed_frames[index]
-        for outputs in session.output_dict_per_obj.values():
-            stale = [i for i in outputs["non_cond_frame_outputs"] if i < oldest_kept]
-            for index in stale:
-                del outputs["non_cond_frame_outputs"][index]
-        for tracked in session.frames_tracked_per_obj.values():
-            for index in [i for i in tracked if i < oldest_kept]:
-                del tracked[index]
+        drop_memories_before(session, oldest_kept)
+
+
+def drop_memories_before(session, oldest_kept: int) -> None:
+    """Drop every object's tracked (non-conditioning) memories of frames before ``oldest_kept``.
+
+    Works on the sessions of both ``Sam2VideoModel`` and ``Sam3VideoModel``, which
+    keep per-object outputs the same way.
+    """
+    for outputs in session.output_dict_per_obj.values():
+        for index in [i for i in outputs["non_cond_frame_outputs"] if i < oldest_kept]:
+            del outputs["non_cond_frame_outputs"][index]
+    for tracked in session.frames_tracked_per_obj.values():
+        for index in [i for i in tracked if i < oldest_kept]:
+            del tracked[index]

@@ -100,9 +100,9 @@ class TrackVideo(foo.Operator):
         sam3 = None
         if mode == "prompt" and parse_sam3_tracker_spec(tracker_name) is not None:
             # SAM 3 finds and follows the prompt by itself: no detector, no SAM 2.
-            phrases = parse_prompt(params.get("prompt") or "")
             sam3 = load_sam3_tracker(tracker_name, device=device)
-            sam3.start(phrases)  # a phrase SAM 3 cannot take fails before anything is written
+            # A phrase SAM 3 cannot take fails before anything is written.
+            phrases = sam3.check_phrases(parse_prompt(params.get("prompt") or ""))
         elif mode == "prompt":
             if common.needs_prompt(params):
                 parse_prompt(params.get("prompt") or "")  # an empty prompt fails before any model loads

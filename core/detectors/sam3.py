@@ -35,6 +35,12 @@ PROCESSOR_TEXT_LENGTH = 32
 MASKS_PER_UPSAMPLE = 16
 
 
+def max_phrase_tokens(text_config) -> int:
+    """Tokens a SAM 3 phrase may have: the processor's fixed padding, or fewer if the text encoder is shorter."""
+    positions = int(getattr(text_config, "max_position_embeddings", PROCESSOR_TEXT_LENGTH))
+    return min(positions, PROCESSOR_TEXT_LENGTH)
+
+
 def pair_instances(
     pred_logits: torch.Tensor,
     pred_boxes: torch.Tensor,
@@ -127,8 +133,7 @@ class Sam3Detector:
         self.processor = processor
         self.device = device
         self.pairs_per_forward = max(1, int(pairs_per_forward))
-        positions = int(getattr(model.config.text_config, "max_position_embeddings", PROCESSOR_TEXT_LENGTH))
-        self.max_text_len = min(positions, PROCESSOR_TEXT_LENGTH)
+        self.max_text_len = max_phrase_tokens(model.config.text_config)
 
     @classmethod
     def from_pretrained(cls, checkpoint: str, device: torch.device) -> Sam3Detector:
@@ -146,8 +151,8 @@ class Sam3Detector:
             length = len(self.processor.tokenizer(phrase)["input_ids"])
             if length > self.max_text_len:
                 raise PromptError(
-                    f"phrase {phrase!r} is too long: {length} tokens, SAM 3 takes at most {self.max_text_len} "
-                    "per class (start and end tokens included); use a shorter noun phrase"
+                    f"phrase {phrase!r} is too long: {length} tokens long with start and end tokens, SAM 3 takes "
+                    f"at most {self.max_text_len} per class; use a shorter noun phrase"
                 )
 
     def detect(
