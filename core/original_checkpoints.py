@@ -318,15 +318,29 @@ class OriginalSam2Segmenter:
         box: np.ndarray | None = None,
     ) -> tuple[np.ndarray, float]:
         """One mask for one object from clicks (label 1 = positive, 0 = negative) and an optional box."""
-        masks, scores = self._predict(
-            embedding,
-            point_coords=np.asarray(points, dtype=np.float32).reshape(-1, 2),
-            point_labels=np.asarray(labels, dtype=np.int32).reshape(-1),
-            box=None if box is None else np.asarray(box, dtype=np.float32).reshape(4),
-        )
+        masks, scores = self.segment_prompt(embedding, points, labels, box)
         return masks[0], float(scores[0])
 
-    def _predict(self, embedding: ImageEmbedding, **prompts) -> tuple[np.ndarray, np.ndarray]:
+    def segment_prompt(
+        self,
+        embedding: ImageEmbedding,
+        points: np.ndarray | None,
+        labels: np.ndarray | None,
+        box: np.ndarray | None = None,
+        multimask: bool = False,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Masks of one object from clicks and/or a box: ``(K, H, W)``, K = 3 with ``multimask``, else 1."""
+        prompts = {}
+        if points is not None and len(points):
+            prompts["point_coords"] = np.asarray(points, dtype=np.float32).reshape(-1, 2)
+            prompts["point_labels"] = np.asarray(labels, dtype=np.int32).reshape(-1)
+        if box is not None:
+            prompts["box"] = np.asarray(box, dtype=np.float32).reshape(4)
+        if not prompts:
+            raise ValueError("segment_prompt needs points or a box")
+        return self._predict(embedding, multimask=multimask, **prompts)
+
+    def _predict(self, embedding: ImageEmbedding, multimask: bool = False, **prompts) -> tuple[np.ndarray, np.ndarray]:
         height, width = embedding.height, embedding.width
         *high_res, image_embed = embedding.features
         with self._lock, inference_context(self.device):
@@ -336,10 +350,10 @@ class OriginalSam2Segmenter:
             predictor._orig_hw = [(height, width)]
             predictor._is_image_set, predictor._is_batch = True, False
             try:
-                masks, scores, _ = predictor.predict(multimask_output=False, **prompts)
+                masks, scores, _ = predictor.predict(multimask_output=multimask, **prompts)
             finally:
                 predictor.reset_predictor()
-        # One box gives (1, H, W), several give (N, 1, H, W): one mask per prompt either way.
+        # One prompt gives (K, H, W), several boxes give (N, 1, H, W): flattened to masks either way.
         return masks.reshape(-1, height, width).astype(bool), scores.reshape(-1).astype(np.float32)
 
 

@@ -69,7 +69,7 @@ class Sam2ImageSegmenter:
         ]
         if not results:
             return np.zeros((0, embedding.height, embedding.width), bool), np.zeros((0,), np.float32)
-        return np.concatenate([r[0] for r in results]), np.concatenate([r[1] for r in results])
+        return np.concatenate([r[0][:, 0] for r in results]), np.concatenate([r[1][:, 0] for r in results])
 
     def segment_points(
         self,
@@ -79,16 +79,35 @@ class Sam2ImageSegmenter:
         box: np.ndarray | None = None,
     ) -> tuple[np.ndarray, float]:
         """One mask for one object from clicks (label 1 = positive, 0 = negative) and an optional box."""
-        kwargs = {
-            "input_points": [[np.asarray(points, dtype=np.float32).reshape(-1, 2).tolist()]],
-            "input_labels": [[np.asarray(labels, dtype=int).reshape(-1).tolist()]],
-        }
-        if box is not None:
-            kwargs["input_boxes"] = [[np.asarray(box, dtype=np.float32).reshape(4).tolist()]]
-        masks, scores = self._decode(embedding, **kwargs)
+        masks, scores = self.segment_prompt(embedding, points, labels, box)
         return masks[0], float(scores[0])
 
-    def _decode(self, embedding: ImageEmbedding, **prompts) -> tuple[np.ndarray, np.ndarray]:
+    def segment_prompt(
+        self,
+        embedding: ImageEmbedding,
+        points: np.ndarray | None,
+        labels: np.ndarray | None,
+        box: np.ndarray | None = None,
+        multimask: bool = False,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Masks of one object from clicks and/or a box: ``(K, H, W)`` bool and ``(K,)`` predicted IoUs.
+
+        ``K`` is 1, or SAM 2's 3 alternative masks with ``multimask=True`` (for
+        an ambiguous prompt, or when the single answer is empty).
+        """
+        kwargs = {}
+        if points is not None and len(points):
+            kwargs["input_points"] = [[np.asarray(points, dtype=np.float32).reshape(-1, 2).tolist()]]
+            kwargs["input_labels"] = [[np.asarray(labels, dtype=int).reshape(-1).tolist()]]
+        if box is not None:
+            kwargs["input_boxes"] = [[np.asarray(box, dtype=np.float32).reshape(4).tolist()]]
+        if not kwargs:
+            raise ValueError("segment_prompt needs points or a box")
+        masks, scores = self._decode(embedding, multimask=multimask, **kwargs)
+        return masks[0], scores[0]
+
+    def _decode(self, embedding: ImageEmbedding, multimask: bool = False, **prompts) -> tuple[np.ndarray, np.ndarray]:
+        """``(N, K, H, W)`` masks and ``(N, K)`` scores for N prompts; K = 3 with ``multimask``, else 1."""
         original_sizes = [[embedding.height, embedding.width]]
         inputs = self.processor(original_sizes=original_sizes, return_tensors="pt", **prompts)
         prompt_tensors = {
@@ -97,7 +116,7 @@ class Sam2ImageSegmenter:
             if key in ("input_points", "input_labels", "input_boxes")
         }
         with inference_context(self.device):
-            outputs = self.model(image_embeddings=embedding.features, multimask_output=False, **prompt_tensors)
+            outputs = self.model(image_embeddings=embedding.features, multimask_output=multimask, **prompt_tensors)
         masks = self.processor.post_process_masks(outputs.pred_masks.float().cpu(), original_sizes, binarize=True)[0]
-        scores = outputs.iou_scores.float().cpu().numpy().reshape(-1)
-        return masks[:, 0].numpy().astype(bool), scores
+        scores = outputs.iou_scores.float().cpu().numpy().reshape(masks.shape[:2])
+        return masks.numpy().astype(bool), scores

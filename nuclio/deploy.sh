@@ -4,6 +4,11 @@
 #
 #   nuclio/deploy.sh [--gpu] [FUNCTION_FOLDER ...]     (default: every folder in nuclio/functions)
 #
+# The build context of each function is a staging folder holding its main.py, its
+# function file and this repository (gsam2-src/, pip-installed by the build). CVAT's own
+# serverless/deploy_{cpu,gpu}.sh use the function folder itself as the build context,
+# which has no gsam2-src/: deploy these functions with this script, not with CVAT's.
+#
 # With DDS_API_TOKEN set, the token is passed to the functions' environment (for
 # detectors generated with --detector dinox / grounding-dino-1.6-pro); it is never
 # written into a function file.
@@ -14,6 +19,12 @@ config="function.yaml"
 if [[ "${1:-}" == "--gpu" ]]; then config="function-gpu.yaml"; shift; fi
 folders=("$@")
 if [[ ${#folders[@]} -eq 0 ]]; then folders=("$here"/functions/*/); fi
+
+# On a CVAT where no function was deployed before, the project does not exist and every
+# deploy fails with "Project does not exist" (cvat-ai/cvat#6441); CVAT's scripts create it too.
+if ! nuctl get project cvat --platform local >/dev/null 2>&1; then
+  nuctl create project cvat --platform local
+fi
 
 for folder in "${folders[@]}"; do
   folder="${folder%/}"

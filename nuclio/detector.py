@@ -1,9 +1,20 @@
 """CVAT detector "Grounded SAM 2": the spec's label names are the text prompt.
 
 Request ``{"image": base64, "threshold"?: float}``; response: one item per
-object, ``{"label", "type": "mask", "points": polygon, "mask": crop + box,
-"confidence": str, "attributes": []}`` (``type: rectangle`` and box points
-when deployed with ``GSAM2_RECTANGLES_ONLY=1``).
+object, shaped as its label's declared ``type`` in the spec (CVAT's
+``labels_compatible`` maps by that type, cvat/apps/lambda_manager/views.py):
+
+- ``mask``: ``{"label", "type": "mask", "mask": crop + box, "points": polygon,
+  "confidence": str, "attributes": []}``; ``points`` is left out when the mask
+  has no polygon of 3 or more vertices, so that CVAT keeps it a mask even with
+  "convert masks to polygons" (it converts only items that carry ``points``);
+- ``rectangle``: ``{"type": "rectangle", "points": [x1, y1, x2, y2]}``.
+
+An object whose SAM 2 mask comes back empty is dropped from mask labels (a
+rectangle there would be stored as a rectangle in a mask label).
+
+``threshold`` is a fraction (0.35); CVAT's "threshold" field also takes a
+percentage (35), read as 0.35.
 """
 
 from __future__ import annotations
@@ -18,6 +29,9 @@ from ..core import PromptError, ground_and_segment, load_detector, load_segmente
 from ..core.detections import class_names
 from ..core.detectors.sliced import DEFAULT_SLICE_OVERLAP
 from .protocol import RequestError, cvat_detector_mask, env, function_spec, polygon_points, request_image, serve
+
+# The label types the detector can answer with (CVAT's ShapeType values).
+LABEL_TYPES = ("mask", "rectangle")
 
 
 def phrase_groups(detector, phrases: list[str]) -> list[list[str]]:
@@ -74,44 +88,75 @@ def detector_from_env(device: str):
     )
 
 
+def label_types(spec: list[dict[str, Any]]) -> dict[str, str]:
+    """``{lower-cased phrase: label name}`` checks and the type each label answers with.
+
+    CVAT labels are case-sensitive, but the prompt is lower-cased: two labels
+    that differ only in case could never both be returned, so they are refused.
+    """
+    types, seen = {}, {}
+    for label in spec:
+        name, kind = label["name"], label.get("type", "mask")
+        phrase = name.strip().lower()
+        if phrase in seen:
+            raise ValueError(f"labels {seen[phrase]!r} and {name!r} differ only in case; rename one of them")
+        if kind not in LABEL_TYPES:
+            raise ValueError(f"label {name!r} has type {kind!r}; the detector answers with {' or '.join(LABEL_TYPES)}")
+        seen[phrase], types[name] = name, kind
+    return types
+
+
 def init_context(context) -> None:
-    labels = [label["name"] for label in function_spec()]
+    spec = function_spec()
+    data = context.user_data
+    data.label_type = label_types(spec)
     device = env("GSAM2_DEVICE", "auto")
     detector = detector_from_env(device)
-    context.user_data.detector = detector
-    context.user_data.segmenter = (
+    data.detector = detector
+    data.segmenter = (
         None if detector.produces_masks else load_segmenter(env("GSAM2_SEGMENTER", DEFAULT_SEGMENTER), device=device)
     )
     # CVAT matches labels by name; the prompt uses them lower-cased, so keep the way back.
-    context.user_data.label_for_phrase = {name.strip().lower(): name for name in labels}
-    context.user_data.groups = phrase_groups(detector, list(context.user_data.label_for_phrase))
-    context.user_data.rectangles_only = env("GSAM2_RECTANGLES_ONLY", "0").lower() in ("1", "true", "yes")
-    context.user_data.text_threshold = float(env("GSAM2_TEXT_THRESHOLD", str(DEFAULT_TEXT_THRESHOLD)))
-    context.logger.info(
-        f"Grounded SAM 2 detector ready: {len(labels)} labels in {len(context.user_data.groups)} prompt(s)"
-    )
+    data.label_for_phrase = {name.strip().lower(): name for name in data.label_type}
+    data.groups = phrase_groups(detector, list(data.label_for_phrase))
+    data.text_threshold = float(env("GSAM2_TEXT_THRESHOLD", str(DEFAULT_TEXT_THRESHOLD)))
+    context.logger.info(f"Grounded SAM 2 detector ready: {len(spec)} labels in {len(data.groups)} prompt(s)")
+
+
+def request_threshold(body: dict[str, Any]) -> float:
+    """The box threshold as a fraction; CVAT's UI field may hold a percentage (35 -> 0.35)."""
+    threshold = body.get("threshold", DEFAULT_BOX_THRESHOLD)
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold <= 100:
+        raise RequestError(f"'threshold' must be a fraction (0-1) or a percentage (0-100), got {threshold!r}")
+    return float(threshold) / 100 if threshold > 1 else float(threshold)
+
+
+def cvat_item(label: str, kind: str, confidence: float, xyxy: np.ndarray, mask: np.ndarray) -> dict[str, Any] | None:
+    """One detection as CVAT's detector item of the label's type, or ``None`` if it has no pixels."""
+    item = {"label": label, "confidence": f"{confidence:.4f}", "attributes": []}
+    if kind == "rectangle":
+        return {**item, "type": "rectangle", "points": [round(float(v), 2) for v in xyxy]}
+    encoded = cvat_detector_mask(mask)
+    if encoded is None:
+        return None
+    item.update(type="mask", mask=encoded)
+    if points := polygon_points(mask):
+        item["points"] = points
+    return item
 
 
 def detect(context, body: dict[str, Any]) -> list[dict[str, Any]]:
     image = request_image(body)
-    threshold = body.get("threshold", DEFAULT_BOX_THRESHOLD)
-    if not isinstance(threshold, (int, float)) or not 0 <= threshold <= 1:
-        raise RequestError(f"'threshold' must be a number between 0 and 1, got {threshold!r}")
+    threshold = request_threshold(body)
     data = context.user_data
     results = []
-    found = vocabulary_detections(
-        image, data.groups, data.detector, data.segmenter, float(threshold), data.text_threshold
-    )
+    found = vocabulary_detections(image, data.groups, data.detector, data.segmenter, threshold, data.text_threshold)
     for phrase, confidence, xyxy, mask in found:
         if phrase not in data.label_for_phrase:
             continue  # a prompt-free detector named something outside the function's labels
-        item = {"label": data.label_for_phrase[phrase], "confidence": f"{confidence:.4f}", "attributes": []}
-        encoded = None if data.rectangles_only else cvat_detector_mask(mask)
-        if encoded is None:
-            item.update(type="rectangle", points=[round(float(v), 2) for v in xyxy])
-        else:
-            item.update(type="mask", points=polygon_points(mask), mask=encoded)
-        results.append(item)
+        label = data.label_for_phrase[phrase]
+        if (item := cvat_item(label, data.label_type[label], confidence, xyxy, mask)) is not None:
+            results.append(item)
     return results
 
 

@@ -22,6 +22,7 @@ import yaml
 
 from ..core import DEFAULT_DETECTOR, DEFAULT_SEGMENTER
 from ..core.models import parse_detector_spec
+from .detector import label_types
 
 # COCO's 80 classes: a useful default vocabulary for the detector.
 COCO_LABELS = (
@@ -35,7 +36,13 @@ COCO_LABELS = (
 ).split(",")
 
 CPU_IMAGE = "python:3.11-slim"
-GPU_IMAGE = "pytorch/pytorch:2.5.1-cuda12.4-cudnn9-runtime"
+# The GPU image's torch must satisfy pyproject's floor and the installed
+# transformers' own minimum (transformers 5 disables PyTorch below 2.6), or
+# `pip install` keeps the image's torch and the build's preload step fails.
+# tests/test_nuclio_build.py checks the three against each other.
+GPU_IMAGE = "pytorch/pytorch:2.9.0-cuda12.8-cudnn9-runtime"
+# The CPU image gets PyTorch's CPU wheels first: the default wheel carries CUDA (several GB).
+CPU_TORCH_INSTALL = "pip install --no-cache-dir torch torchvision --index-url https://download.pytorch.org/whl/cpu"
 
 FUNCTIONS = {
     "grounded-sam2-detector": {
@@ -50,8 +57,9 @@ FUNCTIONS = {
         "title": "SAM 2",
         "type": "interactor",
         "module": "interactor",
-        "help": "Click inside the object (left) or outside it (right); a box helps too",
-        "preload": f"load_segmenter({DEFAULT_SEGMENTER!r}, device='cpu')",
+        "help": "Click inside the object (left) or outside it (right), or start with a box",
+        # The text-prompt path grounds with the default detector, loaded on first use.
+        "preload": f"load_segmenter({DEFAULT_SEGMENTER!r}, device='cpu'); load_detector({DEFAULT_DETECTOR!r}, device='cpu')",
         "timeout": "30s",
     },
     "sam2-tracker": {
@@ -65,13 +73,16 @@ FUNCTIONS = {
 }
 
 
-def detector_spec(labels: list[str]) -> str:
+def detector_spec(labels: list[str], label_type: str = "mask") -> str:
+    """CVAT's label spec. ``label_type`` is what the detector answers with: ``mask`` or ``rectangle``."""
     names = [label.strip() for label in labels if label.strip()]
     if len(set(names)) != len(names):
         raise ValueError("label names must be unique")
     if not names:
         raise ValueError("give at least one label")
-    return json.dumps([{"id": i, "name": name, "type": "mask"} for i, name in enumerate(names)], indent=1)
+    spec = [{"id": i, "name": name, "type": label_type} for i, name in enumerate(names)]
+    label_types(spec)  # the handler's own checks (labels that differ only in case, known types)
+    return json.dumps(spec, indent=1)
 
 
 @dataclass(frozen=True)
@@ -81,13 +92,14 @@ class DetectorChoice:
     detector: str = DEFAULT_DETECTOR
     task: str | None = None
     slice_size: int | None = None
+    label_type: str = "mask"
 
     @property
     def backend(self) -> str:
         return parse_detector_spec(self.detector)[0]
 
     def env(self) -> list[dict[str, str]]:
-        if self == DetectorChoice():
+        if (self.detector, self.task, self.slice_size) == (DEFAULT_DETECTOR, None, None):
             return []
         env = [{"name": "GSAM2_DETECTOR", "value": self.detector}]
         if self.task:
@@ -123,10 +135,16 @@ def function_config(
     detector = detector or DetectorChoice()
     annotations = {"name": info["title"], "type": info["type"], "help_message": info["help"]}
     if info["type"] == "detector":
-        annotations["spec"] = detector_spec(labels or COCO_LABELS)
+        annotations["spec"] = detector_spec(labels or COCO_LABELS, detector.label_type)
     if info["type"] == "interactor":
-        # Nuclio annotations are strings; CVAT parses the numbers itself.
-        annotations.update(version="2", min_pos_points="1", min_neg_points="0")
+        # Nuclio annotations are strings; CVAT parses them (LambdaFunction.__init__ in
+        # cvat/apps/lambda_manager/views.py). A box alone is enough, so no click is required;
+        # startswith_box_optional makes the UI offer "start with a box".
+        annotations.update(version="2", min_pos_points="0", min_neg_points="0", startswith_box_optional="true")
+    if info["type"] == "tracker":
+        # With this annotation CVAT sends and expects {"type", "points"} shapes and lets
+        # polygons through (views.py, prepare_shape); without it, rectangles only.
+        annotations["supported_shape_types"] = "rectangle,polygon"
     env = [
         {"name": "GSAM2_DEVICE", "value": "cuda" if gpu else "cpu"},
         {"name": "HF_HOME", "value": "/opt/hf"},
@@ -151,6 +169,7 @@ def function_config(
                     {"kind": "WORKDIR", "value": "/opt/nuclio"},
                 ],
                 "postCopy": [
+                    *([] if gpu else [{"kind": "RUN", "value": CPU_TORCH_INSTALL}]),
                     # deploy.sh puts the repository next to main.py as gsam2-src/
                     {"kind": "RUN", "value": f"pip install --no-cache-dir {shlex.quote(pip_target)}"},
                     # weights baked into the image: the first request is not a download
@@ -161,7 +180,7 @@ def function_config(
         "triggers": {
             "myHttpTrigger": {
                 "kind": "http",
-                "maxWorkers": 1,
+                "numWorkers": 1,
                 "workerAvailabilityTimeoutMilliseconds": 10000,
                 "attributes": {"maxRequestBodySize": 33554432},
             }
@@ -212,15 +231,25 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--task", help="Florence-2 task of the custom detector (with --detector florence2)")
     parser.add_argument("--slice-size", type=int, help="sliced inference over tiles of this many pixels")
+    parser.add_argument(
+        "--rectangles",
+        action="store_true",
+        help="the custom detector answers with boxes (label type 'rectangle') instead of masks",
+    )
     args = parser.parse_args(argv)
     outdir = Path(args.outdir)
-    custom = args.labels or args.detector or args.task or args.slice_size
+    custom = args.labels or args.detector or args.task or args.slice_size or args.rectangles
     if custom:
         labels = None
         if args.labels:
             labels = [line.strip() for line in Path(args.labels).read_text().splitlines() if line.strip()]
-        detector = DetectorChoice(args.detector or DEFAULT_DETECTOR, args.task, args.slice_size)
-        print(write_function(outdir, "grounded-sam2-detector", args.name, labels, detector))
+        detector = DetectorChoice(
+            args.detector or DEFAULT_DETECTOR, args.task, args.slice_size, "rectangle" if args.rectangles else "mask"
+        )
+        try:
+            print(write_function(outdir, "grounded-sam2-detector", args.name, labels, detector))
+        except ValueError as error:
+            parser.error(str(error))
     else:
         for kind in FUNCTIONS:
             print(write_function(outdir, kind))

@@ -1,47 +1,81 @@
-"""CVAT interactor "SAM 2" (interactor protocol version 2).
+"""CVAT interactor "SAM 2" (interactor protocol version 2), with an optional text prompt.
 
-Request ``{"image", "pos_points": [[x, y]...], "neg_points": [...], "obj_bbox": [[x1, y1], [x2, y2]] | null}``;
-response ``{"mask": crop rows (0/255), "bounds": [x1, y1, x2, y2], "points": polygon}``.
-The image embedding is cached for a few minutes, so the second and later clicks on a
-frame only run SAM 2's light decoder.
+What CVAT sends (cvat/apps/lambda_manager/views.py, ``LambdaFunction.invoke``, 2.40-2.73):
+``{"image", "pos_points": [[x, y]...], "neg_points": [...], "obj_bbox": [[x1, y1], [x2, y2]]}``,
+where the UI always sends ``obj_bbox`` and sends ``[]`` when no box was drawn
+(``null`` from API clients means the same), and CVAT 2.73 adds ``text_prompts``
+when the request carries them. The image may be a region-of-interest crop;
+CVAT then moves the points into the crop and the returned mask back.
+
+The answer is ``{"mask": rows of 0/255}`` covering the whole image CVAT sent.
+A full-image mask is the one form that survives CVAT's region-of-interest path
+(``ROIHelper.translate_interactor_response`` pastes ``mask`` into the crop's
+place and does not move ``bounds`` or ``points``); the UI finds the polygon
+from the mask itself when no ``points`` come back (tools-control.tsx,
+``receivePointsFromMask``).
+
+A click may land up to half a pixel outside the image (the canvas accepts
+``Math.round(x) >= 0``, cvat-canvas interactionHandler.ts): such points are
+moved onto the nearest pixel; points farther out are a 400.
+
+When SAM 2's chosen mask is empty, its other candidate masks are tried (best
+predicted IoU first); when every candidate is empty the answer is a 422 (CVAT
+shows the UI an "Interaction error" notification, not the old shape).
+
+The image embedding is cached for a few minutes, so the second and later
+clicks on a frame only run SAM 2's light decoder.
 """
 
 from __future__ import annotations
 
 import hashlib
+import threading
 from typing import Any
 
 import numpy as np
 
-from ..core import DEFAULT_SEGMENTER, load_segmenter
+from ..core import DEFAULT_BOX_THRESHOLD, DEFAULT_DETECTOR, DEFAULT_SEGMENTER, DEFAULT_TEXT_THRESHOLD
+from ..core import load_detector, load_segmenter
+from ..core.prompts import PromptError, parse_prompt
 from .cache import ExpiringLRU
-from .protocol import RequestError, env, mask_bounds, polygon_points, request_image, serve
+from .protocol import RequestError, env, request_image, serve
+
+# How far outside the image a click may land and still be taken (CVAT rounds to the nearest pixel).
+CLICK_TOLERANCE = 0.5
 
 
 def parse_points(body: dict[str, Any], name: str, width: int, height: int) -> list[list[float]]:
+    """``[[x, y], ...]`` inside the image; points within half a pixel of it are clamped onto it."""
     points = body.get(name) or []
     if not isinstance(points, list):
         raise RequestError(f"'{name}' must be a list of [x, y] points")
+    parsed = []
     for index, point in enumerate(points):
         if not (
-            isinstance(point, (list, tuple)) and len(point) == 2 and all(isinstance(v, (int, float)) for v in point)
+            isinstance(point, (list, tuple))
+            and len(point) == 2
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in point)
         ):
             raise RequestError(f"'{name}[{index}]' must be [x, y], got {point!r}")
         x, y = point
-        if not (0 <= x < width and 0 <= y < height):
+        if not (-CLICK_TOLERANCE <= x < width and -CLICK_TOLERANCE <= y < height):
             raise RequestError(f"'{name}[{index}]' = ({x}, {y}) lies outside the {width}x{height} image")
-    return [[float(x), float(y)] for x, y in points]
+        parsed.append([float(min(max(x, 0), width - 1)), float(min(max(y, 0), height - 1))])
+    return parsed
 
 
 def parse_box(body: dict[str, Any], width: int, height: int) -> np.ndarray | None:
+    """``obj_bbox`` as pixel ``xyxy`` clipped to the image; ``None`` for no box (``[]`` or ``null``)."""
     box = body.get("obj_bbox")
-    if box is None:
+    if box is None or (isinstance(box, list) and not box):
         return None
     try:
         (x1, y1), (x2, y2) = box
-        values = np.array([x1, y1, x2, y2], dtype=np.float32)
+        values = np.array([min(x1, x2), min(y1, y2), max(x1, x2), max(y1, y2)], dtype=np.float32)
     except (TypeError, ValueError):
-        raise RequestError(f"'obj_bbox' must be [[x1, y1], [x2, y2]], got {box!r}") from None
+        raise RequestError(f"'obj_bbox' must be [[x1, y1], [x2, y2]] or [], got {box!r}") from None
+    if not np.isfinite(values).all():
+        raise RequestError(f"'obj_bbox' must hold finite numbers, got {box!r}")
     values[[0, 2]] = values[[0, 2]].clip(0, width)
     values[[1, 3]] = values[[1, 3]].clip(0, height)
     if values[2] <= values[0] or values[3] <= values[1]:
@@ -49,14 +83,65 @@ def parse_box(body: dict[str, Any], width: int, height: int) -> np.ndarray | Non
     return values
 
 
+def parse_text_prompts(body: dict[str, Any]) -> list[str]:
+    """``text_prompts`` (a string or a list of strings) as the phrases to ground; ``[]`` when absent."""
+    prompts = body.get("text_prompts")
+    if prompts is None or prompts == [] or prompts == "":
+        return []
+    if not isinstance(prompts, (str, list)) or (isinstance(prompts, list) and not all(isinstance(p, str) for p in prompts)):
+        raise RequestError(f"'text_prompts' must be a string or a list of strings, got {prompts!r}")
+    try:
+        return parse_prompt(prompts)
+    except PromptError as error:
+        raise RequestError(f"'text_prompts': {error}") from None
+
+
 def init_context(context) -> None:
-    context.user_data.segmenter = load_segmenter(
-        env("GSAM2_SEGMENTER", DEFAULT_SEGMENTER), device=env("GSAM2_DEVICE", "auto")
-    )
-    context.user_data.embeddings = ExpiringLRU(
+    data = context.user_data
+    data.device = env("GSAM2_DEVICE", "auto")
+    data.segmenter = load_segmenter(env("GSAM2_SEGMENTER", DEFAULT_SEGMENTER), device=data.device)
+    data.embeddings = ExpiringLRU(
         max_items=int(env("GSAM2_EMBEDDING_CACHE", "8")), ttl_seconds=float(env("GSAM2_EMBEDDING_TTL", "300"))
     )
+    data.detector = None  # the grounding model of text prompts: loaded on the first one
+    data.detector_lock = threading.Lock()
     context.logger.info("SAM 2 interactor ready")
+
+
+def grounding_detector(context):
+    data = context.user_data
+    with data.detector_lock:
+        if data.detector is None:
+            data.detector = load_detector(env("GSAM2_DETECTOR", DEFAULT_DETECTOR), device=data.device)
+            context.logger.info("text prompts: grounding model loaded")
+    return data.detector
+
+
+def grounded_box(
+    context, image: np.ndarray, phrases: list[str], positive: list[list[float]], negative: list[list[float]]
+) -> np.ndarray | None:
+    """The best-scoring box the detector finds for the phrases that agrees with the clicks.
+
+    A box agrees when it holds every positive click and no negative one; with no
+    box agreeing, the clicks alone decide (``None``).
+    """
+    detector = grounding_detector(context)
+    [detections] = detector.detect(
+        [image],
+        phrases,
+        box_threshold=float(env("GSAM2_BOX_THRESHOLD", str(DEFAULT_BOX_THRESHOLD))),
+        text_threshold=float(env("GSAM2_TEXT_THRESHOLD", str(DEFAULT_TEXT_THRESHOLD))),
+    )
+
+    def holds(box: np.ndarray, point: list[float]) -> bool:
+        return box[0] <= point[0] <= box[2] and box[1] <= point[1] <= box[3]
+
+    order = np.argsort(-np.asarray(detections.confidence, dtype=float)) if len(detections) else []
+    for index in order:
+        box = detections.xyxy[index]
+        if all(holds(box, p) for p in positive) and not any(holds(box, p) for p in negative):
+            return np.asarray(box, dtype=np.float32)
+    return None
 
 
 def interact(context, body: dict[str, Any]) -> dict[str, Any]:
@@ -65,27 +150,28 @@ def interact(context, body: dict[str, Any]) -> dict[str, Any]:
     positive = parse_points(body, "pos_points", width, height)
     negative = parse_points(body, "neg_points", width, height)
     box = parse_box(body, width, height)
+    phrases = parse_text_prompts(body)
+    if phrases and box is None:
+        box = grounded_box(context, image, phrases, positive, negative)
+        if box is None and not positive:
+            raise RequestError(f"nothing matching {', '.join(phrases)!r} was found in the image", status=422)
     if not positive and box is None:
-        raise RequestError("give at least one positive point or an 'obj_bbox'")
+        raise RequestError("give at least one positive point, an 'obj_bbox' or 'text_prompts'")
     segmenter, cache = context.user_data.segmenter, context.user_data.embeddings
     key = hashlib.sha1(body["image"].encode("ascii")).hexdigest()
     embedding = cache.get(key)
     if embedding is None:
         [embedding] = segmenter.embed([image])
         cache.put(key, embedding)
-    points = positive + negative
-    labels = [1] * len(positive) + [0] * len(negative)
-    if points:
-        mask, _ = segmenter.segment_points(embedding, np.array(points), np.array(labels), box)
-    else:
-        masks, _ = segmenter.segment_boxes(embedding, box[None])
-        mask = masks[0]
-    bounds = mask_bounds(mask)
-    if bounds is None:
-        return {"mask": [], "bounds": [0, 0, 0, 0], "points": []}
-    x1, y1, x2, y2 = bounds
-    crop = (mask[y1 : y2 + 1, x1 : x2 + 1].astype(np.uint8) * 255).tolist()
-    return {"mask": crop, "bounds": [x1, y1, x2, y2], "points": polygon_points(mask)}
+    points = np.array(positive + negative, dtype=np.float32).reshape(-1, 2)
+    labels = np.array([1] * len(positive) + [0] * len(negative), dtype=int)
+    # SAM 2's single answer first; only when it is empty, its three alternatives (best predicted IoU first).
+    for multimask in (False, True):
+        masks, scores = segmenter.segment_prompt(embedding, points, labels, box, multimask=multimask)
+        for index in np.argsort(-scores, kind="stable"):
+            if masks[index].any():
+                return {"mask": (masks[index].astype(np.uint8) * 255).tolist()}
+    raise RequestError("SAM 2 found no object at these clicks; click inside the object or draw a box", status=422)
 
 
 def handler(context, event):

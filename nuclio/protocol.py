@@ -92,8 +92,14 @@ def env(name: str, default: str) -> str:
 
 
 def polygon_points(mask: np.ndarray) -> list[float]:
-    """The largest outer contour of a mask, as CVAT's flat ``[x1, y1, x2, y2, ...]`` polygon."""
-    polygons = sv.mask_to_polygons(mask)
+    """The largest outer contour of a mask, as CVAT's flat ``[x1, y1, x2, y2, ...]`` polygon.
+
+    ``[]`` when the mask has no contour of at least 3 vertices (a single pixel,
+    a 1-pixel line): CVAT refuses a polygon of fewer than 6 numbers
+    (``ShapeSerializer.validate`` in cvat/apps/engine/serializers.py, 2.73), and
+    one bad shape fails the whole frame's result and the auto-annotation job.
+    """
+    polygons = [polygon for polygon in sv.mask_to_polygons(mask) if len(polygon) >= 3]
     if not polygons:
         return []
     largest = max(polygons, key=lambda polygon: cv2_area(polygon))

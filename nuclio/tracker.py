@@ -1,50 +1,98 @@
-"""CVAT tracker "SAM 2": follow shapes from frame to frame.
+"""CVAT tracker "SAM 2": follow rectangles and polygons from frame to frame.
 
-Request ``{"image", "shapes": [[x1, y1, x2, y2] | polygon...], "states": [state | null...]}``;
-response ``{"shapes": [...], "states": [...]}`` in the same order. SAM 2's memory
-of each object stays in this process, keyed by the small random token that is
-the object's state; CVAT carries the token. An unknown or expired token (the
-function restarted, or the LRU evicted it) re-initialises from the shape.
+What CVAT's lambda manager sends (cvat/apps/lambda_manager/views.py, ``LambdaFunction.invoke``):
+
+- to start: ``{"image", "shapes": [shape, ...], "states": []}`` (``states`` empty or,
+  from API clients, missing; CVAT before 2.40 sent ``[null, ...]``);
+- every later frame: ``{"image", "shapes": [null, ...], "states": [state, ...]}``:
+  since CVAT 2.40 no shape comes with a continuing request, so the state alone
+  says what to follow.
+
+A shape is ``{"type": "rectangle" | "polygon", "points": [...]}`` (the function
+declares ``supported_shape_types``, so CVAT sends and expects that form) or,
+from CVAT without that annotation, a bare ``[x1, y1, x2, y2]``. The answer is
+``{"shapes": [...], "states": [...]}``: one shape for every object in the form
+it came in, never ``null`` (the UI reads ``shape.points`` of each); an object
+SAM 2 loses on a frame is answered with its last known shape and its state
+stays usable.
+
+A state (:mod:`.tracker_state`) carries the object's last box and a coarse
+mask, so tracking resumes from it on any replica after any restart; SAM 2's
+memory of the object, kept in this process under the state's token, is the
+fast path.
 """
 
 from __future__ import annotations
 
-import secrets
 import threading
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from PIL import Image, ImageDraw
 
 from ..core import DEFAULT_SEGMENTER
 from ..core.models import load_tracker
 from ..core.tracker import TrackingSession
 from .cache import ExpiringLRU
 from .protocol import RequestError, env, mask_bounds, polygon_points, request_image, serve
+from .tracker_state import SHAPE_TYPES, ObjectState
 
 
 @dataclass
 class ObjectMemory:
+    """SAM 2's memory of one object in this process, at the frame of state step ``step``."""
+
     session: TrackingSession
-    frames: int = 0
+    step: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-def parse_shape(shape: Any, index: int, width: int, height: int) -> np.ndarray:
+@dataclass(frozen=True)
+class StartShape:
+    """A shape to start tracking from."""
+
+    shape_type: str
+    dict_form: bool
+    points: list[float]
+    box: np.ndarray  # xyxy inside the image
+    mask: np.ndarray | None  # the filled polygon, for polygons
+
+
+def parse_shape(shape: Any, index: int, width: int, height: int) -> StartShape:
+    """A shape of the request: ``{"type", "points"}`` or a bare list of numbers."""
+    dict_form = isinstance(shape, dict)
+    if dict_form:
+        shape_type, points = shape.get("type"), shape.get("points")
+        if shape_type not in SHAPE_TYPES:
+            raise RequestError(f"'shapes[{index}]' has type {shape_type!r}; this tracker follows rectangles and polygons")
+    else:
+        points = shape
+        shape_type = "rectangle" if isinstance(points, list) and len(points) == 4 else "polygon"
     if (
-        not isinstance(shape, (list, tuple))
-        or len(shape) < 4
-        or len(shape) % 2
-        or not all(isinstance(v, (int, float)) for v in shape)
+        not isinstance(points, list)
+        or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) for v in points)
+        or len(points) % 2
+        or len(points) < (4 if shape_type == "rectangle" else 6)
+        or (shape_type == "rectangle" and len(points) != 4)
     ):
-        raise RequestError(f"'shapes[{index}]' must be [x1, y1, x2, y2] or a flat polygon, got {shape!r}")
-    xs, ys = np.array(shape[0::2], float), np.array(shape[1::2], float)
+        raise RequestError(
+            f"'shapes[{index}]' must be a rectangle [x1, y1, x2, y2] or a polygon [x1, y1, x2, y2, x3, y3, ...], "
+            f"got {shape!r}"
+        )
+    xs, ys = np.array(points[0::2], float), np.array(points[1::2], float)
     box = np.array([xs.min(), ys.min(), xs.max(), ys.max()], np.float32)
     if box[2] < 0 or box[3] < 0 or box[0] > width or box[1] > height or box[2] <= box[0] or box[3] <= box[1]:
-        raise RequestError(f"'shapes[{index}]' {list(shape)} does not cover any of the {width}x{height} image")
+        raise RequestError(f"'shapes[{index}]' {points} does not cover any of the {width}x{height} image")
     box[[0, 2]] = box[[0, 2]].clip(0, width)
     box[[1, 3]] = box[[1, 3]].clip(0, height)
-    return box
+    mask = None
+    if shape_type == "polygon":
+        canvas = Image.new("1", (width, height), 0)
+        ImageDraw.Draw(canvas).polygon([(x, y) for x, y in zip(xs, ys)], fill=1)
+        mask = np.asarray(canvas, dtype=bool)
+        mask = mask if mask.any() else None
+    return StartShape(shape_type, dict_form, [float(v) for v in points], box, mask)
 
 
 def init_context(context) -> None:
@@ -57,37 +105,109 @@ def init_context(context) -> None:
     context.logger.info("SAM 2 tracker ready")
 
 
+def request_objects(body: dict[str, Any], width: int, height: int) -> list[StartShape | ObjectState]:
+    """What to do for each object: start from a shape, or go on from a state. Checks everything first."""
+    shapes, states = body.get("shapes"), body.get("states")
+    states = [] if states is None else states
+    if not isinstance(states, list):
+        raise RequestError(f"'states' must be a list, got {type(states).__name__}")
+    shapes = [None] * len(states) if shapes is None else shapes
+    if not isinstance(shapes, list):
+        raise RequestError(f"'shapes' must be a list, got {type(shapes).__name__}")
+    if not states:  # starting: CVAT sends "states": [] (or none at all)
+        states = [None] * len(shapes)
+    if not shapes:
+        raise RequestError("nothing to track: give 'shapes' to start or 'states' to go on")
+    if len(shapes) != len(states):
+        raise RequestError(f"'states' ({len(states)}) and 'shapes' ({len(shapes)}) must be as long as each other")
+    objects: list[StartShape | ObjectState] = []
+    for index, (shape, state) in enumerate(zip(shapes, states)):
+        known = None if state is None else ObjectState.from_json(state)
+        if known is not None:
+            objects.append(known)
+        elif shape is not None:  # a new object, or a state of another tracker version: start from the shape
+            objects.append(parse_shape(shape, index, width, height))
+        elif state is None:
+            raise RequestError(f"'shapes[{index}]' and 'states[{index}]' are both null: nothing to track")
+        else:
+            raise RequestError(f"'states[{index}]' is not a state of this tracker and no shape came with it")
+    return objects
+
+
+def start(tracker, image: np.ndarray, prompt: np.ndarray, as_mask: bool) -> tuple[TrackingSession, np.ndarray | None]:
+    """A new SAM 2 memory prompted on this frame; its mask there (``None`` if empty)."""
+    session = tracker.start()
+    if as_mask:
+        session.prompt(0, [1], masks=prompt[None])
+    else:
+        session.prompt(0, [1], boxes=np.asarray(prompt, np.float32)[None])
+    return session, visible_mask(session.step(0, image))
+
+
+def visible_mask(tracked) -> np.ndarray | None:
+    return tracked.masks[0] if tracked.visible() else None
+
+
+def shape_of(state: ObjectState, mask: np.ndarray | None, height: int, width: int) -> list[float]:
+    """The object's points on this frame: from SAM 2's mask, or its last known shape when lost."""
+    if mask is None:
+        if state.shape_type == "rectangle":
+            return [float(v) for v in state.box]
+        last = state.full_mask(height, width)
+        points = polygon_points(last) if last is not None else []
+        return points or box_polygon(state.box)
+    x1, y1, x2, y2 = mask_bounds(mask)
+    if state.shape_type == "rectangle":
+        return [float(x1), float(y1), float(x2 + 1), float(y2 + 1)]
+    return polygon_points(mask) or box_polygon((x1, y1, x2 + 1, y2 + 1))
+
+
+def box_polygon(box) -> list[float]:
+    x1, y1, x2, y2 = (float(v) for v in box)
+    return [x1, y1, x2, y1, x2, y2, x1, y2]
+
+
+def mask_box(mask: np.ndarray) -> tuple[int, int, int, int]:
+    x1, y1, x2, y2 = mask_bounds(mask)
+    return x1, y1, x2 + 1, y2 + 1
+
+
+def go_on(context, image: np.ndarray, state: ObjectState) -> tuple[ObjectState, np.ndarray | None]:
+    """Track a known object onto this frame: from this process's memory, or re-started from its state."""
+    memories: ExpiringLRU = context.user_data.memories
+    memory = memories.get(state.token)
+    if memory is not None:
+        with memory.lock:
+            if memory.step == state.step:  # the memory is at the frame the state describes
+                mask = visible_mask(memory.session.step(memory.step + 1, image))
+                memory.step += 1
+                memories.put(state.token, memory)
+                return state.advanced(*((mask_box(mask), mask) if mask is not None else ())), mask
+    # Forgotten (restart, another replica, evicted) or stale (an older state replayed):
+    # a new memory, prompted on this frame with the object's last box.
+    session, mask = start(context.user_data.tracker, image, np.asarray(state.box), as_mask=False)
+    fresh = state.restarted()
+    memories.put(fresh.token, ObjectMemory(session))
+    return fresh.advanced(*((mask_box(mask), mask) if mask is not None else ()), steps=0), mask
+
+
 def track(context, body: dict[str, Any]) -> dict[str, Any]:
     image = request_image(body)
     height, width = image.shape[:2]
-    shapes, states = body.get("shapes"), body.get("states")
-    if not isinstance(shapes, list) or not shapes:
-        raise RequestError("'shapes' must be a non-empty list of shapes")
-    if not isinstance(states, list) or len(states) != len(shapes):
-        raise RequestError(f"'states' must be a list as long as 'shapes' ({len(shapes)})")
-    boxes = [parse_shape(shape, i, width, height) for i, shape in enumerate(shapes)]
-    memories: ExpiringLRU = context.user_data.memories
+    objects = request_objects(body, width, height)
     out_shapes, out_states = [], []
-    for shape, box, state in zip(shapes, boxes, states):
-        memory = memories.get(state) if isinstance(state, str) else None
-        if memory is None:  # new, unknown, forged or expired: start from the shape on this frame
-            state = secrets.token_hex(16)
-            memory = ObjectMemory(context.user_data.tracker.start())
-            memory.session.prompt(0, [1], boxes=box[None])
-        with memory.lock:
-            tracked = memory.session.step(memory.frames, image)
-            memory.frames += 1
-        memories.put(state, memory)
-        mask = tracked.masks[0] if len(tracked.object_ids) else np.zeros(image.shape[:2], bool)
-        bounds = mask_bounds(mask)
-        if bounds is None:
-            out_shapes.append(list(shape))  # lost this frame: keep the last known shape
-        elif len(shape) == 4:
-            x1, y1, x2, y2 = bounds
-            out_shapes.append([float(x1), float(y1), float(x2 + 1), float(y2 + 1)])
+    for item in objects:
+        if isinstance(item, StartShape):
+            prompt = item.mask if item.mask is not None else item.box
+            session, mask = start(context.user_data.tracker, image, prompt, as_mask=item.mask is not None)
+            state = ObjectState.new(item.shape_type, item.dict_form, item.box, mask)
+            context.user_data.memories.put(state.token, ObjectMemory(session))
+            points = item.points  # on the starting frame the user's own shape stands
         else:
-            out_shapes.append(polygon_points(mask) or list(shape))
-        out_states.append(state)
+            state, mask = go_on(context, image, item)
+            points = shape_of(state, mask, height, width)
+        out_shapes.append({"type": state.shape_type, "points": points} if state.dict_form else points)
+        out_states.append(state.to_json())
     return {"shapes": out_shapes, "states": out_states}
 
 
