@@ -37,6 +37,15 @@ from .core.detectors.sliced import DEFAULT_SLICE_OVERLAP
 from .core.devices import DEVICE_CHOICES
 from .core.images import IMAGE_EXTENSIONS
 from .core.models import detector_choices
+from .core.outputs import (
+    atomic_save,
+    atomic_write_text,
+    check_no_overwrite,
+    check_output_folder,
+    inside,
+    output_names,
+    prepare_output_folder,
+)
 from .core.pipeline import DEFAULT_BATCH_SIZE, batched, default_batch_size, detector_phrases
 
 EXIT_OK, EXIT_FAILURES, EXIT_USAGE = 0, 1, 2
@@ -63,25 +72,35 @@ class RunSummary:
         return lines
 
 
-def expand_inputs(inputs: Sequence[str], recursive: bool = False) -> tuple[list[Path], list[str]]:
+def expand_inputs(
+    inputs: Sequence[str], recursive: bool = False, skip_folder: Path | None = None
+) -> tuple[list[Path], list[str]]:
     """Turn files, folders and globs into a sorted, de-duplicated list of image files.
 
+    Files found in ``skip_folder`` (the run's output folder, when it lies inside an
+    input folder) are left out, so a run never reads what an earlier run wrote.
     Returns the files and one error line for every input that matched nothing.
     """
     files: list[Path] = []
     errors: list[str] = []
+
+    def keep(found: Path) -> bool:
+        return found.is_file() and not (skip_folder is not None and inside(found, skip_folder))
+
     for raw in inputs:
         path = Path(raw)
-        if path.is_dir():
+        if not raw.strip():
+            errors.append("--input '': an empty path names no file")
+        elif path.is_dir():
             pattern = "**/*" if recursive else "*"
-            found = sorted(p for p in path.glob(pattern) if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+            found = sorted(p for p in path.glob(pattern) if keep(p) and p.suffix.lower() in IMAGE_EXTENSIONS)
             if not found:
                 errors.append(f"{raw}: folder holds no image files ({', '.join(sorted(IMAGE_EXTENSIONS))})")
             files.extend(found)
         elif path.exists():
             files.append(path)  # an explicit file is tried whatever its extension
         elif glob.has_magic(raw):
-            found = sorted(Path(p) for p in glob.glob(raw, recursive=recursive) if Path(p).is_file())
+            found = sorted(Path(p) for p in glob.glob(raw, recursive=recursive) if keep(Path(p)))
             if not found:
                 errors.append(f"{raw}: pattern matched no files")
             files.extend(found)
@@ -91,19 +110,34 @@ def expand_inputs(inputs: Sequence[str], recursive: bool = False) -> tuple[list[
     return unique, errors
 
 
-def output_stems(files: Sequence[Path]) -> list[str]:
-    """``photo``, ``photo-2``, ...: one output name per input, even when stems repeat across folders."""
-    seen: dict[str, int] = {}
-    stems = []
-    for path in files:
-        count = seen.get(path.stem, 0) + 1
-        seen[path.stem] = count
-        stems.append(path.stem if count == 1 else f"{path.stem}-{count}")
-    return stems
+@dataclass
+class ImageRunPlan:
+    """What a ``gsam2 image`` / ``autolabel`` run reads and writes, checked before any model loads."""
+
+    files: list[Path]
+    names: list[str]
+    output: Path
+    input_errors: list[str]
+
+
+def plan_image_run(args: argparse.Namespace) -> ImageRunPlan:
+    """Inputs, output folder and output names; raises ``InputError`` (a usage error) before any work."""
+    output = check_output_folder(args.output)
+    # The output folder inside an input folder: what earlier runs wrote there is not input.
+    nested = any(Path(raw).is_dir() and inside(output, Path(raw)) and not inside(Path(raw), output)
+                 for raw in args.input if raw.strip())
+    files, errors = expand_inputs(args.input, recursive=args.recursive, skip_folder=output if nested else None)
+    names = output_names(files)
+    written = [output / f"{name}.json" for name in names]
+    if not args.no_draw:
+        written += [output / f"{name}.jpg" for name in names]
+    check_no_overwrite(written, files)
+    return ImageRunPlan(files, names, output, errors)
 
 
 def run_image(args: argparse.Namespace) -> int:
     try:
+        plan = plan_image_run(args)
         detector = detector_from_args(args)
         phrases = detector_phrases(detector, args.prompt)
         segmenter = None if detector.produces_masks else load_segmenter(args.segmenter, device=args.device)
@@ -124,7 +158,7 @@ def run_image(args: argparse.Namespace) -> int:
         )
         return [(detections, {}) for detections in results]
 
-    return label_image_files(args, batch_size, label_images)
+    return label_image_files(args, plan, batch_size, label_images)
 
 
 def run_autolabel(args: argparse.Namespace) -> int:
@@ -132,6 +166,7 @@ def run_autolabel(args: argparse.Namespace) -> int:
     from .core.detectors.florence2 import CAPTION_TASKS, task_token
 
     try:
+        plan = plan_image_run(args)
         task_token(args.caption, CAPTION_TASKS)
         florence2 = load_detector(args.detector, device=args.device, task="phrase_grounding")
         segmenter = load_segmenter(args.segmenter, device=args.device)
@@ -144,32 +179,32 @@ def run_autolabel(args: argparse.Namespace) -> int:
         results = auto_label(images, florence2, segmenter, caption_task=args.caption, batch_size=batch_size)
         return [(result.detections, {"caption": result.caption}) for result in results]
 
-    return label_image_files(args, batch_size, label_images)
+    return label_image_files(args, plan, batch_size, label_images)
 
 
-def label_image_files(args: argparse.Namespace, batch_size: int, label_images) -> int:
+def label_image_files(args: argparse.Namespace, plan: ImageRunPlan, batch_size: int, label_images) -> int:
     """The bulk loop of ``gsam2 image`` and ``gsam2 autolabel``: load, label, write JSON (+ drawing), summarise.
 
     ``label_images`` turns a batch of RGB arrays into ``(detections, extra
     JSON fields)`` per image. A file that cannot be read, or a batch that
-    fails, is reported and the run goes on.
+    fails, is reported and the run goes on. Every file is written under a
+    temporary name and renamed, so none is ever left half-written.
     """
     from PIL import Image
     from tqdm import tqdm
 
-    files, summary_failures = expand_inputs(args.input, recursive=args.recursive)
-    for failure in summary_failures:
+    files, output = plan.files, plan.output
+    for failure in plan.input_errors:
         print(f"error: {failure}", file=sys.stderr)
-    summary = RunSummary(failures=list(summary_failures))
+    summary = RunSummary(failures=list(plan.input_errors))
     if not files:
         print("error: no input images found", file=sys.stderr)
         return EXIT_FAILURES
+    prepare_output_folder(output)
 
-    output = Path(args.output)
-    output.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     progress = tqdm(total=len(files), desc="images", unit="img", disable=args.quiet)
-    for batch in batched(list(zip(files, output_stems(files))), batch_size):
+    for batch in batched(list(zip(files, plan.names)), batch_size):
         loaded = []
         for path, stem in batch:
             try:
@@ -190,9 +225,10 @@ def label_image_files(args: argparse.Namespace, batch_size: int, label_images) -
             continue
         for (path, stem, image), (detections, extra) in zip(loaded, results):
             record = {**detections_to_record(detections, path, image.shape[:2]), **extra}
-            (output / f"{stem}.json").write_text(json.dumps(record, indent=2))
+            atomic_write_text(output / f"{stem}.json", json.dumps(record, indent=2))
             if not args.no_draw:
-                Image.fromarray(draw_detections(image, detections)).save(output / f"{stem}.jpg", quality=90)
+                drawing = Image.fromarray(draw_detections(image, detections))
+                atomic_save(output / f"{stem}.jpg", lambda temporary: drawing.save(temporary, "JPEG", quality=90))
             summary.images += 1
             summary.objects += len(detections)
             progress.update(1)
@@ -250,7 +286,12 @@ def run_video(args: argparse.Namespace) -> int:
 
     source: str | int = int(args.input) if args.input.isdigit() else args.input
     uses_sam3 = parse_sam3_tracker_spec(args.tracker) is not None
+    stem = Path(str(source)).stem if isinstance(source, str) else f"camera{source}"
     try:
+        output = check_output_folder(args.output)
+        written = [output / f"{stem}.jsonl"] + ([] if args.no_draw else [output / f"{stem}.mp4"])
+        if isinstance(source, str) and Path(source).exists():
+            check_no_overwrite(written, [Path(source)])
         if uses_sam3:
             check_sam3_video_options(args)
         info = probe_video(source) if isinstance(source, str) else None
@@ -267,9 +308,7 @@ def run_video(args: argparse.Namespace) -> int:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
 
-    output = Path(args.output)
-    output.mkdir(parents=True, exist_ok=True)
-    stem = Path(str(source)).stem if isinstance(source, str) else f"camera{source}"
+    prepare_output_folder(output)
     skipped: list[str] = []
 
     def on_skip(frame_index, message):

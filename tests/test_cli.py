@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from gsam2.cli import expand_inputs, output_stems
+from gsam2.cli import expand_inputs
+from gsam2.core.outputs import output_names
 from gsam2.core import rle_to_mask
 
 from .conftest import REPO_ROOT, shapes_image
@@ -200,10 +201,11 @@ def test_inputs_expand_from_files_folders_and_globs(tmp_path):
     assert sorted(f.name for f in files) == ["a.jpg", "b.PNG", "c.png"]
 
 
-def test_repeated_stems_get_distinct_outputs():
-    assert output_stems([Path("x/a.jpg"), Path("y/a.png"), Path("b.jpg"), Path("z/a.jpg")]) == [
-        "a",
-        "a-2",
-        "b",
-        "a-3",
-    ]
+def test_output_names_are_unique_and_stable():
+    # The case: a-2.jpg, a.jpg and a.png once mapped to a-2, a, a-2.
+    assert output_names([Path("a-2.jpg"), Path("a.jpg"), Path("a.png")]) == ["a-2", "a.jpg", "a.png"]
+    # The same file name in different folders: -2, -3 in input order, never a name another input has.
+    names = output_names([Path("x/a.jpg"), Path("y/a.jpg"), Path("b.jpg"), Path("a.jpg-2.png")])
+    assert names == ["a.jpg", "a.jpg-3", "b", "a.jpg-2"]
+    assert len({n.lower() for n in names}) == len(names)
+    assert output_names([Path("A.jpg"), Path("a.png")]) == ["A.jpg", "a.png"], "case-insensitive file systems"

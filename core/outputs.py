@@ -1,0 +1,106 @@
+"""Writing results next to users' data without ever destroying it.
+
+- :func:`check_output_folder` checks the output folder before any model loads
+  (a file in the way, a parent that is a file, no write permission);
+- :func:`output_names` gives every input a unique, stable output name;
+- :func:`check_no_overwrite` refuses outputs that would replace an input;
+- :func:`atomic_write_bytes` / :func:`atomic_save` write to a temporary name in the
+  same folder and rename, so a full disk or a kill never leaves a truncated file
+  under the final name.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+
+from .errors import InputError
+
+
+def check_output_folder(path: str | Path) -> Path:
+    """Raise ``InputError`` with one line unless ``path`` is, or can become, a writable folder. Creates nothing."""
+    folder = Path(path)
+    if str(path).strip() == "":
+        raise InputError("--output is empty: give a folder to write results into")
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"--output {path}: is a file, not a folder")
+    existing = folder
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise InputError(f"--output {path}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise InputError(f"--output {path}: no permission to write in {existing}")
+    return folder
+
+
+def prepare_output_folder(path: str | Path) -> Path:
+    """:func:`check_output_folder`, then create the folder."""
+    folder = check_output_folder(path)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise InputError(f"--output {path}: cannot create it ({error.strerror or error})") from None
+    return folder
+
+
+def output_names(files: Sequence[Path]) -> list[str]:
+    """One output name per input file, unique within the run and the same on every run.
+
+    The name is the file's stem (``photo.jpg`` -> ``photo``); when several
+    inputs share a stem, each keeps its extension (``a.jpg``, ``a.png``); when
+    inputs from different folders still share a name, the later ones get
+    ``-2``, ``-3``, ... in input order, skipping any name another input has.
+    """
+    stems = [path.stem for path in files]
+    shared = {stem.lower() for stem in stems if sum(s.lower() == stem.lower() for s in stems) > 1}
+    wanted = [path.name if path.stem.lower() in shared else path.stem for path in files]
+    taken = {name.lower() for name in wanted}
+    names, used = [], set()
+    for name in wanted:
+        candidate, count = name, 1
+        while candidate.lower() in used or (count > 1 and candidate.lower() in taken):
+            count += 1
+            candidate = f"{name}-{count}"
+        used.add(candidate.lower())
+        names.append(candidate)
+    return names
+
+
+def inside(path: Path, folder: Path) -> bool:
+    """Whether ``path`` is ``folder`` or lies under it (both resolved)."""
+    path, folder = path.resolve(), folder.resolve()
+    return path == folder or folder in path.parents
+
+
+def check_no_overwrite(outputs: Iterable[Path], inputs: Iterable[Path]) -> None:
+    """Raise ``InputError`` if any output path is one of the input files."""
+    sources = {Path(p).resolve() for p in inputs}
+    for output in outputs:
+        if Path(output).resolve() in sources:
+            raise InputError(
+                f"--output would overwrite the input {output}: choose another output folder"
+            )
+
+
+def atomic_save(path: Path, write: Callable[[Path], None]) -> None:
+    """Run ``write(temporary_path)``, then rename the result to ``path`` (same folder, so same file system)."""
+    path = Path(path)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
+    os.close(handle)
+    try:
+        write(Path(temporary))
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    atomic_save(path, lambda temporary: temporary.write_bytes(data))
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
