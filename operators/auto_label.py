@@ -64,7 +64,7 @@ class AutoLabel(foo.Operator):
         if common.wants_fan_out(params):
             return common.finish(ctx, {"queued": common.queue_shards(ctx, self.uri)})
 
-        view = common.shard_of(ctx.target_view(), params.get("shard_index"), int(params.get("num_shards") or 1))
+        view = common.shard_of(ctx.target_view(), params)
         device = params.get("device", "auto")
         florence2 = load_detector(
             f"florence2:{params.get('checkpoint') or DEFAULT_FLORENCE2}", device=device, task="phrase_grounding"

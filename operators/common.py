@@ -231,33 +231,47 @@ def run_settings(params: dict[str, Any]) -> dict[str, Any]:
 # ---------------------------------------------------------------- sharding
 
 
-def shard_of(view, shard_index: int | None, num_shards: int):
-    """The ``shard_index``-th of ``num_shards`` disjoint slices of ``view`` (all of it when not sharded).
+def shard_of(view, params: dict[str, Any]):
+    """This run's slice of ``view`` (all of it when not sharded).
 
-    Slices are taken over the sorted sample ids, so every worker computes the
-    same partition without talking to the others.
+    A shard is a range of sample ids fixed when the shards were queued
+    (``shard_range``), not a slice recomputed by each worker: a view that
+    depends on the output field ("label what has none yet") shrinks as other
+    shards write, and a recomputed slice would skip samples. A sample stays in
+    its range whatever the others do, so every sample is processed exactly once.
     """
-    if shard_index is None or num_shards <= 1:
+    bounds = params.get("shard_range")
+    if bounds is None:
         return view
+    low, high = bounds
+    ids = [i for i in sorted(view.values("id")) if (low is None or i >= low) and (high is None or i < high)]
+    return view.select(ids, ordered=True)
+
+
+def shard_ranges(view, num_shards: int) -> list[list[str | None]]:
+    """``num_shards`` contiguous ``[low, high)`` ranges of the view's sorted sample ids (``None``: open end)."""
     ids = sorted(view.values("id"))
-    return view.select(ids[shard_index::num_shards], ordered=True)
+    if not ids:  # nothing to split: the first shard takes the (empty) view, the others an empty range
+        return [[None, None]] + [["", ""] for _ in range(num_shards - 1)]
+    cuts = [None] + [ids[len(ids) * k // num_shards] for k in range(1, num_shards)] + [None]
+    return [[cuts[k], cuts[k + 1]] for k in range(num_shards)]
 
 
 def wants_fan_out(params: dict[str, Any]) -> bool:
-    return int(params.get("num_shards") or 1) > 1 and params.get("shard_index") is None
+    return int(params.get("num_shards") or 1) > 1 and params.get("shard_range") is None
 
 
 def queue_shards(ctx, operator_uri: str) -> list[str]:
-    """Queue one delegated run per shard of this request; return their operation ids."""
+    """Queue one delegated run per shard of this request, each with its id range fixed now; return their ids."""
     from fiftyone.operators.delegated import DelegatedOperationService
     from fiftyone.operators.executor import ExecutionContext
 
     num_shards = int(ctx.params["num_shards"])
     service = DelegatedOperationService()
     queued = []
-    for shard_index in range(num_shards):
+    for shard_index, bounds in enumerate(shard_ranges(ctx.target_view(), num_shards)):
         request = dict(ctx.request_params)
-        request["params"] = dict(ctx.params, shard_index=shard_index)
+        request["params"] = dict(ctx.params, shard_range=bounds)
         request["delegated"] = True
         shard_ctx = ExecutionContext(request_params=request, operator_uri=operator_uri)
         operation = service.queue_operation(
@@ -295,6 +309,12 @@ def ensure_fields(dataset: fo.Dataset, label_field: str) -> None:
     error_field = error_field_name(label_field)
     if error_field not in schema:
         dataset.add_sample_field(error_field, fo.StringField)
+    elif not isinstance(schema[error_field], fo.StringField):
+        # It is where this run records failures; overwriting someone's field with None would lose it.
+        raise InputError(
+            f"field {error_field!r} already exists and does not hold text; "
+            f"it is where failures of {label_field!r} are recorded: choose another label field"
+        )
 
 
 def write_batch(

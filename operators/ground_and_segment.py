@@ -83,7 +83,7 @@ class GroundAndSegment(foo.Operator):
         if common.wants_fan_out(params):
             return common.finish(ctx, {"queued": common.queue_shards(ctx, self.uri)})
 
-        view = common.shard_of(ctx.target_view(), params.get("shard_index"), int(params.get("num_shards") or 1))
+        view = common.shard_of(ctx.target_view(), params)
         detector = common.load_run_detector(ctx, params)
         phrases = detector_phrases(detector, params.get("prompt"))
         segmenter = None

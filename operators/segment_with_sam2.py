@@ -59,7 +59,7 @@ class SegmentWithSam2(foo.Operator):
         if common.wants_fan_out(params):
             return common.finish(ctx, {"queued": common.queue_shards(ctx, self.uri)})
 
-        view = common.shard_of(ctx.target_view(), params.get("shard_index"), int(params.get("num_shards") or 1))
+        view = common.shard_of(ctx.target_view(), params)
         segmenter = load_segmenter(params.get("segmenter") or DEFAULT_SEGMENTER, device=params.get("device", "auto"))
         common.ensure_fields(ctx.dataset, settings["label_field"])
 

@@ -201,6 +201,36 @@ def test_two_shards_process_every_sample_exactly_once(dataset, model_params):
     assert dataset.count("gsam2_error") == 0
 
 
+def test_shards_of_a_view_that_depends_on_the_output_field_cover_every_sample(tmp_path, model_params):
+    """ "Label what has none yet": the view shrinks as shards write; the partition must not."""
+    dataset = fo.Dataset()
+    paths = []
+    for index in range(12):
+        path = tmp_path / f"s{index}.png"
+        Image.fromarray(shapes_image(40, 50, seed=index)).save(path)
+        paths.append(str(path))
+    dataset.add_samples([fo.Sample(filepath=path) for path in paths])
+    try:
+        dataset.add_sample_field("gsam2", fo.EmbeddedDocumentField, embedded_doc_type=fo.Detections)
+        unlabelled = dataset.exists("gsam2", False)
+        launched = run(GROUND, unlabelled, ground_params(model_params, num_shards=3))
+        assert launched.error is None, launched.error
+        results = run_queue(dataset)
+        assert sorted(r.result["processed"] for r in results) == [4, 4, 4]
+        assert len(dataset.exists("gsam2")) == 12
+    finally:
+        DelegatedOperationService().delete_for_dataset(dataset._doc.id)
+        dataset.delete()
+
+
+def test_an_error_field_of_another_type_is_never_overwritten(dataset, model_params):
+    dataset.set_values("gsam2_error", [float(i) for i in range(len(dataset))])
+    with pytest.raises(ExecutionError, match="'gsam2_error' already exists and does not hold text"):
+        run(GROUND, dataset, ground_params(model_params))
+    assert dataset.values("gsam2_error") == [float(i) for i in range(len(dataset))]
+    assert "gsam2" not in dataset.get_field_schema() or not dataset.exists("gsam2")
+
+
 def test_segment_with_sam2_keeps_labels_and_links_sources(dataset, model_params):
     for sample in dataset:
         sample["ground_truth"] = fo.Detections(
