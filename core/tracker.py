@@ -20,6 +20,15 @@ from .devices import inference_context
 
 
 @dataclass
+class EncodedFrame:
+    """One frame through SAM 2's image encoder: shareable by every session tracking on that frame."""
+
+    pixel_values: torch.Tensor  # (3, S, S) as the processor prepares it
+    features: dict  # {"vision_feats", "vision_pos_embeds"}, as transformers caches them
+    size: tuple[int, int]  # the frame's (height, width)
+
+
+@dataclass
 class TrackedFrame:
     """SAM 2's answer for one frame: a mask and presence score per tracked object id."""
 
@@ -50,8 +59,18 @@ class Sam2VideoTracker:
         model = Sam2VideoModel.from_pretrained(checkpoint)
         return cls(model.to(device).eval(), processor, device)
 
-    def start(self) -> TrackingSession:
-        return TrackingSession(self)
+    def start(self, keep_pixel_frames: int | None = None) -> TrackingSession:
+        """A new video's memory; ``keep_pixel_frames`` bounds the decoded frames it keeps (default: as many as
+        SAM 2 looks back, so keyframes can be re-run; 0 for callers that never re-run a frame)."""
+        return TrackingSession(self, keep_pixel_frames)
+
+    def encode(self, frame: np.ndarray) -> EncodedFrame:
+        """Run the image encoder once on ``frame``, for any number of sessions to step on it."""
+        pixel_values = self.processor(images=Image.fromarray(frame), return_tensors="pt").pixel_values[0]
+        with inference_context(self.device):
+            outputs = self.model.get_image_features(pixel_values[None].to(self.device), return_dict=True)
+        features = {"vision_feats": outputs.fpn_hidden_states, "vision_pos_embeds": outputs.fpn_position_encoding}
+        return EncodedFrame(pixel_values, features, frame.shape[:2])
 
 
 class FrameWindow(dict):
@@ -60,22 +79,32 @@ class FrameWindow(dict):
     When a frame is re-run without a new image (new prompts on a keyframe),
     transformers reads ``len(processed_frames)`` as the number of frames in the
     video and ignores memories at or beyond it; with old frames pruned, a plain
-    dict would hide every recent memory from that re-run.
+    dict would hide every recent memory from that re-run. The length is
+    remembered, so even an emptied window reports it.
     """
 
+    def __init__(self):
+        super().__init__()
+        self.length = 0
+
+    def __setitem__(self, index: int, frame) -> None:
+        super().__setitem__(index, frame)
+        self.length = max(self.length, index + 1)
+
     def __len__(self) -> int:
-        return max(self.keys(), default=-1) + 1
+        return self.length
 
 
 class TrackingSession:
     """One video's SAM 2 memory: prompt objects on a frame, then step frame by frame."""
 
-    def __init__(self, tracker: Sam2VideoTracker):
+    def __init__(self, tracker: Sam2VideoTracker, keep_pixel_frames: int | None = None):
         self.tracker = tracker
         config = tracker.model.config
         # How far back SAM 2 looks: memories of the last num_maskmem frames and
         # object pointers of the last max_object_pointers_in_encoder frames.
         self.history = max(int(config.num_maskmem), int(config.max_object_pointers_in_encoder)) + 1
+        self.keep_pixel_frames = self.history if keep_pixel_frames is None else keep_pixel_frames
         self.session = tracker.processor.init_video_session(
             inference_device=tracker.device,
             dtype=torch.bfloat16 if tracker.device.type == "cuda" else torch.float32,
@@ -119,10 +148,21 @@ class TrackingSession:
             raise ValueError("prompt all new objects of a frame in one call")
         self._pending[frame_index] = (list(object_ids), inputs)
 
-    def step(self, frame_index: int, frame: np.ndarray | None = None) -> TrackedFrame:
-        """Track every object onto ``frame`` (pass ``frame=None`` to re-run the last frame after new prompts)."""
+    def step(
+        self, frame_index: int, frame: np.ndarray | None = None, encoded: EncodedFrame | None = None
+    ) -> TrackedFrame:
+        """Track every object onto ``frame`` (pass ``frame=None`` to re-run the last frame after new prompts).
+
+        ``encoded`` is the frame already through the image encoder
+        (:meth:`Sam2VideoTracker.encode`): sessions tracking different objects on
+        the same frame then share one encoder pass and one copy of its features.
+        """
         processor, model = self.tracker.processor, self.tracker.model
-        if frame is not None:
+        pixel_values = None
+        if encoded is not None:
+            self._size, pixel_values = encoded.size, encoded.pixel_values
+            self.session.cache.cache_vision_features(frame_index, encoded.features)
+        elif frame is not None:
             self._size = frame.shape[:2]
             pixel_values = processor(images=Image.fromarray(frame), return_tensors="pt").pixel_values[0]
         if frame_index in self._pending:
@@ -131,20 +171,41 @@ class TrackingSession:
                 self.session, frame_idx=frame_index, obj_ids=ids, original_size=self._size, **inputs
             )
         if self.session.get_obj_num() == 0:
-            if frame is not None:
+            if pixel_values is not None:
                 self._forget_before(frame_index + 1)
             return TrackedFrame(frame_index, [], np.zeros((0, *self._size), bool), np.zeros((0,), np.float32))
         with inference_context(self.tracker.device):
-            if frame is not None:
+            if pixel_values is not None:
                 output = model(inference_session=self.session, frame=pixel_values, frame_idx=frame_index)
             else:
                 output = model(inference_session=self.session, frame_idx=frame_index)
+        if encoded is not None:
+            self.session.cache.clear_all()  # the features belong to the caller's shared encoding
         masks = processor.post_process_masks([output.pred_masks.float().cpu()], original_sizes=[self._size])[0]
         scores = output.object_score_logits.float().cpu().numpy().reshape(-1)
         masks = masks[:, 0].numpy().astype(bool)
         masks[scores <= 0] = False
         self._forget_before(frame_index - self.history)
+        self._drop_pixel_frames_before(frame_index + 1 - self.keep_pixel_frames)
         return TrackedFrame(frame_index, list(output.object_ids), masks, scores)
+
+    def memory_bytes(self) -> int:
+        """Bytes of the tensors this session holds (memories, prompts, kept frames), each tensor counted once."""
+        seen, total = set(), 0
+        stack = [self.session.output_dict_per_obj, self.session.mask_inputs_per_obj,
+                 self.session.point_inputs_per_obj, dict(self.session.processed_frames or {})]
+        while stack:
+            item = stack.pop()
+            if isinstance(item, torch.Tensor):
+                key = (item.untyped_storage().data_ptr(), item.device)
+                if key not in seen:
+                    seen.add(key)
+                    total += item.untyped_storage().nbytes()
+            elif isinstance(item, dict):
+                stack.extend(item.values())
+            elif isinstance(item, (list, tuple)):
+                stack.extend(item)
+        return total
 
     def remove(self, object_ids: Sequence[int]) -> None:
         """Stop tracking these objects (their tracks have ended): frees their memory and compute."""
@@ -166,6 +227,11 @@ class TrackingSession:
             setattr(session, name, {new_idx: saved[name][old_idx] for new_idx, old_idx in enumerate(keep)})
         session.obj_ids = ids
         session.obj_with_new_inputs = [i for i in session.obj_with_new_inputs if i in ids]
+
+    def _drop_pixel_frames_before(self, oldest_kept: int) -> None:
+        frames = self.session.processed_frames
+        for index in [i for i in frames if i < oldest_kept]:
+            del frames[index]
 
     def _forget_before(self, oldest_kept: int) -> None:
         """Drop frames and per-frame memories SAM 2 will never look at again."""

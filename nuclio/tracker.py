@@ -20,10 +20,18 @@ A state (:mod:`.tracker_state`) carries the object's last box and a coarse
 mask, so tracking resumes from it on any replica after any restart; SAM 2's
 memory of the object, kept in this process under the state's token, is the
 fast path.
+
+Memory and time: a frame goes through SAM 2's image encoder once, whatever the
+number of objects on it (and requests for the same frame within a minute share
+that pass); each object keeps only SAM 2's memories of it (no decoded frames).
+The memories held are capped by size (``GSAM2_TRACKER_MEMORY_MB``); all objects
+of a request are looked up before any is stored, so a request with more objects
+than the cap re-starts only the overflow on the next frame, not all of them.
 """
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,7 +41,7 @@ from PIL import Image, ImageDraw
 
 from ..core import DEFAULT_SEGMENTER
 from ..core.models import load_tracker
-from ..core.tracker import TrackingSession
+from ..core.tracker import EncodedFrame, TrackingSession
 from .cache import ExpiringLRU
 from .protocol import RequestError, env, mask_bounds, polygon_points, request_image, serve
 from .tracker_state import SHAPE_TYPES, ObjectState
@@ -100,9 +108,25 @@ def init_context(context) -> None:
         env("GSAM2_TRACKER", DEFAULT_SEGMENTER), device=env("GSAM2_DEVICE", "auto")
     )
     context.user_data.memories = ExpiringLRU(
-        max_items=int(env("GSAM2_TRACKER_MAX_OBJECTS", "64")), ttl_seconds=float(env("GSAM2_TRACKER_TTL", "3600"))
+        max_items=int(env("GSAM2_TRACKER_MAX_OBJECTS", "1000")),
+        ttl_seconds=float(env("GSAM2_TRACKER_TTL", "3600")),
+        max_weight=float(env("GSAM2_TRACKER_MEMORY_MB", "2048")) * 2**20,
+        weigh=lambda memory: memory.session.memory_bytes(),
     )
+    # The last frames through the image encoder, by image: another request for the
+    # same frame (another user, a re-sent step) reuses the pass.
+    context.user_data.encodings = ExpiringLRU(max_items=2, ttl_seconds=60)
     context.logger.info("SAM 2 tracker ready")
+
+
+def frame_encoding(context, body: dict[str, Any], image: np.ndarray) -> EncodedFrame:
+    key = hashlib.sha1(body["image"].encode("ascii")).hexdigest()
+    encodings: ExpiringLRU = context.user_data.encodings
+    encoded = encodings.get(key)
+    if encoded is None:
+        encoded = context.user_data.tracker.encode(image)
+        encodings.put(key, encoded)
+    return encoded
 
 
 def request_objects(body: dict[str, Any], width: int, height: int) -> list[StartShape | ObjectState]:
@@ -134,14 +158,14 @@ def request_objects(body: dict[str, Any], width: int, height: int) -> list[Start
     return objects
 
 
-def start(tracker, image: np.ndarray, prompt: np.ndarray, as_mask: bool) -> tuple[TrackingSession, np.ndarray | None]:
+def start(tracker, encoded: EncodedFrame, prompt: np.ndarray, as_mask: bool) -> tuple[ObjectMemory, np.ndarray | None]:
     """A new SAM 2 memory prompted on this frame; its mask there (``None`` if empty)."""
-    session = tracker.start()
+    session = tracker.start(keep_pixel_frames=0)  # CVAT never re-runs a frame: keep no decoded frames
     if as_mask:
         session.prompt(0, [1], masks=prompt[None])
     else:
         session.prompt(0, [1], boxes=np.asarray(prompt, np.float32)[None])
-    return session, visible_mask(session.step(0, image))
+    return ObjectMemory(session), visible_mask(session.step(0, encoded=encoded))
 
 
 def visible_mask(tracked) -> np.ndarray | None:
@@ -172,42 +196,46 @@ def mask_box(mask: np.ndarray) -> tuple[int, int, int, int]:
     return x1, y1, x2 + 1, y2 + 1
 
 
-def go_on(context, image: np.ndarray, state: ObjectState) -> tuple[ObjectState, np.ndarray | None]:
+def go_on(
+    context, encoded: EncodedFrame, state: ObjectState, memory: ObjectMemory | None
+) -> tuple[ObjectState, ObjectMemory, np.ndarray | None]:
     """Track a known object onto this frame: from this process's memory, or re-started from its state."""
-    memories: ExpiringLRU = context.user_data.memories
-    memory = memories.get(state.token)
     if memory is not None:
         with memory.lock:
             if memory.step == state.step:  # the memory is at the frame the state describes
-                mask = visible_mask(memory.session.step(memory.step + 1, image))
+                mask = visible_mask(memory.session.step(memory.step + 1, encoded=encoded))
                 memory.step += 1
-                memories.put(state.token, memory)
-                return state.advanced(*((mask_box(mask), mask) if mask is not None else ())), mask
+                return state.advanced(*((mask_box(mask), mask) if mask is not None else ())), memory, mask
     # Forgotten (restart, another replica, evicted) or stale (an older state replayed):
     # a new memory, prompted on this frame with the object's last box.
-    session, mask = start(context.user_data.tracker, image, np.asarray(state.box), as_mask=False)
+    memory, mask = start(context.user_data.tracker, encoded, np.asarray(state.box), as_mask=False)
     fresh = state.restarted()
-    memories.put(fresh.token, ObjectMemory(session))
-    return fresh.advanced(*((mask_box(mask), mask) if mask is not None else ()), steps=0), mask
+    return fresh.advanced(*((mask_box(mask), mask) if mask is not None else ()), steps=0), memory, mask
 
 
 def track(context, body: dict[str, Any]) -> dict[str, Any]:
     image = request_image(body)
     height, width = image.shape[:2]
     objects = request_objects(body, width, height)
-    out_shapes, out_states = [], []
+    encoded = frame_encoding(context, body, image)
+    memories: ExpiringLRU = context.user_data.memories
+    # Every object's memory is looked up before any is stored, so storing one cannot evict another of this request.
+    held = {item.token: memories.get(item.token) for item in objects if isinstance(item, ObjectState)}
+    out_shapes, out_states, kept = [], [], []
     for item in objects:
         if isinstance(item, StartShape):
             prompt = item.mask if item.mask is not None else item.box
-            session, mask = start(context.user_data.tracker, image, prompt, as_mask=item.mask is not None)
+            memory, mask = start(context.user_data.tracker, encoded, prompt, as_mask=item.mask is not None)
             state = ObjectState.new(item.shape_type, item.dict_form, item.box, mask)
-            context.user_data.memories.put(state.token, ObjectMemory(session))
             points = item.points  # on the starting frame the user's own shape stands
         else:
-            state, mask = go_on(context, image, item)
+            state, memory, mask = go_on(context, encoded, item, held.get(item.token))
             points = shape_of(state, mask, height, width)
+        kept.append((state.token, memory))
         out_shapes.append({"type": state.shape_type, "points": points} if state.dict_form else points)
         out_states.append(state.to_json())
+    for token, memory in kept:
+        memories.put(token, memory)
     return {"shapes": out_shapes, "states": out_states}
 
 

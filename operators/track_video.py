@@ -35,6 +35,46 @@ def frame_detection_fields(dataset) -> list[str]:
     return sorted(schema)
 
 
+# Frames per database write: memory stays bounded however long the video is.
+FRAMES_PER_WRITE = 256
+
+
+class FrameLabelWriter:
+    """Writes one video's tracks in bounded batches of frames.
+
+    The video's old tracks are cleared just before the first batch (a re-run
+    replaces them); if tracking fails after that, what was written is cleared
+    again, so a video ends with either all of its new tracks or none.
+    """
+
+    def __init__(self, dataset, view, sample_id: str, label_field: str, frames_per_write: int | None = None):
+        self.dataset, self.view, self.sample_id, self.label_field = dataset, view, sample_id, label_field
+        self.frames_per_write = frames_per_write or FRAMES_PER_WRITE
+        self.pending: dict[int, fo.Detections] = {}
+        self.cleared = False
+
+    def add(self, frame_number: int, labels: fo.Detections) -> None:
+        self.pending[frame_number] = labels
+        if len(self.pending) >= self.frames_per_write:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.cleared:
+            self.dataset.select(self.sample_id).clear_frame_field(self.label_field)
+            self.cleared = True
+        if self.pending:
+            self.view.set_values(f"frames.{self.label_field}", {self.sample_id: self.pending}, key_field="id")
+            self.pending = {}
+
+    def finish(self) -> None:
+        self.flush()
+
+    def abandon(self) -> None:
+        self.pending = {}
+        if self.cleared:
+            self.dataset.select(self.sample_id).clear_frame_field(self.label_field)
+
+
 class TrackVideo(foo.Operator):
     @property
     def config(self) -> foo.OperatorConfig:
@@ -123,6 +163,7 @@ class TrackVideo(foo.Operator):
         processed, objects, failed = 0, 0, []
         for position, (sample_id, filepath) in enumerate(rows):
             common.report_progress(ctx, position, len(rows), "videos")
+            writer = None
             try:
                 info = probe_video(filepath)
                 frames = iter_frames(filepath)
@@ -147,13 +188,14 @@ class TrackVideo(foo.Operator):
                 else:
                     prompts = self._prompts_from_field(ctx.dataset, sample_id, source_field, info)
                     results = track_from_boxes(frames, prompts, tracker)
-                frame_labels, ids = {}, set()
+                writer = FrameLabelWriter(ctx.dataset, view, sample_id, label_field)
+                ids = set()
                 for result in results:
                     labels = to_fiftyone_detections(result.detections, (info.height, info.width), SOURCE)
                     for detection, object_id in zip(labels.detections, result.detections.tracker_id):
                         detection.index = int(object_id)
                         ids.add(int(object_id))
-                    frame_labels[result.frame_index + 1] = labels  # FiftyOne frames are 1-based
+                    writer.add(result.frame_index + 1, labels)  # FiftyOne frames are 1-based
                     if result.frame_index % 25 == 0:
                         common.report_progress(
                             ctx,
@@ -161,14 +203,17 @@ class TrackVideo(foo.Operator):
                             len(rows),
                             "videos",
                         )
+                writer.finish()
             except GroundedSam2Error as error:
+                if writer is not None:
+                    writer.abandon()
                 failed.append({"id": sample_id, "filepath": filepath, "error": str(error)})
                 view.set_values(common.error_field_name(label_field), {sample_id: str(error)}, key_field="id")
                 continue
-            # One bulk write per video, after the old tracks of this video are cleared (a re-run replaces).
-            ctx.dataset.select(sample_id).clear_frame_field(label_field)
-            if frame_labels:
-                view.set_values(f"frames.{label_field}", {sample_id: frame_labels}, key_field="id")
+            except BaseException:
+                if writer is not None:
+                    writer.abandon()  # nothing half-written, whatever stopped the run
+                raise
             view.set_values(common.error_field_name(label_field), {sample_id: None}, key_field="id")
             processed += 1
             objects += len(ids)

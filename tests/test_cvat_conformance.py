@@ -282,8 +282,8 @@ def lose_everything(monkeypatch):
 
     real = TrackingSession.step
 
-    def step(self, frame_index, frame=None):
-        tracked = real(self, frame_index, frame)
+    def step(self, frame_index, frame=None, encoded=None):
+        tracked = real(self, frame_index, frame, encoded)
         tracked.masks[:] = False
         tracked.scores[:] = -1.0
         return tracked

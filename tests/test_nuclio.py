@@ -147,6 +147,51 @@ def test_tracker_memory_is_bounded(tracker_context):
     assert len(tracker_context.user_data.memories) == 2
 
 
+def boxes(count: int) -> list[list[int]]:
+    return [[5 + 10 * (k % 8), 5 + 20 * (k // 8), 15 + 10 * (k % 8), 20 + 20 * (k // 8)] for k in range(count)]
+
+
+def test_tracker_encodes_each_frame_once_for_all_objects(models_env, monkeypatch):
+    context = make_context()
+    tracker.init_context(context)
+    model = context.user_data.tracker.model
+    passes = []
+    real = model.get_image_features
+    monkeypatch.setattr(model, "get_image_features", lambda *a, **k: passes.append(1) or real(*a, **k))
+    status, body = call(tracker, context, {"image": b64(IMAGE), "shapes": boxes(8), "states": []})
+    assert status == 200 and len(passes) == 1, "8 objects started on a frame: one image-encoder pass"
+    next_frame = b64(np.roll(IMAGE, 2, axis=1))
+    status, body = call(tracker, context, {"image": next_frame, "shapes": [None] * 8, "states": body["states"]})
+    assert status == 200 and len(passes) == 2, "8 objects tracked onto a frame: one more pass"
+    status, _ = call(tracker, context, {"image": next_frame, "shapes": boxes(2), "states": []})
+    assert status == 200 and len(passes) == 2, "another request for the same frame reuses the pass"
+    for token in [state["token"] for state in body["states"]]:
+        memory = context.user_data.memories.get(token)
+        assert len(memory.session.session.processed_frames) == 2 and not dict(memory.session.session.processed_frames)
+        assert not memory.session.session.cache._vision_features, "no object holds a copy of the frame's features"
+
+
+def test_tracker_cap_is_by_memory_and_overflow_does_not_cascade(models_env):
+    context = make_context()
+    tracker.init_context(context)
+    _, body = call(tracker, context, {"image": b64(IMAGE), "shapes": boxes(1), "states": []})
+    one = context.user_data.memories.weight
+    assert 0 < one < 8 * 2**20, "an object's SAM 2 memory at this size is small"
+    # Room for about four objects; six arrive.
+    memories = context.user_data.memories
+    memories.max_weight = 4.5 * one
+    _, body = call(tracker, context, {"image": b64(IMAGE), "shapes": boxes(6), "states": []})
+    for shift in range(1, 6):
+        tokens = [state["token"] for state in body["states"]]
+        held = sum(token in memories for token in tokens)
+        assert 1 <= held < 6, "the cap holds some of the six, never none"
+        frame = b64(np.roll(IMAGE, shift, axis=1))
+        status, body = call(tracker, context, {"image": frame, "shapes": [None] * 6, "states": body["states"]})
+        assert status == 200
+        restarted = sum(old != state["token"] for old, state in zip(tokens, body["states"]))
+        assert restarted == 6 - held, "only the objects that did not fit restart: evictions do not cascade"
+
+
 def test_concurrent_requests_against_one_function(detector_context):
     """Like Nuclio's worker pool: a fixed set of threads serving many requests at once."""
     from concurrent.futures import ThreadPoolExecutor

@@ -124,3 +124,47 @@ def test_empty_prompt_and_image_dataset_are_refused(videos, params, tmp_path):
             run(images, params)
     finally:
         images.delete()
+
+
+def plugin_module():
+    """track_video as FiftyOne loaded it (the plugin's own module, not gsam2.operators.track_video)."""
+    import sys
+
+    return sys.modules[type(foo.get_operator(TRACK)).__module__]
+
+
+def test_long_videos_are_written_in_bounded_batches(videos, params, monkeypatch):
+    module = plugin_module()
+    monkeypatch.setattr(module, "FRAMES_PER_WRITE", 4)
+    batches = []
+    real_flush = module.FrameLabelWriter.flush
+
+    def flush(self):
+        batches.append(len(self.pending))
+        real_flush(self)
+
+    monkeypatch.setattr(module.FrameLabelWriter, "flush", flush)
+    result = run(videos, params)
+    assert result.result["processed"] == 2
+    assert batches == [4, 4, 2] * 2, "10 frames a video, at most 4 held at a time"
+    assert check_tracks(videos) > 0
+
+
+def test_a_video_failing_midway_keeps_no_partial_tracks(videos, params, monkeypatch):
+    module = plugin_module()
+    monkeypatch.setattr(module, "FRAMES_PER_WRITE", 3)
+    real_iter = module.iter_frames
+
+    def failing_after_six(path, *args, **kwargs):
+        for index, frame in enumerate(real_iter(path, *args, **kwargs)):
+            if index == 6 and path.endswith("b.mkv"):
+                raise module.InputError(f"{path}: decoding failed at frame 6")
+            yield frame
+
+    monkeypatch.setattr(module, "iter_frames", failing_after_six)
+    result = run(videos, params)
+    assert result.result["processed"] == 1 and result.result["failed_count"] == 1
+    a, b = videos.sort_by("filepath")
+    assert all(frame["tracks"] is not None for frame in a.frames.values())
+    assert all(frame["tracks"] is None for frame in b.frames.values()), "the failed video holds no half of its tracks"
+    assert "decoding failed at frame 6" in b["tracks_error"]
