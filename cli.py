@@ -46,7 +46,13 @@ from .core.outputs import (
     output_names,
     prepare_output_folder,
 )
-from .core.pipeline import DEFAULT_BATCH_SIZE, batched, default_batch_size, detector_phrases
+from .core.pipeline import (
+    DEFAULT_BATCH_SIZE,
+    batched,
+    default_batch_size,
+    detector_phrases,
+    label_isolating_failures,
+)
 
 EXIT_OK, EXIT_FAILURES, EXIT_USAGE = 0, 1, 2
 
@@ -215,15 +221,16 @@ def label_image_files(args: argparse.Namespace, plan: ImageRunPlan, batch_size: 
                 progress.update(1)
         if not loaded:
             continue
-        try:
-            results = label_images([image for _, _, image in loaded])
-        except Exception as error:  # noqa: BLE001 - one bad batch must not end a bulk run
-            for path, _, _ in loaded:
-                summary.failures.append(f"{path}: inference failed ({type(error).__name__}: {error})")
-            tqdm.write(f"error: inference failed on {len(loaded)} image(s): {error}", file=sys.stderr)
-            progress.update(len(loaded))
-            continue
-        for (path, stem, image), (detections, extra) in zip(loaded, results):
+        labelled = []
+        outcomes = label_isolating_failures(lambda rows: label_images([row[2] for row in rows]), loaded)
+        for (path, stem, image), result, error in outcomes:
+            if error is not None:  # that image's failure; the others of its batch still count
+                summary.failures.append(f"{path}: {error}")
+                tqdm.write(f"error: {path}: {error}", file=sys.stderr)
+                progress.update(1)
+            else:
+                labelled.append(((path, stem, image), result))
+        for (path, stem, image), (detections, extra) in labelled:
             record = {**detections_to_record(detections, path, image.shape[:2]), **extra}
             atomic_write_text(output / f"{stem}.json", json.dumps(record, indent=2))
             if not args.no_draw:

@@ -15,15 +15,12 @@ add (after the model is loaded) and the milliseconds per object per frame.
 from __future__ import annotations
 
 import argparse
-import base64
 import importlib.util
-import io
 import json
 import os
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 BENCH_DIR = Path(__file__).resolve().parent

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import supervision as sv
@@ -10,6 +11,7 @@ from PIL import Image
 
 from .detections import empty_detections
 from .detectors import Detector
+from .errors import GroundedSam2Error
 from .images import as_rgb_array
 from .models import DEFAULT_DETECTOR, DEFAULT_SEGMENTER, load_detector, load_segmenter
 from .prompts import parse_prompt
@@ -140,3 +142,31 @@ def batched(items: Sequence, size: int) -> Iterator[list]:
         raise ValueError(f"batch size must be at least 1, got {size}")
     for start in range(0, len(items), size):
         yield list(items[start : start + size])
+
+
+def label_isolating_failures(label_batch: Callable[[list], list], rows: list) -> list[tuple[Any, Any, str | None]]:
+    """``(row, result, None)`` or ``(row, None, error message)`` for every row.
+
+    The batch runs as one; if it fails, each row runs alone, so that one bad
+    image or box is that sample's error and the others still get labels.
+    """
+    if not rows:
+        return []
+    try:
+        return [(row, result, None) for row, result in zip(rows, label_batch(rows))]
+    except Exception as error:  # noqa: BLE001 - isolated below; the run goes on
+        if len(rows) == 1:
+            return [(rows[0], None, failure_message(error))]
+    outcomes = []
+    for row in rows:
+        try:
+            [result] = label_batch([row])
+            outcomes.append((row, result, None))
+        except Exception as error:  # noqa: BLE001
+            outcomes.append((row, None, failure_message(error)))
+    return outcomes
+
+
+def failure_message(error: Exception) -> str:
+    """Our errors are one line already; anything else gets its type named."""
+    return str(error) if isinstance(error, GroundedSam2Error) else f"{type(error).__name__}: {error}"

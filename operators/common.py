@@ -371,7 +371,7 @@ def label_samples(
     per field before the next starts, so an interrupted run keeps every
     finished batch.
     """
-    from ..core.pipeline import batched
+    from ..core.pipeline import batched, label_isolating_failures
     from .labels import to_fiftyone_detections
 
     label_field, mask_dir = settings["label_field"], settings["mask_dir"]
@@ -387,7 +387,15 @@ def label_samples(
                 failed.append({"id": sample_id, "filepath": filepath, "error": str(error)})
         clear_mask_files(mask_dir, label_field, [row[0] for row in loaded])
         labels, sample_fields = {}, {}
-        for (sample_id, image, _), (detections, extra, *fields) in zip(loaded, label_batch(loaded)):
+        labelled = []
+        for row, result, error in label_isolating_failures(label_batch, loaded):
+            if error is not None:
+                filepath = next(path for sample_id, path, _ in batch if sample_id == row[0])
+                errors[row[0]] = error
+                failed.append({"id": row[0], "filepath": filepath, "error": error})
+            else:
+                labelled.append((row, result))
+        for (sample_id, image, _), (detections, extra, *fields) in labelled:
             for name, value in (fields[0] if fields else {}).items():
                 sample_fields.setdefault(name, {})[sample_id] = value
             paths = mask_paths_for(mask_dir, label_field, sample_id, len(detections))

@@ -83,6 +83,10 @@ class SegmentWithSam2(foo.Operator):
     @staticmethod
     def _segment(segmenter, embedding, image: np.ndarray, boxes: list) -> sv.Detections:
         height, width = image.shape[:2]
+        for index, box in enumerate(boxes):
+            values = box.bounding_box
+            if values is None or len(values) != 4 or not np.isfinite(np.asarray(values, dtype=float)).all():
+                raise InputError(f"detection {index} ({box.label or 'no label'}) has an invalid box {values!r}")
         xyxy = np.array([box_from_relative(box.bounding_box, width, height) for box in boxes], np.float32).reshape(
             -1, 4
         )

@@ -501,3 +501,33 @@ def test_detector_labels_that_differ_only_in_case_are_refused(tmp_path):
         main([str(tmp_path / "out"), "--labels", str(labels)])
     assert exit_info.value.code == 2
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("function.yaml"))
+
+
+def test_detector_extreme_strip_is_a_400_and_it_keeps_serving(models_env, tmp_path):
+    folder = write_function(tmp_path, "grounded-sam2-detector", "det", ["car"])
+    models_env.setenv("GSAM2_FUNCTION_CONFIG", str(folder / "function.yaml"))
+    context = make_context()
+    detector.init_context(context)
+    status, body = invoke(detector, context, {"image": b64(shapes_image(10, 20000))})
+    assert status == 400 and "too elongated for Grounding DINO" in body["error"]
+    assert invoke(detector, context, {"image": b64(IMAGE)})[0] == 200
+
+
+@pytest.mark.parametrize(
+    ("module", "payload"),
+    [
+        ("tracker", {"shapes": [[float("nan"), 1, 20, 20]], "states": []}),
+        ("tracker", {"shapes": [{"type": "rectangle", "points": [1, 1, float("inf"), 20]}]}),
+        ("interactor", {"pos_points": [[float("nan"), 3]], "neg_points": [], "obj_bbox": []}),
+        ("interactor", {"pos_points": [[3, 3]], "neg_points": [], "obj_bbox": [[1, float("nan")], [20, 20]]}),
+        ("interactor", {"pos_points": [[3, 3]], "neg_points": [], "obj_bbox": [[1, None], [20, 20]]}),
+    ],
+)
+def test_nan_and_infinity_are_400s(models_env, module, payload):
+    """JSON with NaN (Python's json accepts it) never reaches the models nor comes back in an answer."""
+    handler_module = {"tracker": tracker, "interactor": interactor}[module]
+    context = make_context()
+    handler_module.init_context(context)
+    body = json.dumps({"image": b64(IMAGE), **payload}).encode()  # json.dumps writes NaN and Infinity
+    status, answer = invoke(handler_module, context, body)
+    assert status == 400 and len(answer["error"].splitlines()) == 1

@@ -141,3 +141,17 @@ def test_cli_writes_through_the_atomic_path(tmp_path, tiny_models, monkeypatch):
                   "--no-draw", "--quiet", *model_args(tiny_models)])
     monkeypatch.undo()
     assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_one_unusable_image_is_its_own_error_not_its_batchs(tmp_path, tiny_models):
+    """A 20000x10 strip in a batch of 4 used to fail all four with transformers' SizeDict message."""
+    photos(tmp_path / "in", ("a.png", "b.png", "d.png"))
+    Image.fromarray(shapes_image(10, 20000, seed=5)).save(tmp_path / "in" / "c-strip.png")
+    result = gsam2("image", "--prompt", "cat.", "--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"),
+                   "--batch-size", "4", "--no-draw", "--box-threshold", "0", "--text-threshold", "0",
+                   *model_args(tiny_models))
+    assert result.returncode == 1
+    assert "images processed: 3" in result.stdout and "failures:         1" in result.stdout
+    [line] = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert "c-strip.png" in line and "too elongated for Grounding DINO" in line and "SizeDict" not in line
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.json", "b.json", "d.json"]

@@ -231,6 +231,22 @@ def test_an_error_field_of_another_type_is_never_overwritten(dataset, model_para
     assert "gsam2" not in dataset.get_field_schema() or not dataset.exists("gsam2")
 
 
+def test_a_nan_source_box_is_that_samples_error(dataset, model_params):
+    for index, sample in enumerate(dataset.sort_by("filepath")):
+        box = [float("nan"), 0.1, 0.3, 0.3] if index == 1 else [0.1, 0.1, 0.3, 0.3]
+        sample["ground_truth"] = fo.Detections(detections=[fo.Detection(label="box", bounding_box=box)])
+        sample.save()
+    params = {"source_field": "ground_truth", "label_field": "sam2", "batch_size": 4, **model_params}
+    params.pop("detector")
+    result = run(SEGMENT, dataset, params)
+    assert result.result["processed"] == 4 and result.result["failed_count"] == 1
+    [failure] = result.result["failed"]
+    assert "invalid box" in failure["error"] and "nan" in failure["error"]
+    ordered = dataset.sort_by("filepath")
+    assert ordered.values("sam2_error")[1] == failure["error"]
+    assert [labels is not None for labels in ordered.values("sam2")] == [True, False, True, True, True]
+
+
 def test_segment_with_sam2_keeps_labels_and_links_sources(dataset, model_params):
     for sample in dataset:
         sample["ground_truth"] = fo.Detections(

@@ -82,3 +82,33 @@ def test_owlv2_then_sam2(owl, segmenter):
     [result] = ground_and_segment([random_image(96, 128)], "car. dog.", detector=owl, segmenter=segmenter,
                                   box_threshold=0.0)
     assert len(result) > 0 and result.mask.shape[1:] == (96, 128)
+
+
+def test_large_images_are_shrunk_before_the_processor_pads_them(owl, monkeypatch):
+    """A 4000x3000 photo once became a 4000x4000 float array (157 s, 3.7 GB): now at most the model's input side."""
+    image = random_image(3000, 4000)
+    seen = []
+    real = owl.processor
+
+    def spy(*args, images=None, **kwargs):
+        seen.extend(picture.size for picture in images)
+        return real(*args, images=images, **kwargs)
+
+    class Outputs:
+        # Query 0: centre (0.5, 0.25) of the padded square, 0.1 wide: the same place at any scale.
+        logits = torch.tensor([[[5.0, -5.0]]])
+        pred_boxes = torch.tensor([[[0.5, 0.25, 0.1, 0.1]]])
+
+    monkeypatch.setattr(owl, "processor", spy)
+    spy.image_processor, spy.tokenizer = real.image_processor, real.tokenizer
+    monkeypatch.setattr(owl, "model", lambda **inputs: Outputs())
+    [found] = owl.detect([image], ["car", "dog"], 0.5, 0.0)
+    assert max(seen[0]) == owl.input_side and seen[0][0] / seen[0][1] == pytest.approx(4000 / 3000, rel=0.01)
+    np.testing.assert_allclose(found.xyxy[0], [1800, 800, 2200, 1200], atol=1e-2)
+
+
+def test_an_extreme_strip_is_refused_with_one_line(owl):
+    from gsam2.core import InputError
+
+    with pytest.raises(InputError, match=r"image 2 \(20000x10\) is too elongated for OWL"):
+        owl.detect([random_image(64, 64), random_image(10, 20000)], ["car"], 0.1, 0.0)

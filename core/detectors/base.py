@@ -8,6 +8,12 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import supervision as sv
 
+from ..errors import InputError
+
+# The shorter side an image may be left with at the detector's input size: below it the
+# image is a line, nothing can be found in it, and some processors fail on it.
+MIN_RESIZED_SIDE = 8
+
 
 @runtime_checkable
 class Detector(Protocol):
@@ -42,3 +48,16 @@ class Detector(Protocol):
         text_threshold: float,
     ) -> list[sv.Detections]:
         """Detect in a batch of RGB ``uint8`` images with one forward pass where the backend allows."""
+
+
+def check_resized_shapes(images: Sequence[np.ndarray], scale_of, detector: str) -> None:
+    """Refuse, naming the image, any image whose shorter side ``scale_of(height, width)`` would shrink below
+    :data:`MIN_RESIZED_SIDE` pixels at the detector's input size (a 20000x10 strip, say)."""
+    for index, image in enumerate(images):
+        height, width = image.shape[:2]
+        side = min(height, width) * scale_of(height, width)
+        if side < MIN_RESIZED_SIDE:
+            raise InputError(
+                f"image {index + 1} ({width}x{height}) is too elongated for {detector}: at its input size it would be "
+                f"{side:.1f} px across; crop it, or detect over tiles with --slice-size"
+            )

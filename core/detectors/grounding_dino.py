@@ -19,6 +19,7 @@ from ..detections import empty_detections, make_detections
 from ..devices import inference_context
 from ..errors import PromptError
 from ..prompts import prompt_text
+from .base import check_resized_shapes
 
 NO_PHRASE = -1
 
@@ -103,6 +104,12 @@ class GroundingDinoDetector:
         model = AutoModelForZeroShotObjectDetection.from_pretrained(checkpoint)
         return cls(model.to(device).eval(), processor, device)
 
+    def resize_scale(self, height: int, width: int) -> float:
+        """The factor the image processor resizes by: shortest edge to ``shortest_edge``, longest at most ``longest_edge``."""
+        size = self.processor.image_processor.size
+        shortest, longest = size.get("shortest_edge") or 800, size.get("longest_edge") or 1333
+        return min(shortest / min(height, width), longest / max(height, width))
+
     def token_phrase_map(self, phrases: Sequence[str]) -> np.ndarray:
         """For each token of the prompt, the index of its phrase (``-1`` for separators).
 
@@ -143,6 +150,7 @@ class GroundingDinoDetector:
     ) -> list[sv.Detections]:
         if not images:
             return []
+        check_resized_shapes(images, self.resize_scale, "Grounding DINO")
         token_phrase = self.token_phrase_map(phrases)
         text = prompt_text(phrases)
         inputs = self.processor(

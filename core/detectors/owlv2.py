@@ -18,6 +18,7 @@ from PIL import Image
 from ..detections import empty_detections, make_detections
 from ..devices import inference_context
 from ..errors import PromptError
+from .base import check_resized_shapes
 
 
 def owl_detections(
@@ -65,6 +66,32 @@ class Owlv2Detector:
         model = AutoModelForZeroShotObjectDetection.from_pretrained(checkpoint)
         return cls(model.to(device).eval(), processor, device)
 
+    @property
+    def input_side(self) -> int:
+        size = self.processor.image_processor.size
+        return int(size.get("height") or size.get("shortest_edge") or 960)
+
+    def resize_scale(self, height: int, width: int) -> float:
+        """OWLv2 pads to a square of the longest side, then resizes that to ``input_side``."""
+        return self.input_side / max(height, width)
+
+    def shrunk(self, image: np.ndarray) -> Image.Image:
+        """The image with its longest side at most the model's input side.
+
+        OWLv2's processor pads to a square of the longest side in float before
+        resizing: a 4000x3000 photo became a 4000x4000 float array and a slow
+        resize (157 s, 3.7 GB), a 20000x10 strip a 28 GB allocation. Shrinking
+        first (keeping the aspect ratio) gives the model the same input; boxes
+        come back in the original pixels because post-processing scales by the
+        original size.
+        """
+        picture = Image.fromarray(image)
+        height, width = image.shape[:2]
+        if max(height, width) <= self.input_side:
+            return picture
+        scale = self.input_side / max(height, width)
+        return picture.resize((max(1, round(width * scale)), max(1, round(height * scale))), Image.BILINEAR)
+
     def validate_phrases(self, phrases: Sequence[str]) -> None:
         # The processor would silently truncate a long phrase; say so instead.
         for phrase in phrases:
@@ -85,9 +112,10 @@ class Owlv2Detector:
         if not images:
             return []
         self.validate_phrases(phrases)
+        check_resized_shapes(images, self.resize_scale, "OWL")
         inputs = self.processor(
             text=[list(phrases)] * len(images),
-            images=[Image.fromarray(image) for image in images],
+            images=[self.shrunk(image) for image in images],
             return_tensors="pt",
             padding="max_length",
             max_length=self.max_text_len,
