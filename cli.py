@@ -11,7 +11,9 @@ from __future__ import annotations
 import argparse
 import glob
 import json
+import signal
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -196,7 +198,6 @@ def label_image_files(args: argparse.Namespace, plan: ImageRunPlan, batch_size: 
     fails, is reported and the run goes on. Every file is written under a
     temporary name and renamed, so none is ever left half-written.
     """
-    from PIL import Image
     from tqdm import tqdm
 
     files, output = plan.files, plan.output
@@ -210,7 +211,25 @@ def label_image_files(args: argparse.Namespace, plan: ImageRunPlan, batch_size: 
 
     started = time.perf_counter()
     progress = tqdm(total=len(files), desc="images", unit="img", disable=args.quiet)
-    for batch in batched(list(zip(files, plan.names)), batch_size):
+    try:
+        label_batches(args, plan, batch_size, label_images, summary, progress)
+    except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM: every file written so far is complete
+        progress.close()
+        summary.seconds = time.perf_counter() - started
+        print("\n".join(summary.lines()) + "\n(interrupted)")
+        return stopped_status(stop)
+    progress.close()
+    summary.seconds = time.perf_counter() - started
+    print("\n".join(summary.lines()))
+    return EXIT_FAILURES if summary.failures else EXIT_OK
+
+
+def label_batches(args, plan: ImageRunPlan, batch_size: int, label_images, summary: RunSummary, progress) -> None:
+    from PIL import Image
+    from tqdm import tqdm
+
+    output = plan.output
+    for batch in batched(list(zip(plan.files, plan.names)), batch_size):
         loaded = []
         for path, stem in batch:
             try:
@@ -239,10 +258,6 @@ def label_image_files(args: argparse.Namespace, plan: ImageRunPlan, batch_size: 
             summary.images += 1
             summary.objects += len(detections)
             progress.update(1)
-    progress.close()
-    summary.seconds = time.perf_counter() - started
-    print("\n".join(summary.lines()))
-    return EXIT_FAILURES if summary.failures else EXIT_OK
 
 
 def check_sam3_video_options(args: argparse.Namespace) -> None:
@@ -345,7 +360,7 @@ def run_video(args: argparse.Namespace) -> int:
     if info and info.frame_count:
         total = max(0, -(-(info.frame_count - args.start_frame) // args.stride))
     object_ids: set[int] = set()
-    frames_done, started, interrupted = 0, time.perf_counter(), False
+    frames_done, started, interrupted = 0, time.perf_counter(), None
     writer = None if args.no_draw else VideoWriter(output / f"{stem}.mp4", fps=fps)
     progress = tqdm(total=total, desc="frames", unit="frame", disable=args.quiet)
     try:
@@ -358,8 +373,8 @@ def run_video(args: argparse.Namespace) -> int:
                 object_ids.update(result.detections.tracker_id.tolist())
                 frames_done += 1
                 progress.update(1)
-    except KeyboardInterrupt:
-        interrupted = True
+    except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM: the JSONL holds every finished frame
+        interrupted = stop
     except GroundedSam2Error as error:
         progress.close()
         print(f"error: {error}", file=sys.stderr)
@@ -373,7 +388,7 @@ def run_video(args: argparse.Namespace) -> int:
     print(f"objects tracked:  {len(object_ids)}")
     print(f"frames skipped:   {len(skipped)}")
     print(f"time:             {seconds:.1f} s ({frames_done / seconds if seconds else 0:.2f} frames/s)")
-    return 130 if interrupted else EXIT_OK
+    return stopped_status(interrupted) if interrupted else EXIT_OK
 
 
 def detector_from_args(args: argparse.Namespace):
@@ -595,9 +610,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``timeout``, ``docker stop``, Slurm): stop as Ctrl-C does, with exit status 143."""
+
+
+def _terminate(signum, frame) -> None:
+    raise Terminated()
+
+
+def stopped_status(stop: KeyboardInterrupt) -> int:
+    """128 + the signal: 130 for Ctrl-C (SIGINT), 143 for SIGTERM."""
+    return 143 if isinstance(stop, Terminated) else 130
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.run(args)
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if in_main_thread else None
+    try:
+        return args.run(args)
+    except KeyboardInterrupt as stop:  # stopped before the work loop began: nothing to finalise
+        print("interrupted", file=sys.stderr)
+        return stopped_status(stop)
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

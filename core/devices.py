@@ -9,7 +9,7 @@ import torch
 
 from .errors import InputError
 
-DEVICE_CHOICES = ("auto", "cuda", "mps", "cpu")
+DEVICE_CHOICES = ("auto", "cuda", "mps", "xpu", "cpu")
 
 
 def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
@@ -28,9 +28,32 @@ def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
         resolved = torch.device(device)
     except (RuntimeError, TypeError) as error:
         raise InputError(f"device {device!r} is not a valid torch device: {error}") from None
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"device {device!r} was requested but CUDA is not available on this machine")
+    if resolved.type not in ACCELERATORS and resolved.type != "cpu":
+        raise InputError(f"device {device!r}: {resolved.type} is not supported; use auto, cpu, cuda, mps or xpu")
+    if resolved.type in ACCELERATORS:
+        name, available, count = ACCELERATORS[resolved.type]
+        if not available():
+            raise InputError(f"device {device!r} was requested but {name} is not available on this machine")
+        if resolved.index is not None and resolved.index >= count():
+            raise InputError(f"device {device!r}: this machine has {count()} {name} device(s), numbered from 0")
     return resolved
+
+
+def _mps_available() -> bool:
+    mps = getattr(torch.backends, "mps", None)
+    return mps is not None and mps.is_available()
+
+
+def _xpu_available() -> bool:
+    return hasattr(torch, "xpu") and torch.xpu.is_available()
+
+
+# Each accelerator: the name users know it by, whether this machine has it, how many there are.
+ACCELERATORS = {
+    "cuda": ("CUDA", torch.cuda.is_available, torch.cuda.device_count),
+    "mps": ("Apple MPS", _mps_available, lambda: 1),
+    "xpu": ("Intel XPU", _xpu_available, lambda: torch.xpu.device_count() if _xpu_available() else 0),
+}
 
 
 @contextlib.contextmanager

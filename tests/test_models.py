@@ -54,3 +54,36 @@ def test_cpu_inference_stays_float32():
     with inference_context(torch.device("cpu")):
         out = torch.nn.Linear(2, 2)(torch.ones(1, 2))
     assert out.dtype == torch.float32 and not out.requires_grad
+
+
+@pytest.mark.parametrize(
+    ("device", "message"),
+    [
+        ("mps", "Apple MPS is not available"),
+        ("xpu", "Intel XPU is not available"),
+        ("cuda:7", "CUDA is not available"),
+        ("meta", "meta is not supported"),
+    ],
+)
+def test_missing_accelerators_are_one_line_errors(device, message):
+    if device == "mps" and torch.backends.mps.is_available() or device == "xpu" and hasattr(torch, "xpu") and \
+            torch.xpu.is_available() or device.startswith("cuda") and torch.cuda.is_available():
+        pytest.skip(f"{device} exists here")
+    with pytest.raises(InputError, match=message) as error:
+        resolve_device(device)
+    assert len(str(error.value).splitlines()) == 1
+
+
+def test_cli_and_operator_report_a_missing_device_cleanly(tmp_path, tiny_models):
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-m", "gsam2.cli", "image", "--prompt", "cat.", "--input", str(tmp_path),
+         "--output", str(tmp_path / "out"), "--device", "xpu", "--detector", str(tiny_models["grounding-dino"])],
+        capture_output=True, text=True, timeout=300,
+    )
+    if hasattr(torch, "xpu") and torch.xpu.is_available():
+        pytest.skip("xpu exists here")
+    assert result.returncode == 2
+    assert result.stderr.strip() == "error: device 'xpu' was requested but Intel XPU is not available on this machine"

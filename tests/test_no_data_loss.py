@@ -155,3 +155,29 @@ def test_one_unusable_image_is_its_own_error_not_its_batchs(tmp_path, tiny_model
     [line] = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert "c-strip.png" in line and "too elongated for Grounding DINO" in line and "SizeDict" not in line
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.json", "b.json", "d.json"]
+
+
+@pytest.mark.parametrize(("signal_name", "status"), [("SIGINT", 130), ("SIGTERM", 143)])
+def test_image_run_stopped_by_a_signal_ends_with_a_summary(tmp_path, tiny_models, signal_name, status):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    photos(tmp_path / "in", [f"p{i:03d}.png" for i in range(300)])
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "gsam2.cli", "image", "--prompt", "cat.", "--input", str(tmp_path / "in"),
+               "--output", str(out), "--quiet", *model_args(tiny_models)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and len(list(out.glob("*.json")) if out.exists() else []) < 3:
+        time.sleep(0.1)
+    process.send_signal(getattr(signal, signal_name))
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == status, stderr
+    assert "Traceback" not in stderr and "(interrupted)" in stdout and "images processed:" in stdout
+    written = sorted(out.glob("*.json"))
+    assert 3 <= len(written) < 300
+    for path in written:
+        json.loads(path.read_text())  # every file on disk is complete
+    assert not [p for p in out.iterdir() if p.name.startswith(".")], "no temporary files left behind"

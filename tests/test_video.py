@@ -141,7 +141,9 @@ def test_stream_url_is_read_as_a_live_source(tmp_path):
     assert [i for i, _ in frames] == list(range(6))
 
 
-def test_ctrl_c_stops_cleanly_and_keeps_what_was_done(tmp_path, tiny_models):
+@pytest.mark.parametrize(("signal_name", "status"), [("SIGINT", 130), ("SIGTERM", 143)])
+def test_ctrl_c_or_sigterm_stops_cleanly_and_keeps_what_was_done(tmp_path, tiny_models, signal_name, status):
+    """Ctrl-C, and SIGTERM as timeout, docker stop and Slurm send it: a finalised MP4 and 128 + the signal."""
     import signal
     import time
 
@@ -179,9 +181,9 @@ def test_ctrl_c_stops_cleanly_and_keeps_what_was_done(tmp_path, tiny_models):
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and (not jsonl.exists() or len(jsonl.read_text().splitlines()) < 5):
         time.sleep(0.2)
-    process.send_signal(signal.SIGINT)
+    process.send_signal(getattr(signal, signal_name))
     stdout, stderr = process.communicate(timeout=120)
-    assert process.returncode == 130, stderr
+    assert process.returncode == status, stderr
     assert "(interrupted)" in stdout
     lines = jsonl.read_text().splitlines()
     assert 5 <= len(lines) < 3000
