@@ -30,10 +30,11 @@ class VideoInfo:
     """What a container says about its first video stream; nothing here needs decoding."""
 
     source: str  # path or URL as given
-    width: int
+    width: int  # as displayed: with the stream's rotation applied (a portrait phone video is taller than wide)
     height: int
     fps: float  # average frame rate; DEFAULT_FPS when the container does not say
     frame_count: int | None  # from the container's metadata (may be approximate); None when it does not say
+    rotation: int = 0  # degrees counter-clockwise the player turns the coded frames (0, 90, 180, 270)
 
 
 def probe_video(source: str | Path) -> VideoInfo:
@@ -50,9 +51,37 @@ def probe_video(source: str | Path) -> VideoInfo:
         rate = stream.average_rate or stream.guessed_rate
         fps = float(rate) if rate else DEFAULT_FPS
         frames = int(stream.frames) if stream.frames else None
-        return VideoInfo(text, int(stream.codec_context.width), int(stream.codec_context.height), fps, frames)
+        width, height = int(stream.codec_context.width), int(stream.codec_context.height)
+        rotation = _first_frame_rotation(container, stream)
+        if rotation in (90, 270):
+            width, height = height, width
+        return VideoInfo(text, width, height, fps, frames, rotation)
     finally:
         container.close()
+
+
+def _first_frame_rotation(container, stream) -> int:
+    """The display rotation (the container's display matrix, as FFmpeg reports it on decoded frames)."""
+    import av
+
+    try:
+        for frame in container.decode(stream):
+            return _quarter_turns(frame) * 90
+    except av.FFmpegError:
+        pass
+    return 0
+
+
+def _quarter_turns(frame) -> int:
+    """Counter-clockwise quarter turns a player applies to show ``frame`` upright (phones record sideways)."""
+    return int(round((getattr(frame, "rotation", 0) or 0) / 90)) % 4
+
+
+def displayed(frame) -> np.ndarray:
+    """A decoded frame as RGB, turned as players show it (the rotation in its display matrix applied)."""
+    rgb = frame.to_ndarray(format="rgb24")
+    turns = _quarter_turns(frame)
+    return np.ascontiguousarray(np.rot90(rgb, turns)) if turns else rgb
 
 
 def iter_frames(
@@ -62,7 +91,8 @@ def iter_frames(
     max_frames: int | None = None,
     on_skip: OnSkip | None = None,
 ) -> Iterator[tuple[int, np.ndarray]]:
-    """Yield ``(frame_index, rgb)`` one frame at a time: ``rgb`` is an ``(H, W, 3)`` ``uint8`` array.
+    """Yield ``(frame_index, rgb)`` one frame at a time: ``rgb`` is an ``(H, W, 3)`` ``uint8`` array,
+    upright as a player shows it (a rotation in the container's display matrix is applied).
 
     ``source`` is a file path, a URL (anything with ``://``, opened by FFmpeg)
     or a camera index (``int``, read with OpenCV until the camera stops).
@@ -186,7 +216,7 @@ def _file_frames(
                 continue
             for frame in decoded:
                 if wanted(index):
-                    yield index, frame.to_ndarray(format="rgb24")
+                    yield index, displayed(frame)
                 index += 1
     except av.FFmpegError as error:
         # The demuxer itself gave up (a truncated file, a stream that stopped): keep what was read.

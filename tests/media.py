@@ -21,8 +21,14 @@ def moving_squares(frames: int, height: int = 64, width: int = 96):
         yield image
 
 
-def write_video(path: Path, frames, fps: int = 25, codec: str = "mpeg4", pix_fmt: str = "yuv420p") -> Path:
-    """Encode frames with PyAV; the container comes from the file extension."""
+def write_video(
+    path: Path, frames, fps: int = 25, codec: str = "mpeg4", pix_fmt: str = "yuv420p", rotation: int = 0
+) -> Path:
+    """Encode frames with PyAV; the container comes from the file extension.
+
+    ``rotation``: degrees counter-clockwise a player turns the frames (a display
+    matrix, as phones write for portrait videos).
+    """
     container = av.open(str(path), mode="w")
     stream = None
     for image in frames:
@@ -30,6 +36,8 @@ def write_video(path: Path, frames, fps: int = 25, codec: str = "mpeg4", pix_fmt
             stream = container.add_stream(codec, rate=fps)
             stream.height, stream.width = image.shape[:2]
             stream.pix_fmt = pix_fmt
+            if rotation:
+                stream.set_display_rotation(rotation)
         for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
             container.mux(packet)
     if stream is not None:

@@ -168,3 +168,23 @@ def test_a_video_failing_midway_keeps_no_partial_tracks(videos, params, monkeypa
     assert all(frame["tracks"] is not None for frame in a.frames.values())
     assert all(frame["tracks"] is None for frame in b.frames.values()), "the failed video holds no half of its tracks"
     assert "decoding failed at frame 6" in b["tracks_error"]
+
+
+def test_a_portrait_phone_video_is_tracked_upright(tmp_path, params):
+    """Rotation 90 in the display matrix: masks and boxes in the orientation the App's player shows."""
+    path = write_video(tmp_path / "portrait.mp4", moving_squares(FRAMES), rotation=90)
+    dataset = fo.Dataset()
+    dataset.add_sample(fo.Sample(filepath=str(path)))
+    try:
+        result = run(dataset, {**params, "box_threshold": 0.0})
+        assert result.result["processed"] == 1
+        found = 0
+        for frame in dataset.first().frames.values():
+            for detection in frame["tracks"].detections:
+                x, y, w, h = detection.bounding_box
+                # displayed 64 wide and 96 high (coded 96x64, turned a quarter)
+                assert detection.mask.shape == (round(h * 96), round(w * 64))
+                found += 1
+        assert found > 0
+    finally:
+        dataset.delete()

@@ -262,3 +262,19 @@ def test_url_that_never_answers_times_out(monkeypatch):
 def test_missing_camera_is_named():
     with pytest.raises(InputError, match="camera 99: cannot be opened"):
         next(iter_frames(99))
+
+
+@pytest.mark.parametrize("rotation", [90, 180, 270])
+def test_rotation_metadata_is_applied_like_a_player(tmp_path, rotation):
+    """A portrait phone video (display matrix rotation 90) is coded sideways: frames come out upright."""
+    coded = np.full((48, 64, 3), 40, np.uint8)
+    coded[:16, :16] = (230, 30, 30)  # a red block in the coded frame's top-left corner
+    path = write_video(tmp_path / "phone.mp4", [coded] * 3, rotation=rotation)
+    info = probe_video(path)
+    assert info.rotation == rotation
+    assert (info.height, info.width) == ((64, 48) if rotation in (90, 270) else (48, 64))
+    frames = [frame for _, frame in iter_frames(path)]
+    assert len(frames) == 3 and frames[0].shape == (info.height, info.width, 3)
+    expected = np.rot90(coded, rotation // 90)  # counter-clockwise quarter turns
+    red = frames[0][..., 0] > 150
+    np.testing.assert_array_equal(red, expected[..., 0] > 150)
