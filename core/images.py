@@ -2,13 +2,15 @@
 
 Every loader in the project goes through :func:`load_image`, which returns an
 RGB ``uint8`` array in display orientation (EXIF rotation applied) whatever the
-file holds: grayscale, palette, RGBA, 16-bit or CMYK. Masks computed on that
+file holds: grayscale, palette, RGBA, 16-bit or float (scaled by the data's
+range, see :func:`high_bit_depth_to_uint8`) or CMYK. Masks computed on that
 array therefore line up with the image a person sees in FiftyOne or CVAT.
 """
 
 from __future__ import annotations
 
 import io
+import os
 import warnings
 from pathlib import Path
 
@@ -23,16 +25,22 @@ IMAGE_EXTENSIONS = frozenset(
 
 _SIXTEEN_BIT_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 
+# The largest image read, in pixels: 250 MP by default, so 108 and 200 MP phone photos pass
+# (Pillow's own limit, 89.5 MP, warns above it and refuses above twice that). Decoded as RGB,
+# 250 MP is 750 MB. Set GSAM2_MAX_IMAGE_PIXELS, or PIL.Image.MAX_IMAGE_PIXELS yourself.
+DEFAULT_MAX_IMAGE_PIXELS = 250_000_000
+_PILLOW_DEFAULT_LIMIT = int(1024 * 1024 * 1024 // 4 // 3)
+if Image.MAX_IMAGE_PIXELS == _PILLOW_DEFAULT_LIMIT:  # left alone if the application chose its own
+    Image.MAX_IMAGE_PIXELS = int(os.environ.get("GSAM2_MAX_IMAGE_PIXELS", DEFAULT_MAX_IMAGE_PIXELS))
+
 
 def to_rgb_array(image: Image.Image) -> np.ndarray:
     """Convert any PIL image to an ``(H, W, 3)`` ``uint8`` RGB array, EXIF rotation applied."""
     image = ImageOps.exif_transpose(image)
     if image.mode in _SIXTEEN_BIT_MODES:
         # PIL's own convert("RGB") clips 16-bit values to 255, which turns most
-        # 16-bit images white; scale the full range down instead.
-        values = np.asarray(image, dtype=np.float32)
-        peak = 65535.0 if values.max(initial=0) > 255 else 255.0
-        gray = np.clip(values * (255.0 / peak), 0, 255).astype(np.uint8)
+        # 16-bit images white; scale the data's range down instead.
+        gray = high_bit_depth_to_uint8(np.asarray(image), floating=image.mode == "F")
         return np.repeat(gray[:, :, None], 3, axis=2)
     if image.mode == "P":
         image = image.convert("RGBA")
@@ -50,13 +58,34 @@ def as_rgb_array(image: np.ndarray | Image.Image) -> np.ndarray:
         raise InputError(f"image array has shape {array.shape}; expected H×W, H×W×3 or H×W×4")
     if array.shape[0] == 0 or array.shape[1] == 0:
         raise InputError(f"image array has shape {array.shape}: it has no pixels")
-    if array.dtype == np.uint16:
-        array = (array / 257.0).round()
-    elif array.dtype != np.uint8:
-        if np.issubdtype(array.dtype, np.floating) and array.max(initial=0) <= 1.0:
-            array = array * 255.0
-        array = np.clip(array, 0, 255)
-    return np.ascontiguousarray(array[:, :, :3].astype(np.uint8))
+    if array.dtype != np.uint8:
+        array = high_bit_depth_to_uint8(array, floating=np.issubdtype(array.dtype, np.floating))
+    return np.ascontiguousarray(array[:, :, :3])
+
+
+# Bit depths that cameras and scientific formats store in 16- and 32-bit containers.
+_BIT_DEPTHS = (10, 12, 14, 16, 24, 32)
+
+
+def high_bit_depth_to_uint8(values: np.ndarray, floating: bool) -> np.ndarray:
+    """Scale pixel values with more than 8 bits into ``uint8`` by the data's range.
+
+    - floating-point data with its brightest value at most 1.0 is read as [0, 1];
+    - values that fit in 0-255 are kept;
+    - otherwise the data is read as the smallest of 10, 12, 14, 16, 24 or 32 bits
+      that holds its brightest value (12-bit sensor data in a 16-bit PNG: 4095 is white).
+    Negative values become 0.
+    """
+    data = np.nan_to_num(np.asarray(values, dtype=np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    peak = float(data.max(initial=0.0))
+    if floating and peak <= 1.0:
+        scale = 255.0
+    elif peak <= 255.0:
+        scale = 1.0
+    else:
+        bits = next((b for b in _BIT_DEPTHS if peak < 2**b), 64)
+        scale = 255.0 / (2.0**bits - 1)
+    return np.clip(np.round(data * scale), 0, 255).astype(np.uint8)
 
 
 def decode_image(data: bytes, name: str = "image") -> np.ndarray:
@@ -91,8 +120,10 @@ def _decode(open_image, name: str) -> np.ndarray:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise InputError(
             f"{name}: image is larger than the {Image.MAX_IMAGE_PIXELS:,}-pixel safety limit "
-            "(raise PIL.Image.MAX_IMAGE_PIXELS if you trust this file)"
+            "(set GSAM2_MAX_IMAGE_PIXELS, or PIL.Image.MAX_IMAGE_PIXELS, higher if you trust this file)"
         ) from None
+    except PermissionError:
+        raise InputError(f"{name}: cannot read it (permission denied)") from None
     except UnidentifiedImageError:
         raise InputError(f"{name}: not an image, or an image format that Pillow cannot read") from None
     except (OSError, SyntaxError, ValueError) as error:

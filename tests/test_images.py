@@ -35,6 +35,54 @@ def test_sixteen_bit_png_uses_its_full_range(tmp_path):
     assert image[0, :, 0].tolist() == [0, 128, 255]
 
 
+def test_twelve_bit_data_in_a_sixteen_bit_png_is_not_dark(tmp_path):
+    """12-bit sensor data (0-4095) stored in a 16-bit PNG: 4095 is white, not 15."""
+    values = np.array([[0, 2048, 4095]], dtype=np.uint16)
+    Image.fromarray(values).save(tmp_path / "twelve.png")
+    assert load_image(tmp_path / "twelve.png")[0, :, 0].tolist() == [0, 128, 255]
+
+
+def test_float_tiff_in_zero_to_one_is_not_black(tmp_path):
+    values = np.array([[0.0, 0.5, 1.0]], dtype=np.float32)
+    Image.fromarray(values, mode="F").save(tmp_path / "float.tif")
+    assert load_image(tmp_path / "float.tif")[0, :, 0].tolist() == [0, 128, 255]
+
+
+def test_float_arrays_and_sixteen_bit_arrays_scale_by_their_range():
+    from gsam2.core.images import as_rgb_array
+
+    assert as_rgb_array(np.array([[0.0, 1.0]], np.float32))[0, :, 0].tolist() == [0, 255]
+    assert as_rgb_array(np.array([[0, 1023]], np.uint16))[0, :, 0].tolist() == [0, 255]  # 10-bit
+    assert as_rgb_array(np.array([[0, 65535]], np.uint16))[0, :, 0].tolist() == [0, 255]
+    assert as_rgb_array(np.array([[float("nan"), -3.0]], np.float32))[0, :, 0].tolist() == [0, 0]
+
+
+def test_pixel_limit_is_250_megapixels_and_settable(tmp_path):
+    import subprocess
+    import sys
+
+    assert Image.MAX_IMAGE_PIXELS >= 200_000_000, "108 and 200 MP phone photos are read"
+    Image.new("RGB", (100, 100)).save(tmp_path / "big.png")
+    code = "from gsam2.core import load_image; load_image(%r)" % str(tmp_path / "big.png")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                            env={**__import__("os").environ, "GSAM2_MAX_IMAGE_PIXELS": "5000"})
+    assert result.returncode != 0 and "larger than the 5,000-pixel safety limit" in result.stderr
+
+
+def test_unreadable_file_says_permission_denied(tmp_path, monkeypatch):
+    import errno
+
+    path = tmp_path / "locked.png"
+    Image.new("RGB", (4, 4)).save(path)
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied", str(path))
+
+    monkeypatch.setattr(Image, "open", refuse)  # root reads any file: stand in for a chmod 000 file
+    with pytest.raises(InputError, match=r"locked\.png: cannot read it \(permission denied\)"):
+        load_image(path)
+
+
 def test_cmyk_jpeg(tmp_path):
     Image.new("CMYK", (10, 6), (0, 255, 255, 0)).save(tmp_path / "cmyk.jpg")  # pure red in CMYK
     image = load_image(tmp_path / "cmyk.jpg")
