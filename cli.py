@@ -317,6 +317,10 @@ def run_video(args: argparse.Namespace) -> int:
         if uses_sam3:
             check_sam3_video_options(args)
         info = probe_video(source) if isinstance(source, str) else None
+        if info is not None and info.frame_count and args.start_frame >= info.frame_count:
+            raise InputError(f"--start-frame {args.start_frame}: {source} has {info.frame_count} frames (0-based)")
+        if isinstance(source, int):
+            check_camera(source)
         if uses_sam3:
             phrases = parse_prompt(args.prompt or "")
             sam3 = load_sam3_tracker(args.tracker, device=args.device)
@@ -333,8 +337,12 @@ def run_video(args: argparse.Namespace) -> int:
     prepare_output_folder(output)
     skipped: list[str] = []
 
+    skipped_frames: list[int] = []
+
     def on_skip(frame_index, message):
         skipped.append(f"frame {frame_index}: {message}" if frame_index is not None else message)
+        if frame_index is not None:
+            skipped_frames.append(frame_index)
         tqdm.write(f"warning: {source}: skipped undecodable data ({message})", file=sys.stderr)
 
     frames = iter_frames(source, start_frame=args.start_frame, stride=args.stride, on_skip=on_skip)
@@ -361,7 +369,7 @@ def run_video(args: argparse.Namespace) -> int:
         total = max(0, -(-(info.frame_count - args.start_frame) // args.stride))
     object_ids: set[int] = set()
     frames_done, started, interrupted = 0, time.perf_counter(), None
-    writer = None if args.no_draw else VideoWriter(output / f"{stem}.mp4", fps=fps)
+    writer = None if args.no_draw else VideoWriter(output / f"{stem}.mp4", fps=fps, resize_mismatched=True)
     progress = tqdm(total=total, desc="frames", unit="frame", disable=args.quiet)
     try:
         with open(output / f"{stem}.jsonl", "w") as lines:
@@ -369,7 +377,12 @@ def run_video(args: argparse.Namespace) -> int:
                 lines.write(json.dumps(frame_record(result.frame_index, result.detections)) + "\n")
                 lines.flush()  # live sources: each frame's result is on disk as soon as it is final
                 if writer is not None:
-                    writer.write(draw_detections(result.frame, result.detections))
+                    try:
+                        writer.write(draw_detections(result.frame, result.detections))
+                    except InputError as error:  # e.g. a 1x1 video: the results go on, the drawing stops
+                        tqdm.write(f"warning: no annotated video: {error}", file=sys.stderr)
+                        writer.close()
+                        writer = None
                 object_ids.update(result.detections.tracker_id.tolist())
                 frames_done += 1
                 progress.update(1)
@@ -384,11 +397,32 @@ def run_video(args: argparse.Namespace) -> int:
         if writer is not None:
             writer.close()
     seconds = time.perf_counter() - started
+    # A truncated file whose index lists more frames than can be decoded ends early without an error.
+    undecodable = sum(1 for index in skipped_frames if index >= args.start_frame and (index - args.start_frame) % args.stride == 0)
+    missing = (total - frames_done - undecodable) if total and not interrupted else 0
     print(f"frames processed: {frames_done}" + (" (interrupted)" if interrupted else ""))
     print(f"objects tracked:  {len(object_ids)}")
     print(f"frames skipped:   {len(skipped)}")
+    if missing > 0:
+        print(f"frames missing:   {missing} of {total} (the file ends before its index says: truncated?)")
+    if writer is not None and writer.frames_resized:
+        print(f"frames resized:   {writer.frames_resized} (the resolution changed; drawn at the first size)")
     print(f"time:             {seconds:.1f} s ({frames_done / seconds if seconds else 0:.2f} frames/s)")
-    return stopped_status(interrupted) if interrupted else EXIT_OK
+    if interrupted:
+        return stopped_status(interrupted)
+    return EXIT_FAILURES if missing > 0 else EXIT_OK
+
+
+def check_camera(index: int) -> None:
+    """A usage error, before any model loads, if camera ``index`` cannot be opened."""
+    import cv2
+
+    capture = cv2.VideoCapture(index)
+    try:
+        if not capture.isOpened():
+            raise InputError(f"--input {index}: no camera with this index can be opened")
+    finally:
+        capture.release()
 
 
 def detector_from_args(args: argparse.Namespace):
@@ -498,6 +532,16 @@ def probability(text: str) -> float:
     return value
 
 
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is negative: frames are counted from 0")
+    return value
+
+
 def positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -592,7 +636,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="also track newly found objects backwards (up to 2*STEP frames) so tracks start "
         "where objects appear; delays output by 2*STEP frames",
     )
-    video.add_argument("--start-frame", type=int, default=0, help="first frame to process (0-based, default 0)")
+    video.add_argument(
+        "--start-frame", type=non_negative_int, default=0, help="first frame to process (0-based, default 0)"
+    )
     video.add_argument("--stride", type=positive_int, default=1, help="process every STRIDE-th frame (default 1)")
     video.add_argument(
         "--tracker",

@@ -13,6 +13,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from .errors import InputError
 from .images import as_rgb_array
@@ -267,8 +268,13 @@ class VideoWriter:
         width: int | None = None,
         height: int | None = None,
         codec: str | None = None,
+        resize_mismatched: bool = False,
     ):
         self.path = Path(path)
+        # A stream whose resolution changes midway: resize such frames to the video's size
+        # (counted in frames_resized) instead of refusing them.
+        self.resize_mismatched = resize_mismatched
+        self.frames_resized = 0
         if not self.path.parent.is_dir():
             raise InputError(f"{self.path}: folder {self.path.parent} does not exist")
         if self.path.is_dir():
@@ -324,6 +330,10 @@ class VideoWriter:
             raise InputError(f"{self.path}: the writer is closed")
         if self._container is None:
             self._start(*rgb.shape[:2])
+        if rgb.shape[:2] != self._source_size and self.resize_mismatched:
+            source_height, source_width = self._source_size
+            rgb = np.asarray(Image.fromarray(rgb).resize((source_width, source_height), Image.BILINEAR))
+            self.frames_resized += 1
         if rgb.shape[:2] != self._source_size:
             raise InputError(
                 f"{self.path}: frame {self.frames_written} is {rgb.shape[1]}x{rgb.shape[0]}, "

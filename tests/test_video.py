@@ -17,6 +17,7 @@ from gsam2.core.video_io import iter_frames, probe_video
 from gsam2.core.video_pipeline import BoxPrompt, track_from_boxes
 
 from .media import empty_video, moving_squares, write_video
+from .test_cli import gsam2
 
 
 def gsam2_video(tiny_models, *args):
@@ -225,3 +226,56 @@ def test_pruned_memory_gives_the_same_masks_as_full_memory_when_a_keyframe_is_re
         np.testing.assert_array_equal(pruned[index], full[index], err_msg=f"frame {index}")
     assert len(dict.keys(pruned_frames)) < 20, "old frames are still pruned"
     assert len(pruned_frames) == len(frames)
+
+
+def video_args(tiny_models, *extra):
+    return ["--prompt", "red square", "--detector", str(tiny_models["grounding-dino"]), "--segmenter",
+            str(tiny_models["sam2"]), "--tracker", str(tiny_models["sam2-video"]), "--device", "cpu", "--quiet", *extra]
+
+
+def test_a_truncated_video_reports_its_missing_frames_and_exits_1(tmp_path, tiny_models):
+    """The index (moov first) lists 40 frames; the file is cut halfway through its data."""
+    import av
+
+    full = tmp_path / "full.mp4"
+    container = av.open(str(full), mode="w", options={"movflags": "faststart"})
+    stream = container.add_stream("mpeg4", rate=25)
+    stream.width, stream.height, stream.pix_fmt = 96, 64, "yuv420p"
+    for image in moving_squares(40):
+        for packet in stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")):
+            container.mux(packet)
+    for packet in stream.encode():
+        container.mux(packet)
+    container.close()
+    data = full.read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: len(data) * 6 // 10])
+    result = gsam2("video", "--input", str(cut), "--output", str(tmp_path / "out"), "--no-draw",
+                   *video_args(tiny_models))
+    assert result.returncode == 1, result.stderr
+    processed = int(next(line for line in result.stdout.splitlines() if line.startswith("frames processed")).split()[2])
+    assert 0 < processed < 40
+    assert f"frames missing:   {40 - processed} of 40" in result.stdout
+
+
+@pytest.mark.parametrize(("start", "message"), [("40", "has 10 frames"), ("-1", "is negative")])
+def test_start_frame_out_of_range_is_a_usage_error_before_any_work(tmp_path, tiny_models, start, message):
+    video = write_video(tmp_path / "v.mp4", moving_squares(10))
+    result = gsam2("video", "--input", str(video), "--output", str(tmp_path / "out"), f"--start-frame={start}",
+                   "--prompt", "x", "--detector", str(tmp_path / "no-such-model"))
+    assert result.returncode == 2 and message in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_no_camera_is_a_usage_error_before_any_work(tmp_path):
+    result = gsam2("video", "--input", "7", "--output", str(tmp_path / "out"), "--prompt", "x",
+                   "--detector", str(tmp_path / "no-such-model"))
+    assert result.returncode == 2 and "no camera with this index" in result.stderr
+
+
+def test_a_one_pixel_video_keeps_its_results_without_a_drawing(tmp_path, tiny_models):
+    video = write_video(tmp_path / "dot.mkv", [np.full((1, 1, 3), 200, np.uint8)] * 4, codec="ffv1", pix_fmt="bgr0")
+    result = gsam2("video", "--input", str(video), "--output", str(tmp_path / "out"), *video_args(tiny_models))
+    assert result.returncode == 0, result.stderr
+    assert "no annotated video" in result.stderr and "too small to encode" in result.stderr
+    assert len((tmp_path / "out" / "dot.jsonl").read_text().splitlines()) == 4
