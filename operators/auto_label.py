@@ -58,6 +58,7 @@ class AutoLabel(foo.Operator):
     def execute(self, ctx) -> dict[str, Any]:
         params = ctx.params
         settings = common.run_settings(params)
+        common.require_images(ctx)
         caption_task = params.get("caption_task") or DEFAULT_CAPTION_TASK
         if caption_task not in CAPTION_TASKS:
             raise InputError(f"caption {caption_task!r}: choose one of {', '.join(CAPTION_TASKS)}")

@@ -222,10 +222,41 @@ def run_settings(params: dict[str, Any]) -> dict[str, Any]:
         if not params.get("mask_dir"):
             raise InputError("mask folder: required when masks are stored as files")
         mask_dir = Path(params["mask_dir"]).expanduser().resolve()
-    batch_size = int(params.get("batch_size") or DEFAULT_BATCH_SIZE)
-    if batch_size < 1:
-        raise InputError(f"batch size {batch_size}: must be at least 1")
-    return {"label_field": label_field, "write_mode": mode, "mask_dir": mask_dir, "batch_size": batch_size}
+    batch_size = params.get("batch_size")
+    batch_size = DEFAULT_BATCH_SIZE if batch_size is None else batch_size
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise InputError(f"batch size {batch_size!r}: must be a whole number of at least 1")
+    box_threshold, text_threshold = thresholds(params)
+    return {
+        "label_field": label_field,
+        "write_mode": mode,
+        "mask_dir": mask_dir,
+        "batch_size": batch_size,
+        "box_threshold": box_threshold,
+        "text_threshold": text_threshold,
+    }
+
+
+def thresholds(params: dict[str, Any]) -> tuple[float, float]:
+    """``box_threshold`` and ``text_threshold``: numbers from 0 to 1 (unset: the defaults), as the CLI takes them."""
+    values = []
+    for name, default in (("box_threshold", DEFAULT_BOX_THRESHOLD), ("text_threshold", DEFAULT_TEXT_THRESHOLD)):
+        value = params.get(name)
+        value = default if value is None else value
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+            raise InputError(f"{name.replace('_', ' ')} {value!r}: must be a number from 0 to 1")
+        values.append(float(value))
+    return values[0], values[1]
+
+
+def require_images(ctx) -> None:
+    """Refuse a dataset of videos (or point clouds...) up front, not sample by sample."""
+    media_type = getattr(ctx.dataset, "media_type", "image")
+    if media_type not in ("image", None):
+        raise InputError(
+            f"dataset {ctx.dataset.name!r} holds {media_type}s: this operator labels images"
+            + (" (use track_video for videos)" if media_type == "video" else "")
+        )
 
 
 # ---------------------------------------------------------------- sharding

@@ -80,6 +80,7 @@ class GroundAndSegment(foo.Operator):
         if common.needs_prompt(params):
             parse_prompt(params.get("prompt") or "")  # an empty prompt fails before any model loads
         settings = common.run_settings(params)
+        common.require_images(ctx)
         if common.wants_fan_out(params):
             return common.finish(ctx, {"queued": common.queue_shards(ctx, self.uri)})
 
@@ -90,8 +91,7 @@ class GroundAndSegment(foo.Operator):
         if not detector.produces_masks:
             segmenter = load_segmenter(params.get("segmenter") or DEFAULT_SEGMENTER, device=params.get("device", "auto"))
         common.ensure_fields(ctx.dataset, settings["label_field"])
-        box_threshold = float(params.get("box_threshold", DEFAULT_BOX_THRESHOLD))
-        text_threshold = float(params.get("text_threshold", DEFAULT_TEXT_THRESHOLD))
+        box_threshold, text_threshold = settings["box_threshold"], settings["text_threshold"]
 
         def label_batch(loaded):
             results = ground_and_segment(

@@ -51,6 +51,7 @@ class SegmentWithSam2(foo.Operator):
     def execute(self, ctx) -> dict[str, Any]:
         params = ctx.params
         settings = common.run_settings(params)
+        common.require_images(ctx)
         source_field = params.get("source_field") or ""
         if source_field not in detection_fields(ctx.dataset):
             raise InputError(f"source field {source_field!r}: not a Detections field of dataset {ctx.dataset.name!r}")

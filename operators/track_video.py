@@ -9,9 +9,7 @@ import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
 from ..core import (
-    DEFAULT_BOX_THRESHOLD,
     DEFAULT_SEGMENTER,
-    DEFAULT_TEXT_THRESHOLD,
     GroundedSam2Error,
     InputError,
     load_segmenter,
@@ -132,6 +130,7 @@ class TrackVideo(foo.Operator):
             raise InputError(f"mode {mode!r}: choose prompt or field")
         if ctx.dataset.media_type != "video":
             raise InputError(f"dataset {ctx.dataset.name!r} holds {ctx.dataset.media_type}s, not videos")
+        box_threshold, text_threshold = common.thresholds(params)
         label_field = (params.get("label_field") or "").strip().removeprefix("frames.")
         if not label_field or "." in label_field:
             raise InputError(f"label field {label_field!r}: give a frame field name such as 'gsam2_tracks'")
@@ -169,7 +168,7 @@ class TrackVideo(foo.Operator):
                 frames = iter_frames(filepath)
                 if sam3 is not None:
                     results = sam3.track(
-                        frames, phrases, score_threshold=float(params.get("box_threshold", DEFAULT_BOX_THRESHOLD))
+                        frames, phrases, score_threshold=box_threshold
                     )
                 elif mode == "prompt":
                     results = ground_and_track(
@@ -181,8 +180,8 @@ class TrackVideo(foo.Operator):
                         step=int(params.get("step", DEFAULT_STEP)),
                         iou_threshold=float(params.get("iou_threshold", DEFAULT_IOU_THRESHOLD)),
                         prompt_type=params.get("prompt_type", "mask"),
-                        box_threshold=float(params.get("box_threshold", DEFAULT_BOX_THRESHOLD)),
-                        text_threshold=float(params.get("text_threshold", DEFAULT_TEXT_THRESHOLD)),
+                        box_threshold=box_threshold,
+                        text_threshold=text_threshold,
                         reverse=bool(params.get("reverse", False)),
                     )
                 else:

@@ -247,6 +247,40 @@ def test_a_nan_source_box_is_that_samples_error(dataset, model_params):
     assert [labels is not None for labels in ordered.values("sam2")] == [True, False, True, True, True]
 
 
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"box_threshold": float("nan")}, "box threshold nan: must be a number from 0 to 1"),
+        ({"box_threshold": -1}, "box threshold -1: must be a number from 0 to 1"),
+        ({"text_threshold": 1.5}, "text threshold 1.5"),
+        ({"batch_size": 0}, "batch size 0: must be a whole number of at least 1"),
+        ({"batch_size": 2.5}, "batch size 2.5"),
+    ],
+)
+def test_bad_parameters_are_refused_before_any_work(dataset, model_params, overrides, message):
+    with pytest.raises(ExecutionError, match=message):
+        run(GROUND, dataset, ground_params(model_params, **overrides))
+    assert "gsam2" not in dataset.get_field_schema()
+
+
+def test_unset_thresholds_take_the_defaults(dataset, model_params):
+    result = run(GROUND, dataset, ground_params(model_params, box_threshold=None, text_threshold=None))
+    assert result.result["processed"] == 5
+
+
+def test_image_operators_refuse_a_video_dataset_up_front(tmp_path, model_params):
+    from .media import moving_squares, write_video
+
+    videos = fo.Dataset()
+    videos.add_sample(fo.Sample(filepath=str(write_video(tmp_path / "v.mp4", moving_squares(3)))))
+    try:
+        with pytest.raises(ExecutionError, match="holds videos: this operator labels images .use track_video"):
+            run(GROUND, videos, ground_params(model_params))
+        assert "gsam2" not in videos.get_field_schema()
+    finally:
+        videos.delete()
+
+
 def test_segment_with_sam2_keeps_labels_and_links_sources(dataset, model_params):
     for sample in dataset:
         sample["ground_truth"] = fo.Detections(
