@@ -483,9 +483,10 @@ def add_model_options(
     slicing.add_argument(
         "--slice-overlap",
         type=int,
-        default=DEFAULT_SLICE_OVERLAP,
+        default=None,
         metavar="PIXELS",
-        help=f"overlap between tiles; at least the size of the objects you want (default: {DEFAULT_SLICE_OVERLAP})",
+        help="overlap between tiles; at least the size of the objects you want "
+        f"(default: {DEFAULT_SLICE_OVERLAP}, or a quarter of the slice if that is smaller)",
     )
 
 

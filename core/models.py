@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -154,7 +155,15 @@ _cache: dict[tuple[str, str, str], Any] = {}
 _cache_lock = threading.Lock()
 
 
+def looks_like_local_path(checkpoint: str) -> bool:
+    """A path, not a hub id (``owner/name`` has one slash and starts with neither ``/``, ``.`` nor ``~``)."""
+    return checkpoint.startswith(("/", "./", "../", "~", ".\\")) or checkpoint.count("/") > 1 or "\\" in checkpoint
+
+
 def _load_once(kind: str, backend: str, checkpoint: str, device: torch.device, loader: Callable) -> Any:
+    if looks_like_local_path(checkpoint) and not Path(checkpoint).expanduser().exists():
+        # Otherwise the hub client reports "Repo id must be in the form 'repo_name'...".
+        raise ModelLoadError(f"{kind} checkpoint {checkpoint!r}: no such file or folder")
     key = (f"{kind}:{backend}", checkpoint, str(device))
     with _cache_lock:  # one load even when several request threads ask at once
         if key not in _cache:
@@ -199,7 +208,7 @@ def load_detector(
     device: str | torch.device | None = "auto",
     *,
     slice_size: int | tuple[int, int] | None = None,
-    slice_overlap: int | tuple[int, int] = DEFAULT_SLICE_OVERLAP,
+    slice_overlap: int | tuple[int, int] | None = None,
     **options: Any,
 ) -> Detector:
     """The detector that ``checkpoint`` names, on ``device``; its weights load on first use.
@@ -213,7 +222,8 @@ def load_detector(
         slice_size: detect over tiles of this many pixels (an int or ``(width, height)``)
             and merge them (SAHI, :class:`~.detectors.sliced.SlicedDetector`), for
             large images with small objects; ``None`` detects on whole images.
-        slice_overlap: overlap between tiles in pixels (with ``slice_size``).
+        slice_overlap: overlap between tiles in pixels (with ``slice_size``); by default
+            128 or a quarter of the tile, whichever is smaller (so small tiles work alone).
         options: backend options: ``task`` (Florence-2), ``api_token`` (cloud;
             by default read from ``DDS_API_TOKEN``). ``None`` values are ignored.
 
@@ -233,7 +243,10 @@ def load_detector(
     model = _load_once("detector", backend, checkpoint, resolve_device(device), spec.load_model)
     detector = spec.make_detector(model, **options)
     if slice_size is not None:
-        detector = SlicedDetector(detector, _pair(slice_size), _pair(slice_overlap))
+        tiles = _pair(slice_size)
+        if slice_overlap is None:
+            slice_overlap = tuple(min(DEFAULT_SLICE_OVERLAP, side // 4) for side in tiles)
+        detector = SlicedDetector(detector, tiles, _pair(slice_overlap))
     return detector
 
 

@@ -149,6 +149,8 @@ def iter_frames(
 
 def _check_source(source: str | Path) -> str:
     text = str(source)
+    if not text.strip():
+        raise InputError("no video given: the input is an empty path")
     if _is_url(text):
         return text
     path = Path(text)

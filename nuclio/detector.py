@@ -27,7 +27,6 @@ import numpy as np
 from ..core import DEFAULT_BOX_THRESHOLD, DEFAULT_DETECTOR, DEFAULT_SEGMENTER, DEFAULT_TEXT_THRESHOLD
 from ..core import PromptError, ground_and_segment, load_detector, load_segmenter
 from ..core.detections import class_names
-from ..core.detectors.sliced import DEFAULT_SLICE_OVERLAP
 from .protocol import RequestError, cvat_detector_mask, env, function_spec, polygon_points, request_image, serve
 
 # The label types the detector can answer with (CVAT's ShapeType values).
@@ -84,7 +83,7 @@ def detector_from_env(device: str):
         device=device,
         task=env("GSAM2_TASK", "") or None,
         slice_size=slice_size if slice_size > 0 else None,
-        slice_overlap=int(env("GSAM2_SLICE_OVERLAP", str(DEFAULT_SLICE_OVERLAP))),
+        slice_overlap=int(env("GSAM2_SLICE_OVERLAP", "0")) or None,
     )
 
 

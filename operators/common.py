@@ -132,7 +132,7 @@ def load_run_detector(ctx, params: dict[str, Any]):
         task=params.get("task") if backend == "florence2" else None,
         api_token=ctx.secret(DDS_TOKEN_SECRET) if backend == "dds-cloud" else None,
         slice_size=slice_size if slice_size > 0 else None,
-        slice_overlap=int(params.get("slice_overlap") or DEFAULT_SLICE_OVERLAP),
+        slice_overlap=int(params["slice_overlap"]) if params.get("slice_overlap") else None,
     )
 
 

@@ -182,7 +182,7 @@ def test_bad_checkpoint_is_a_usage_error(tmp_path):
         str(tmp_path / "no-model"),
     )
     assert result.returncode == 2
-    assert "could not load detector checkpoint" in result.stderr
+    assert "detector checkpoint" in result.stderr and "no-model': no such file or folder" in result.stderr
 
 
 def test_threshold_out_of_range_is_refused():

@@ -16,10 +16,13 @@ def test_models_load_once_per_process(tiny_models):
 
 
 def test_missing_checkpoint_is_a_clear_error(tmp_path):
-    with pytest.raises(ModelLoadError, match=r"could not load detector checkpoint '.*missing'"):
+    with pytest.raises(ModelLoadError, match=r"detector checkpoint '.*missing': no such file or folder"):
         load_detector(str(tmp_path / "missing"), device="cpu")
-    with pytest.raises(ModelLoadError, match="could not load segmenter checkpoint"):
+    with pytest.raises(ModelLoadError, match="segmenter checkpoint '.*missing': no such file or folder"):
         load_segmenter(str(tmp_path / "missing"), device="cpu")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelLoadError, match="could not load segmenter checkpoint"):
+        load_segmenter(str(tmp_path / "empty"), device="cpu")
 
 
 def test_hub_id_offline_is_a_clear_error():
@@ -87,3 +90,20 @@ def test_cli_and_operator_report_a_missing_device_cleanly(tmp_path, tiny_models)
         pytest.skip("xpu exists here")
     assert result.returncode == 2
     assert result.stderr.strip() == "error: device 'xpu' was requested but Intel XPU is not available on this machine"
+
+
+@pytest.mark.parametrize("checkpoint", ["/no/such/grounding-dino", "./missing-model", "models/sub/missing"])
+def test_a_missing_local_checkpoint_is_named_as_a_path(checkpoint):
+    from gsam2.core import ModelLoadError, load_detector
+
+    with pytest.raises(ModelLoadError, match="no such file or folder") as error:
+        load_detector(checkpoint, device="cpu")
+    assert "Repo id" not in str(error.value)
+
+
+def test_a_small_slice_size_alone_gets_a_fitting_overlap(tiny_models):
+    from gsam2.core import load_detector
+
+    sliced = load_detector(str(tiny_models["grounding-dino"]), device="cpu", slice_size=64)
+    assert sliced.slice_wh == (64, 64) and sliced.overlap_wh == (16, 16)
+    assert load_detector(str(tiny_models["grounding-dino"]), device="cpu", slice_size=1024).overlap_wh == (128, 128)

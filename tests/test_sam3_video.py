@@ -133,7 +133,7 @@ def test_sam3_is_not_a_box_tracker():
 
 
 def test_missing_sam3_checkpoint_is_a_load_error(tmp_path):
-    with pytest.raises(ModelLoadError, match="could not load tracker checkpoint"):
+    with pytest.raises(ModelLoadError, match="tracker checkpoint .*missing': no such file or folder"):
         load_sam3_tracker(f"sam3:{tmp_path / 'missing'}", device="cpu")
 
 

@@ -279,3 +279,9 @@ def test_a_one_pixel_video_keeps_its_results_without_a_drawing(tmp_path, tiny_mo
     assert result.returncode == 0, result.stderr
     assert "no annotated video" in result.stderr and "too small to encode" in result.stderr
     assert len((tmp_path / "out" / "dot.jsonl").read_text().splitlines()) == 4
+
+
+def test_an_empty_input_is_named_as_such(tmp_path):
+    result = gsam2("video", "--input", "", "--output", str(tmp_path / "out"), "--prompt", "x",
+                   "--detector", str(tmp_path / "no-such-model"))
+    assert result.returncode == 2 and "no video given: the input is an empty path" in result.stderr
