@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Callable, Iterable
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -315,6 +316,42 @@ def queue_shards(ctx, operator_uri: str) -> list[str]:
     return queued
 
 
+# ---------------------------------------------------------------- abandoned runs
+
+# A running operation with no sign of life (progress, or the monitor's ping) for this long
+# lost its worker (kill -9, a lost machine): it will never finish.
+ABANDONED_AFTER = timedelta(minutes=30)
+
+
+def fail_abandoned_runs(ctx, operator_uri: str, now: datetime | None = None) -> list[str]:
+    """Mark this operator's delegated runs on this dataset that lost their worker as failed; return their ids.
+
+    FiftyOne leaves such a run "running" forever. Its last sign of life is the
+    latest of ``started_at``, ``updated_at`` (the monitor's ping) and
+    ``status.updated_at`` (our progress, reported every batch or video).
+    """
+    from fiftyone.operators.delegated import DelegatedOperationService
+    from fiftyone.operators.executor import ExecutionResult, ExecutionRunState
+
+    now = now or datetime.utcnow()
+    own = str(getattr(ctx, "_delegated_operation_id", None) or "")
+    service = DelegatedOperationService()
+    failed = []
+    for operation in service.get_running_operations(operator=operator_uri, dataset_name=ctx.dataset.name):
+        if str(operation.id) == own:
+            continue
+        status_time = getattr(operation.status, "updated_at", None) if operation.status is not None else None
+        seen = [t for t in (operation.started_at, operation.updated_at, status_time) if t is not None]
+        if seen and now - max(seen) > ABANDONED_AFTER:
+            minutes = int((now - max(seen)).total_seconds() // 60)
+            message = f"the worker stopped without finishing: no progress for {minutes} minutes (marked failed by a later run)"
+            service.set_failed(
+                operation.id, result=ExecutionResult(error=message), required_state=ExecutionRunState.RUNNING
+            )
+            failed.append(str(operation.id))
+    return failed
+
+
 # ---------------------------------------------------------------- progress
 
 
@@ -406,6 +443,7 @@ def label_samples(
     from .labels import to_fiftyone_detections
 
     label_field, mask_dir = settings["label_field"], settings["mask_dir"]
+    fail_abandoned_runs(ctx, ctx.operator_uri)
     total, done, objects, failed = len(rows), 0, 0, []
     report_progress(ctx, 0, total)
     for batch in batched(rows, settings["batch_size"]):

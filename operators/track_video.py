@@ -158,6 +158,7 @@ class TrackVideo(foo.Operator):
         self._ensure_frame_field(ctx.dataset, label_field)
 
         view = ctx.target_view()
+        common.fail_abandoned_runs(ctx, self.uri)
         rows = list(zip(*view.values(["id", "filepath"])))
         processed, objects, failed = 0, 0, []
         for position, (sample_id, filepath) in enumerate(rows):

@@ -391,3 +391,30 @@ def test_models_load_once_per_worker_process_not_per_run(dataset, model_params, 
     run(GROUND, dataset, params, delegate=True)
     run_queue(dataset)
     assert loads == [str(fresh)], "one load for five batches and two runs"
+
+
+def test_a_run_whose_worker_was_killed_is_marked_failed_by_the_next_run(dataset, model_params):
+    """kill -9 of a delegated worker leaves its run 'running' forever; the next run of the operator ends it."""
+    from datetime import datetime, timedelta
+
+    from fiftyone.operators.executor import ExecutionRunState
+
+    service = DelegatedOperationService()
+    launched = run(GROUND, dataset, ground_params(model_params), delegate=True)
+    [queued] = service.get_queued_operations(dataset_name=dataset.name)
+    service.set_running(queued.id)
+    # What a killed worker leaves behind: started an hour ago, silent since.
+    an_hour_ago = datetime.utcnow() - timedelta(hours=1)
+    service._repo._collection.update_one(
+        {"_id": queued.id}, {"$set": {"started_at": an_hour_ago, "updated_at": an_hour_ago}}
+    )
+    recent = run(GROUND, dataset, ground_params(model_params, label_field="other"), delegate=True)
+    assert launched.error is None and recent.error is None
+    service.set_running(service.get_queued_operations(dataset_name=dataset.name)[0].id)  # a live one, just started
+    result = run(GROUND, dataset, ground_params(model_params, label_field="third"))
+    assert result.result["processed"] == 5
+    abandoned = service.get(queued.id)
+    assert abandoned.run_state == ExecutionRunState.FAILED
+    assert "the worker stopped without finishing" in abandoned.result.error
+    running = service.get_running_operations(dataset_name=dataset.name)
+    assert len(running) == 1, "a run that is alive is left alone"
