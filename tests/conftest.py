@@ -60,6 +60,16 @@ def segmenter(tiny_models):
     return load_segmenter(str(tiny_models["sam2"]), device="cpu")
 
 
+@pytest.fixture
+def models_env(monkeypatch, tiny_models):
+    """The environment a CVAT function reads its models from, pointing at the tiny ones."""
+    monkeypatch.setenv("GSAM2_DETECTOR", str(tiny_models["grounding-dino"]))
+    monkeypatch.setenv("GSAM2_SEGMENTER", str(tiny_models["sam2"]))
+    monkeypatch.setenv("GSAM2_TRACKER", str(tiny_models["sam2-video"]))
+    monkeypatch.setenv("GSAM2_DEVICE", "cpu")
+    return monkeypatch
+
+
 def shapes_image(height: int = 120, width: int = 160, seed: int = 0) -> np.ndarray:
     """A deterministic RGB image with a few coloured rectangles on grey."""
     rng = np.random.default_rng(seed)

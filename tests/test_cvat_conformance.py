@@ -36,15 +36,6 @@ def b64(image: np.ndarray) -> str:
     return base64.b64encode(buffer.getvalue()).decode()
 
 
-@pytest.fixture
-def models_env(monkeypatch, tiny_models):
-    monkeypatch.setenv("GSAM2_DETECTOR", str(tiny_models["grounding-dino"]))
-    monkeypatch.setenv("GSAM2_SEGMENTER", str(tiny_models["sam2"]))
-    monkeypatch.setenv("GSAM2_TRACKER", str(tiny_models["sam2-video"]))
-    monkeypatch.setenv("GSAM2_DEVICE", "cpu")
-    return monkeypatch
-
-
 # ---------------------------------------------------------------- interactor
 
 

@@ -109,9 +109,8 @@ def test_read_only_output_folder_is_reported(tmp_path, monkeypatch):
     assert not (tmp_path / "out").exists()
 
 
-def test_a_full_disk_leaves_no_truncated_file(tmp_path, monkeypatch):
-    target = tmp_path / "result.json"
-    target.write_text('{"old": "complete"}')
+def fill_the_disk_halfway_through_writes(monkeypatch) -> None:
+    """Every Path.write_bytes writes half its data, then fails as a full disk does."""
     real = Path.write_bytes
 
     def half_then_full(self, data):
@@ -119,6 +118,12 @@ def test_a_full_disk_leaves_no_truncated_file(tmp_path, monkeypatch):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(Path, "write_bytes", half_then_full)
+
+
+def test_a_full_disk_leaves_no_truncated_file(tmp_path, monkeypatch):
+    target = tmp_path / "result.json"
+    target.write_text('{"old": "complete"}')
+    fill_the_disk_halfway_through_writes(monkeypatch)
     with pytest.raises(OSError):
         atomic_write_text(target, json.dumps({"new": "x" * 10000}))
     monkeypatch.undo()
@@ -129,13 +134,7 @@ def test_a_full_disk_leaves_no_truncated_file(tmp_path, monkeypatch):
 def test_cli_writes_through_the_atomic_path(tmp_path, tiny_models, monkeypatch):
     """A disk that fills during the CLI's JSON write: that image fails, no truncated JSON is left."""
     photos(tmp_path / "in", ("a.jpg",))
-    real = Path.write_bytes
-
-    def full(self, data):
-        real(self, data[: len(data) // 2])
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr(Path, "write_bytes", full)
+    fill_the_disk_halfway_through_writes(monkeypatch)
     with pytest.raises(OSError):
         cli.main(["image", "--prompt", "cat.", "--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"),
                   "--no-draw", "--quiet", *model_args(tiny_models)])

@@ -34,15 +34,6 @@ IMAGE = shapes_image(90, 120)
 
 
 @pytest.fixture
-def models_env(monkeypatch, tiny_models):
-    monkeypatch.setenv("GSAM2_DETECTOR", str(tiny_models["grounding-dino"]))
-    monkeypatch.setenv("GSAM2_SEGMENTER", str(tiny_models["sam2"]))
-    monkeypatch.setenv("GSAM2_TRACKER", str(tiny_models["sam2-video"]))
-    monkeypatch.setenv("GSAM2_DEVICE", "cpu")
-    return monkeypatch
-
-
-@pytest.fixture
 def detector_context(models_env, tmp_path):
     folder = write_function(tmp_path, "grounded-sam2-detector", "test-detector", ["Car", "person"])
     models_env.setenv("GSAM2_FUNCTION_CONFIG", str(folder / "function.yaml"))
