@@ -354,14 +354,17 @@ def test_interrupted_run_keeps_finished_batches(dataset, model_params, monkeypat
     real_pipeline = module.ground_and_segment
     calls = []
 
+    class WorkerStopped(BaseException):
+        """The run stops here (a stop signal, the process ending); an ordinary error only fails its samples."""
+
     def dies_on_second_batch(*args, **kwargs):
         calls.append(1)
         if len(calls) == 2:
-            raise RuntimeError("worker killed")
+            raise WorkerStopped("worker stopped")
         return real_pipeline(*args, **kwargs)
 
     monkeypatch.setattr(module, "ground_and_segment", dies_on_second_batch)
-    with pytest.raises(ExecutionError, match="worker killed"):
+    with pytest.raises((ExecutionError, WorkerStopped), match="worker stopped"):
         run(GROUND, dataset, ground_params(model_params, batch_size=2))
     assert len(dataset.exists("gsam2")) == 2, "the first batch was written before the failure"
     monkeypatch.setattr(module, "ground_and_segment", real_pipeline)
