@@ -4,6 +4,7 @@ gsam2 image --prompt "car. person. dog." --input photos/ --output out/
 gsam2 image --detector florence2 --task dense_region_caption --input photos/ --output out/
 gsam2 autolabel --input photos/ --output out/
 gsam2 video --prompt "car." --input traffic.mp4 --output out/
+gsam2 cvat track --task 42          # CVAT_URL, CVAT_USER/CVAT_PASSWORD (or CVAT_ACCESS_TOKEN) in the environment
 """
 
 from __future__ import annotations
@@ -437,7 +438,10 @@ def detector_from_args(args: argparse.Namespace):
 
 
 def add_model_options(
-    parser: argparse.ArgumentParser, detector_default: str = DEFAULT_DETECTOR, slicing: bool = True
+    parser: argparse.ArgumentParser,
+    detector_default: str = DEFAULT_DETECTOR,
+    slicing: bool = True,
+    florence2_task_option: str = "--task",
 ) -> None:
     from .core.detectors.florence2 import FLORENCE2_TASKS
 
@@ -453,7 +457,8 @@ def add_model_options(
     )
     if detector_default != "florence2":  # autolabel fixes the task itself
         models.add_argument(
-            "--task",
+            florence2_task_option,
+            dest="task",
             choices=list(FLORENCE2_TASKS),
             help="Florence-2 task (with --detector florence2; default object_detection). "
             "object_detection, dense_region_caption and region_proposal need no --prompt",
@@ -654,7 +659,93 @@ def build_parser() -> argparse.ArgumentParser:
     video.add_argument("--quiet", action="store_true", help="no progress bar")
     add_model_options(video)
     video.set_defaults(run=run_video)
+
+    cvat = subcommands.add_parser(
+        "cvat",
+        help="label a CVAT task: shapes on every frame, or tracks with stable ids through a video",
+        description=(
+            "Works with any CVAT through cvat-sdk (pip install 'gsam2[cvat]'). Credentials come from the "
+            "environment: CVAT_URL, and CVAT_ACCESS_TOKEN or CVAT_USER and CVAT_PASSWORD. The task's label names "
+            "are the prompt unless --prompt names some of them."
+        ),
+    )
+    cvat_commands = cvat.add_subparsers(dest="cvat_command", required=True, metavar="ACTION")
+    for name, help_text in (
+        ("annotate", "detect and segment on every frame; upload shapes (mask, polygon or box, as each label allows)"),
+        ("track", "track objects through a video task with stable ids; upload one CVAT track per object"),
+    ):
+        action = cvat_commands.add_parser(name, help=help_text, description=help_text)
+        action.add_argument("--task", dest="task_id", type=positive_int, required=True, help="the CVAT task id")
+        action.add_argument("--prompt", help="phrases naming task labels (default: all the task's label names)")
+        action.add_argument(
+            "--replace", action="store_true",
+            help="first remove the automatic (source: auto) shapes and tracks of the labels this run writes",
+        )
+        action.add_argument("--quiet", action="store_true", help="no progress bar")
+        add_threshold_options(action)
+        if name == "track":
+            action.add_argument("--step", type=positive_int, default=20, help="detect every STEP frames (default 20)")
+            action.add_argument("--iou-threshold", type=probability, default=0.8,
+                                help="mask IoU above which a detection is an object already tracked (default 0.8)")
+            action.add_argument("--reverse", action="store_true", help="also track new objects backwards")
+            action.add_argument("--tracker", default=DEFAULT_SEGMENTER, help="SAM 2 video checkpoint")
+        add_model_options(action, florence2_task_option="--florence2-task")  # --task is the CVAT task here
+        action.set_defaults(run=run_cvat)
     return parser
+
+
+def run_cvat(args: argparse.Namespace) -> int:
+    """``gsam2 cvat annotate|track``: label a CVAT task through cvat-sdk."""
+    from tqdm import tqdm
+
+    from .nuclio import task_labeling
+
+    try:
+        client = task_labeling.connect()
+        task = task_labeling.open_task(client, args.task_id)
+        mapping = task_labeling.phrase_labels(task_labeling.task_labels(task), args.prompt, args.task_id)
+        detector = detector_from_args(args)
+        phrases = detector_phrases(detector, list(mapping))
+        segmenter = None if detector.produces_masks else load_segmenter(args.segmenter, device=args.device)
+        tracker = None
+        if args.cvat_command == "track":
+            from .core.models import load_tracker
+
+            tracker = load_tracker(args.tracker, device=args.device)
+    except GroundedSam2Error as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    started = time.perf_counter()
+    progress = tqdm(total=int(task.size), desc="frames", unit="frame", disable=args.quiet)
+    try:
+        if args.cvat_command == "annotate":
+            def label_frames(images):
+                return ground_and_segment(images, phrases, detector=detector, segmenter=segmenter,
+                                          box_threshold=args.box_threshold, text_threshold=args.text_threshold)
+
+            summary = task_labeling.annotate_task(task, mapping, label_frames, progress, replace=args.replace)
+        else:
+            from .core.video_pipeline import ground_and_track
+
+            def track_frames(frames):
+                return ground_and_track(frames, phrases, detector, segmenter, tracker, step=args.step,
+                                        iou_threshold=args.iou_threshold, box_threshold=args.box_threshold,
+                                        text_threshold=args.text_threshold, reverse=args.reverse)
+
+            summary = task_labeling.track_task(task, mapping, track_frames, progress, replace=args.replace)
+    except GroundedSam2Error as error:
+        progress.close()
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_FAILURES
+    finally:
+        progress.close()
+    what = "shapes uploaded" if args.cvat_command == "annotate" else "tracks uploaded"
+    print(f"frames processed: {summary.frames}")
+    print(f"{what + ':':17} {summary.objects}")
+    if args.replace:
+        print(f"removed first:    {summary.removed} (automatic shapes and tracks of these labels)")
+    print(f"time:             {time.perf_counter() - started:.1f} s")
+    return EXIT_OK
 
 
 class Terminated(KeyboardInterrupt):

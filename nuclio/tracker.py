@@ -113,9 +113,9 @@ def init_context(context) -> None:
         max_weight=float(env("GSAM2_TRACKER_MEMORY_MB", "2048")) * 2**20,
         weigh=lambda memory: memory.session.memory_bytes(),
     )
-    # The last frames through the image encoder, by image: another request for the
+    # The last frame through the image encoder (about 100 MB at 1024 px): another request for the
     # same frame (another user, a re-sent step) reuses the pass.
-    context.user_data.encodings = ExpiringLRU(max_items=2, ttl_seconds=60)
+    context.user_data.encodings = ExpiringLRU(max_items=1, ttl_seconds=60)
     context.logger.info("SAM 2 tracker ready")
 
 

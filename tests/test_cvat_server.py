@@ -276,3 +276,76 @@ def test_tracker_twenty_steps_then_a_restarted_function(cvat, dashboard, video_t
         assert [shape["type"] for shape in body["shapes"]] == ["rectangle", "polygon"]
         states = body["states"]
     assert len(function.calls) >= 22
+
+
+# ---------------------------------------------------------------- gsam2 cvat
+
+
+def gsam2_cvat(tiny_models, *args, env=None):
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "gsam2.cli", "cvat", *args, "--detector", str(tiny_models["grounding-dino"]),
+               "--segmenter", str(tiny_models["sam2"]), "--device", "cpu", "--quiet"]
+    return subprocess.run(command, capture_output=True, text=True, timeout=600, env={**os.environ, **(env or {})})
+
+
+def labels_by_id(cvat, task_id):
+    return {label["id"]: label["name"] for label in cvat("GET", f"labels?task_id={task_id}").json()["results"]}
+
+
+def test_gsam2_cvat_track_uploads_one_track_per_object_and_replace_keeps_one_set(cvat, video_task, tiny_models):
+    # A manual shape of the annotator's own: never touched.
+    [label_id] = labels_by_id(cvat, video_task)
+    manual = {"shapes": [{"type": "rectangle", "frame": 0, "label_id": label_id, "points": [1, 1, 9, 9],
+                          "source": "manual", "attributes": []}], "tracks": [], "tags": []}
+    assert cvat("PATCH", f"tasks/{video_task}/annotations?action=create", json=manual).status_code == 200
+    runs = []
+    for replace in ([], ["--replace"]):
+        result = gsam2_cvat(tiny_models, "track", "--task", str(video_task), "--box-threshold", "0.7",
+                            "--text-threshold", "0", "--step", "5", "--tracker", str(tiny_models["sam2-video"]),
+                            *replace)
+        assert result.returncode == 0, result.stderr
+        assert "frames processed: 22" in result.stdout
+        annotations = cvat("GET", f"tasks/{video_task}/annotations").json()
+        runs.append(annotations)
+    first, second = runs
+    assert first["tracks"], "the tiny model found something to track"
+    assert len(second["tracks"]) == len(first["tracks"]), "--replace removed the first run's tracks"
+    assert [s for s in second["shapes"] if s["source"] == "manual"], "the manual shape is still there"
+    for track in second["tracks"]:
+        frames = [shape["frame"] for shape in track["shapes"]]
+        assert frames == sorted(frames) and track["source"] == "auto"
+        assert {shape["type"] for shape in track["shapes"]} == {"mask"}, "an 'any' label takes masks"
+        *seen, last = track["shapes"]
+        if last["outside"]:  # the object ended before the last frame: hidden from there on
+            assert last["frame"] == seen[-1]["frame"] + 1 and not any(s["outside"] for s in seen)
+
+
+def test_gsam2_cvat_annotate_uses_each_labels_shape_type(cvat, image_task, tiny_models):
+    result = gsam2_cvat(tiny_models, "annotate", "--task", str(image_task), "--box-threshold", "0.5",
+                        "--text-threshold", "0", "--replace")
+    assert result.returncode == 0, result.stderr
+    names = labels_by_id(cvat, image_task)
+    shapes = [s for s in cvat("GET", f"tasks/{image_task}/annotations").json()["shapes"] if s["source"] == "auto"]
+    kinds = {(names[s["label_id"]], s["type"]) for s in shapes}
+    assert shapes and kinds <= {("car", "mask"), ("person", "polygon"), ("truck", "rectangle")}
+    uploaded = next(line for line in result.stdout.splitlines() if line.startswith("shapes uploaded:"))
+    assert int(uploaded.split(":")[1]) == len(shapes)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "env", "message"),
+    [
+        (["annotate", "--task", "999999"], {}, "task 999999: not found"),
+        (["annotate", "--task", "1"], {"CVAT_PASSWORD": "wrong-password"}, "refused the credentials"),
+        (["annotate", "--task", "TASK", "--prompt", "unicorn"], {}, "'unicorn' matches no label of task"),
+        (["annotate", "--task", "1"], {"CVAT_URL": ""}, "CVAT_URL is not set"),
+    ],
+)
+def test_gsam2_cvat_errors_are_one_line(cvat, image_task, tiny_models, arguments, env, message):
+    arguments = [str(image_task) if a == "TASK" else a for a in arguments]
+    result = gsam2_cvat(tiny_models, *arguments, env=env)
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert message in line

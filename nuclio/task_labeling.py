@@ -1,0 +1,276 @@
+"""Label a whole CVAT task with Grounded SAM 2 through cvat-sdk: ``gsam2 cvat annotate`` and ``gsam2 cvat track``.
+
+Works against any CVAT (self-hosted or cvat.ai). The task's own label names are the
+prompt (or ``--prompt``, whose phrases must name task labels). Frames are streamed chunk
+by chunk. ``annotate`` uploads shapes frame by frame's results; ``track`` runs the video
+pipeline (stable ids) and uploads one CVAT track per object: its shapes on the frames
+where it is seen and an ``outside`` shape where it ends, so that an annotator can correct
+keyframes and CVAT interpolates. Each object takes the richest shape its label allows:
+a mask for ``mask`` and ``any`` labels, a polygon for ``polygon``, a box for ``rectangle``.
+
+What we upload is marked ``source: auto``; ``replace=True`` first deletes the ``auto``
+shapes and tracks of the labels this run writes (manual and semi-automatic work is never
+touched), so a re-run leaves one set.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..core.errors import InputError
+from ..core.images import decode_image
+from ..core.prompts import parse_prompt
+from .protocol import mask_bounds, polygon_points
+
+MARK = "auto"  # the source of what we upload, and of what --replace removes
+
+
+@dataclass
+class TaskLabel:
+    id: int
+    name: str
+    type: str  # "mask", "polygon", "rectangle", "any", ...
+
+
+@dataclass
+class LabelingSummary:
+    frames: int = 0
+    objects: int = 0  # shapes (annotate) or tracks (track)
+    removed: int = 0
+    skipped: list[str] = field(default_factory=list)
+
+
+def connect():
+    """A cvat-sdk client from the environment: ``CVAT_URL`` and ``CVAT_ACCESS_TOKEN`` or ``CVAT_USER`` + ``CVAT_PASSWORD``."""
+    from cvat_sdk.api_client.exceptions import ApiException
+    from cvat_sdk.core.client import AccessTokenCredentials, Client
+    from urllib3.exceptions import HTTPError
+
+    url = os.environ.get("CVAT_URL", "").strip()
+    if not url:
+        raise InputError("CVAT_URL is not set: export CVAT_URL=https://app.cvat.ai (or your server)")
+    token = os.environ.get("CVAT_ACCESS_TOKEN", "").strip()
+    user, password = os.environ.get("CVAT_USER", ""), os.environ.get("CVAT_PASSWORD", "")
+    if not token and not (user and password):
+        raise InputError("no CVAT credentials: set CVAT_ACCESS_TOKEN, or CVAT_USER and CVAT_PASSWORD")
+    try:
+        # The SDK warns about any server older than itself; the calls used here work with CVAT >= 2.40.
+        client = Client(url.rstrip("/"), check_server_version=False)
+        client.login(AccessTokenCredentials(token) if token else (user, password))
+        client.api_client.users_api.retrieve_self()  # a token is only checked on first use
+        return client
+    except ApiException as error:
+        if error.status in (400, 401, 403):  # CVAT answers a wrong password with 400 at login
+            raise InputError(f"CVAT at {url} refused the credentials ({error.status} {error.reason})") from None
+        raise InputError(f"CVAT at {url} answered {error.status} {error.reason}") from None
+    except (HTTPError, OSError) as error:
+        raise InputError(f"cannot reach CVAT at {url} ({type(error).__name__})") from None
+
+
+def open_task(client, task_id: int):
+    from cvat_sdk.api_client.exceptions import ApiException
+
+    try:
+        return client.tasks.retrieve(task_id)
+    except ApiException as error:
+        if error.status == 404:
+            raise InputError(f"task {task_id}: not found on {client.api_map.host} (or not visible to you)") from None
+        raise InputError(f"task {task_id}: CVAT answered {error.status} {error.reason}") from None
+
+
+def task_labels(task) -> list[TaskLabel]:
+    return [TaskLabel(int(label.id), label.name, str(label.type)) for label in task.get_labels()]
+
+
+def phrase_labels(labels: list[TaskLabel], prompt: str | None, task_id: int) -> dict[str, TaskLabel]:
+    """``{phrase: task label}``: the task's label names, or the prompt's phrases matched to them by name."""
+    usable = [label for label in labels if label.type not in ("skeleton", "points", "tag", "cuboid", "ellipse")]
+    by_name = {label.name.strip().lower(): label for label in usable}
+    if not prompt:
+        if not by_name:
+            raise InputError(f"task {task_id} has no label that can hold a mask, polygon or box")
+        return dict(by_name)
+    mapping = {}
+    for phrase in parse_prompt(prompt):
+        if phrase not in by_name:
+            names = ", ".join(label.name for label in usable) or "none"
+            raise InputError(f"prompt phrase {phrase!r} matches no label of task {task_id} (its labels: {names})")
+        mapping[phrase] = by_name[phrase]
+    return mapping
+
+
+def stream_frames(task) -> Iterator[tuple[int, np.ndarray]]:
+    """The task's frames in order, one chunk (a zip of images or a video segment) downloaded at a time."""
+    meta = task.get_meta()
+    size, chunk_size = int(task.size), int(meta.chunk_size or task.data_chunk_size or 1)
+    deleted = set(getattr(meta, "deleted_frames", None) or [])
+    frame = 0
+    for chunk_index in range(-(-size // chunk_size)):
+        buffer = io.BytesIO()
+        task.download_chunk(chunk_index, buffer, quality="original")
+        for image in _chunk_images(buffer.getvalue()):
+            if frame >= size:
+                return
+            if frame not in deleted:
+                yield frame, image
+            frame += 1
+
+
+def _chunk_images(data: bytes) -> Iterator[np.ndarray]:
+    if data[:2] == b"PK":  # image tasks: a zip of the frames, in order
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            for name in sorted(archive.namelist()):
+                yield decode_image(archive.read(name), name=name)
+        return
+    import av  # video tasks: a video segment
+
+    with av.open(io.BytesIO(data)) as container:
+        for decoded in container.decode(video=0):
+            yield decoded.to_ndarray(format="rgb24")
+
+
+def shape_for(label: TaskLabel, mask: np.ndarray, xyxy: np.ndarray) -> tuple[str, list[float]] | None:
+    """``(type, points)`` of one object as its label allows, richest first; ``None`` if it has no pixels."""
+    from cvat_sdk.masks import encode_mask
+
+    bounds = mask_bounds(mask) if mask is not None else None
+    if label.type == "rectangle" or (bounds is None and label.type == "any" and mask is None):
+        return "rectangle", [float(v) for v in xyxy]
+    if bounds is None:
+        return None
+    if label.type == "polygon":
+        points = polygon_points(mask)
+        return ("polygon", points) if points else None
+    x1, y1, x2, y2 = bounds
+    return "mask", [float(v) for v in encode_mask(mask, [x1, y1, x2 + 1, y2 + 1])]
+
+
+def remove_ours(task, label_ids: set[int]) -> int:
+    """Delete the ``auto`` shapes and tracks of these labels; return how many went."""
+    from cvat_sdk import models
+    from cvat_sdk.core.proxies.annotations import AnnotationUpdateAction
+
+    current = task.get_annotations()
+    # CVAT deletes by id; the request must still be valid annotations, so the fetched ones are sent back as requests.
+    shapes = [
+        models.LabeledShapeRequest(id=s.id, type=s.type, frame=s.frame, label_id=s.label_id, points=s.points)
+        for s in current.shapes
+        if s.source == MARK and s.label_id in label_ids
+    ]
+    tracks = [
+        models.LabeledTrackRequest(
+            id=t.id, label_id=t.label_id, frame=t.frame,
+            shapes=[models.TrackedShapeRequest(id=x.id, type=x.type, frame=x.frame, points=x.points) for x in t.shapes],
+        )
+        for t in current.tracks
+        if t.source == MARK and t.label_id in label_ids
+    ]
+    if shapes or tracks:
+        task.update_annotations(
+            models.PatchedLabeledDataRequest(shapes=shapes, tracks=tracks, tags=[]), action=AnnotationUpdateAction.DELETE
+        )
+    return len(shapes) + len(tracks)
+
+
+def upload(task, shapes: list | None = None, tracks: list | None = None) -> None:
+    from cvat_sdk import models
+    from cvat_sdk.core.proxies.annotations import AnnotationUpdateAction
+
+    task.update_annotations(
+        models.PatchedLabeledDataRequest(shapes=shapes or [], tracks=tracks or [], tags=[]),
+        action=AnnotationUpdateAction.CREATE,
+    )
+
+
+def annotate_task(task, mapping: dict[str, TaskLabel], label_frames, progress=None, replace: bool = False,
+                  upload_every: int = 50) -> LabelingSummary:
+    """Shapes on every frame: ``label_frames(images) -> [sv.Detections]`` names objects by phrase."""
+    from cvat_sdk import models
+
+    from ..core.detections import class_names
+
+    summary = LabelingSummary()
+    if replace:
+        summary.removed = remove_ours(task, {label.id for label in mapping.values()})
+    pending = []
+    for frame, image in stream_frames(task):
+        [detections] = label_frames([image])
+        for index, phrase in enumerate(class_names(detections)):
+            label = mapping.get(phrase)
+            mask = detections.mask[index] if detections.mask is not None else None
+            shape = shape_for(label, mask, detections.xyxy[index]) if label else None
+            if shape is None:
+                continue
+            pending.append(models.LabeledShapeRequest(
+                type=shape[0], frame=frame, label_id=label.id, points=shape[1], source=MARK,
+                occluded=False, z_order=0, attributes=[], group=0,
+            ))
+        summary.frames += 1
+        if progress is not None:
+            progress.update(1)
+        if len(pending) >= upload_every:
+            summary.objects += len(pending)
+            upload(task, shapes=pending)
+            pending = []
+    summary.objects += len(pending)
+    upload(task, shapes=pending)
+    return summary
+
+
+def track_task(task, mapping: dict[str, TaskLabel], track_frames, progress=None,
+               replace: bool = False) -> LabelingSummary:
+    """One CVAT track per object id: ``track_frames(frames) -> iterable of results`` (the video pipeline)."""
+    from cvat_sdk import models
+
+    from ..core.detections import class_names
+
+    summary = LabelingSummary()
+    if replace:
+        summary.removed = remove_ours(task, {label.id for label in mapping.values()})
+    last_frame = -1
+    tracks: dict[int, dict[str, Any]] = {}
+
+    def counted(frames):
+        for frame, image in frames:
+            if progress is not None:
+                progress.update(1)
+            yield frame, image
+
+    for result in track_frames(counted(stream_frames(task))):
+        summary.frames += 1
+        last_frame = result.frame_index
+        detections = result.detections
+        names = class_names(detections)
+        for index, object_id in enumerate(detections.tracker_id.tolist()):
+            label = mapping.get(names[index])
+            mask = detections.mask[index] if detections.mask is not None else None
+            shape = shape_for(label, mask, detections.xyxy[index]) if label else None
+            if shape is None:
+                continue
+            track = tracks.setdefault(object_id, {"label": label, "shapes": [], "last": None})
+            track["shapes"].append(models.TrackedShapeRequest(
+                type=shape[0], frame=result.frame_index, points=shape[1], outside=False, occluded=False,
+                z_order=0, attributes=[],
+            ))
+            track["last"] = (result.frame_index, shape)
+    requests = []
+    for track in tracks.values():
+        frame, (kind, points) = track["last"]
+        if frame < last_frame:  # the object's track ends: CVAT hides it from the next frame on
+            track["shapes"].append(models.TrackedShapeRequest(
+                type=kind, frame=frame + 1, points=points, outside=True, occluded=False, z_order=0, attributes=[],
+            ))
+        requests.append(models.LabeledTrackRequest(
+            label_id=track["label"].id, frame=track["shapes"][0].frame, shapes=track["shapes"], source=MARK,
+            group=0, attributes=[],
+        ))
+    upload(task, tracks=requests)
+    summary.objects = len(requests)
+    return summary
