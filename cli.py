@@ -675,7 +675,9 @@ def build_parser() -> argparse.ArgumentParser:
         ("track", "track objects through a video task with stable ids; upload one CVAT track per object"),
     ):
         action = cvat_commands.add_parser(name, help=help_text, description=help_text)
-        action.add_argument("--task", dest="task_id", type=positive_int, required=True, help="the CVAT task id")
+        target = action.add_mutually_exclusive_group(required=True)
+        target.add_argument("--task", dest="task_id", type=positive_int, help="the CVAT task id")
+        target.add_argument("--job", dest="job_id", type=positive_int, help="a CVAT job id: only its frames")
         action.add_argument("--prompt", help="phrases naming task labels (default: all the task's label names)")
         action.add_argument(
             "--replace", action="store_true",
@@ -688,6 +690,8 @@ def build_parser() -> argparse.ArgumentParser:
             action.add_argument("--iou-threshold", type=probability, default=0.8,
                                 help="mask IoU above which a detection is an object already tracked (default 0.8)")
             action.add_argument("--reverse", action="store_true", help="also track new objects backwards")
+            action.add_argument("--prompt-type", choices=("mask", "box", "point"), default="mask",
+                                help="how detections prompt SAM 2's tracker (default: mask)")
             action.add_argument("--tracker", default=DEFAULT_SEGMENTER, help="SAM 2 video checkpoint")
         add_model_options(action, florence2_task_option="--florence2-task")  # --task is the CVAT task here
         action.set_defaults(run=run_cvat)
@@ -702,8 +706,14 @@ def run_cvat(args: argparse.Namespace) -> int:
 
     try:
         client = task_labeling.connect()
-        task = task_labeling.open_task(client, args.task_id)
-        mapping = task_labeling.phrase_labels(task_labeling.task_labels(task), args.prompt, args.task_id)
+        frames = task_labeling.FrameRange()
+        task_id = args.task_id
+        if args.job_id is not None:
+            task_id, frames = task_labeling.job_range(client, args.job_id)
+        task = task_labeling.open_task(client, task_id)
+        mapping = task_labeling.phrase_labels(task_labeling.task_labels(task), args.prompt, task_id)
+        if args.cvat_command == "track":
+            task_labeling.check_trackable(task, mapping)
         detector = detector_from_args(args)
         phrases = detector_phrases(detector, list(mapping))
         segmenter = None if detector.produces_masks else load_segmenter(args.segmenter, device=args.device)
@@ -716,23 +726,27 @@ def run_cvat(args: argparse.Namespace) -> int:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
     started = time.perf_counter()
-    progress = tqdm(total=int(task.size), desc="frames", unit="frame", disable=args.quiet)
+    total = int(task.size) if frames.last is None else min(frames.last, int(task.size) - 1) - frames.first + 1
+    progress = tqdm(total=total, desc="frames", unit="frame", disable=args.quiet)
     try:
         if args.cvat_command == "annotate":
             def label_frames(images):
                 return ground_and_segment(images, phrases, detector=detector, segmenter=segmenter,
                                           box_threshold=args.box_threshold, text_threshold=args.text_threshold)
 
-            summary = task_labeling.annotate_task(task, mapping, label_frames, progress, replace=args.replace)
+            summary = task_labeling.annotate_task(task, mapping, label_frames, progress, replace=args.replace,
+                                                  frames=frames)
         else:
             from .core.video_pipeline import ground_and_track
 
             def track_frames(frames):
                 return ground_and_track(frames, phrases, detector, segmenter, tracker, step=args.step,
-                                        iou_threshold=args.iou_threshold, box_threshold=args.box_threshold,
-                                        text_threshold=args.text_threshold, reverse=args.reverse)
+                                        iou_threshold=args.iou_threshold, prompt_type=args.prompt_type,
+                                        box_threshold=args.box_threshold, text_threshold=args.text_threshold,
+                                        reverse=args.reverse)
 
-            summary = task_labeling.track_task(task, mapping, track_frames, progress, replace=args.replace)
+            summary = task_labeling.track_task(task, mapping, track_frames, progress, replace=args.replace,
+                                               frames=frames)
     except GroundedSam2Error as error:
         progress.close()
         print(f"error: {error}", file=sys.stderr)

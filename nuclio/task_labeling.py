@@ -6,7 +6,8 @@ by chunk. ``annotate`` uploads shapes frame by frame's results; ``track`` runs t
 pipeline (stable ids) and uploads one CVAT track per object: its shapes on the frames
 where it is seen and an ``outside`` shape where it ends, so that an annotator can correct
 keyframes and CVAT interpolates. Each object takes the richest shape its label allows:
-a mask for ``mask`` and ``any`` labels, a polygon for ``polygon``, a box for ``rectangle``.
+a mask for ``mask`` (and, in shapes, ``any``) labels, a polygon for ``polygon`` (and, in
+tracks, ``any``: CVAT interpolates polygons, not masks), a box for ``rectangle``.
 
 What we upload is marked ``source: auto``; ``replace=True`` first deletes the ``auto``
 shapes and tracks of the labels this run writes (manual and semi-automatic work is never
@@ -106,21 +107,48 @@ def phrase_labels(labels: list[TaskLabel], prompt: str | None, task_id: int) -> 
     return mapping
 
 
-def stream_frames(task) -> Iterator[tuple[int, np.ndarray]]:
-    """The task's frames in order, one chunk (a zip of images or a video segment) downloaded at a time."""
+@dataclass(frozen=True)
+class FrameRange:
+    """The frames a run labels: the whole task, or one job's ``[first, last]`` (task frame numbers)."""
+
+    first: int = 0
+    last: int | None = None
+
+    def __contains__(self, frame: int) -> bool:
+        return frame >= self.first and (self.last is None or frame <= self.last)
+
+
+def job_range(client, job_id: int) -> tuple[int, FrameRange]:
+    """``(task id, frames)`` of a CVAT job."""
+    from cvat_sdk.api_client.exceptions import ApiException
+
+    try:
+        job = client.jobs.retrieve(job_id)
+    except ApiException as error:
+        if error.status == 404:
+            raise InputError(f"job {job_id}: not found on {client.api_map.host} (or not visible to you)") from None
+        raise InputError(f"job {job_id}: CVAT answered {error.status} {error.reason}") from None
+    return int(job.task_id), FrameRange(int(job.start_frame), int(job.stop_frame))
+
+
+def stream_frames(task, frames: FrameRange = FrameRange()) -> Iterator[tuple[int, np.ndarray]]:
+    """The frames in order, one chunk (a zip of images or a video segment) downloaded at a time.
+
+    Only the chunks that hold frames of ``frames`` are downloaded.
+    """
     meta = task.get_meta()
     size, chunk_size = int(task.size), int(meta.chunk_size or task.data_chunk_size or 1)
     deleted = set(getattr(meta, "deleted_frames", None) or [])
-    frame = 0
-    for chunk_index in range(-(-size // chunk_size)):
+    last = size - 1 if frames.last is None else min(frames.last, size - 1)
+    for chunk_index in range(frames.first // chunk_size, last // chunk_size + 1):
         buffer = io.BytesIO()
         task.download_chunk(chunk_index, buffer, quality="original")
-        for image in _chunk_images(buffer.getvalue()):
-            if frame >= size:
+        for offset, image in enumerate(_chunk_images(buffer.getvalue())):
+            frame = chunk_index * chunk_size + offset
+            if frame > last:
                 return
-            if frame not in deleted:
+            if frame in frames and frame not in deleted:
                 yield frame, image
-            frame += 1
 
 
 def _chunk_images(data: bytes) -> Iterator[np.ndarray]:
@@ -136,8 +164,16 @@ def _chunk_images(data: bytes) -> Iterator[np.ndarray]:
             yield decoded.to_ndarray(format="rgb24")
 
 
-def shape_for(label: TaskLabel, mask: np.ndarray, xyxy: np.ndarray) -> tuple[str, list[float]] | None:
-    """``(type, points)`` of one object as its label allows, richest first; ``None`` if it has no pixels."""
+def shape_for(
+    label: TaskLabel, mask: np.ndarray, xyxy: np.ndarray, in_track: bool = False
+) -> tuple[str, list[float]] | None:
+    """``(type, points)`` of one object as its label allows, richest first; ``None`` if it has no pixels.
+
+    In tracks an ``any`` label takes polygons, not masks: CVAT interpolates
+    polygons between keyframes, and cannot interpolate masks (2.73:
+    ``interpolate`` in cvat/apps/dataset_manager/annotation.py raises
+    NotImplementedError, which fails the upload of a video task whose jobs overlap).
+    """
     from cvat_sdk.masks import encode_mask
 
     bounds = mask_bounds(mask) if mask is not None else None
@@ -145,15 +181,25 @@ def shape_for(label: TaskLabel, mask: np.ndarray, xyxy: np.ndarray) -> tuple[str
         return "rectangle", [float(v) for v in xyxy]
     if bounds is None:
         return None
-    if label.type == "polygon":
+    if label.type == "polygon" or (label.type == "any" and in_track):
         points = polygon_points(mask)
         return ("polygon", points) if points else None
     x1, y1, x2, y2 = bounds
     return "mask", [float(v) for v in encode_mask(mask, [x1, y1, x2 + 1, y2 + 1])]
 
 
-def remove_ours(task, label_ids: set[int]) -> int:
-    """Delete the ``auto`` shapes and tracks of these labels; return how many went."""
+def check_trackable(task, mapping: dict[str, TaskLabel]) -> None:
+    """Refuse mask labels on a task whose jobs overlap: CVAT cannot merge mask tracks there (see shape_for)."""
+    masks = sorted({label.name for label in mapping.values() if label.type == "mask"})
+    if masks and int(getattr(task, "overlap", 0) or 0) > 0:
+        raise InputError(
+            f"task {task.id}: its jobs overlap, and CVAT cannot merge mask tracks across them; "
+            f"make the label(s) {', '.join(masks)} of type polygon or any, or use gsam2 cvat annotate"
+        )
+
+
+def remove_ours(task, label_ids: set[int], frames: FrameRange = FrameRange()) -> int:
+    """Delete the ``auto`` shapes and tracks of these labels on these frames; return how many went."""
     from cvat_sdk import models
     from cvat_sdk.core.proxies.annotations import AnnotationUpdateAction
 
@@ -162,7 +208,7 @@ def remove_ours(task, label_ids: set[int]) -> int:
     shapes = [
         models.LabeledShapeRequest(id=s.id, type=s.type, frame=s.frame, label_id=s.label_id, points=s.points)
         for s in current.shapes
-        if s.source == MARK and s.label_id in label_ids
+        if s.source == MARK and s.label_id in label_ids and s.frame in frames
     ]
     tracks = [
         models.LabeledTrackRequest(
@@ -170,7 +216,7 @@ def remove_ours(task, label_ids: set[int]) -> int:
             shapes=[models.TrackedShapeRequest(id=x.id, type=x.type, frame=x.frame, points=x.points) for x in t.shapes],
         )
         for t in current.tracks
-        if t.source == MARK and t.label_id in label_ids
+        if t.source == MARK and t.label_id in label_ids and t.frame in frames
     ]
     if shapes or tracks:
         task.update_annotations(
@@ -190,7 +236,7 @@ def upload(task, shapes: list | None = None, tracks: list | None = None) -> None
 
 
 def annotate_task(task, mapping: dict[str, TaskLabel], label_frames, progress=None, replace: bool = False,
-                  upload_every: int = 50) -> LabelingSummary:
+                  upload_every: int = 50, frames: FrameRange = FrameRange()) -> LabelingSummary:
     """Shapes on every frame: ``label_frames(images) -> [sv.Detections]`` names objects by phrase."""
     from cvat_sdk import models
 
@@ -198,9 +244,9 @@ def annotate_task(task, mapping: dict[str, TaskLabel], label_frames, progress=No
 
     summary = LabelingSummary()
     if replace:
-        summary.removed = remove_ours(task, {label.id for label in mapping.values()})
+        summary.removed = remove_ours(task, {label.id for label in mapping.values()}, frames)
     pending = []
-    for frame, image in stream_frames(task):
+    for frame, image in stream_frames(task, frames):
         [detections] = label_frames([image])
         for index, phrase in enumerate(class_names(detections)):
             label = mapping.get(phrase)
@@ -225,15 +271,16 @@ def annotate_task(task, mapping: dict[str, TaskLabel], label_frames, progress=No
 
 
 def track_task(task, mapping: dict[str, TaskLabel], track_frames, progress=None,
-               replace: bool = False) -> LabelingSummary:
+               replace: bool = False, frames: FrameRange = FrameRange()) -> LabelingSummary:
     """One CVAT track per object id: ``track_frames(frames) -> iterable of results`` (the video pipeline)."""
     from cvat_sdk import models
 
     from ..core.detections import class_names
 
+    check_trackable(task, mapping)
     summary = LabelingSummary()
     if replace:
-        summary.removed = remove_ours(task, {label.id for label in mapping.values()})
+        summary.removed = remove_ours(task, {label.id for label in mapping.values()}, frames)
     last_frame = -1
     tracks: dict[int, dict[str, Any]] = {}
 
@@ -243,7 +290,7 @@ def track_task(task, mapping: dict[str, TaskLabel], track_frames, progress=None,
                 progress.update(1)
             yield frame, image
 
-    for result in track_frames(counted(stream_frames(task))):
+    for result in track_frames(counted(stream_frames(task, frames))):
         summary.frames += 1
         last_frame = result.frame_index
         detections = result.detections
@@ -251,7 +298,7 @@ def track_task(task, mapping: dict[str, TaskLabel], track_frames, progress=None,
         for index, object_id in enumerate(detections.tracker_id.tolist()):
             label = mapping.get(names[index])
             mask = detections.mask[index] if detections.mask is not None else None
-            shape = shape_for(label, mask, detections.xyxy[index]) if label else None
+            shape = shape_for(label, mask, detections.xyxy[index], in_track=True) if label else None
             if shape is None:
                 continue
             track = tracks.setdefault(object_id, {"label": label, "shapes": [], "last": None})
