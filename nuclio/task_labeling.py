@@ -20,7 +20,7 @@ import io
 import os
 import zipfile
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -45,7 +45,6 @@ class LabelingSummary:
     frames: int = 0
     objects: int = 0  # shapes (annotate) or tracks (track)
     removed: int = 0
-    skipped: list[str] = field(default_factory=list)
 
 
 def connect():
