@@ -390,7 +390,6 @@ def run_video(args: argparse.Namespace) -> int:
     except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM: the JSONL holds every finished frame
         interrupted = stop
     except GroundedSam2Error as error:
-        progress.close()
         print(f"error: {error}", file=sys.stderr)
         return EXIT_FAILURES
     finally:
@@ -748,7 +747,6 @@ def run_cvat(args: argparse.Namespace) -> int:
             summary = task_labeling.track_task(task, mapping, track_frames, progress, replace=args.replace,
                                                frames=frames)
     except GroundedSam2Error as error:
-        progress.close()
         print(f"error: {error}", file=sys.stderr)
         return EXIT_FAILURES
     finally:

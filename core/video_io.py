@@ -66,11 +66,10 @@ def _first_frame_rotation(container, stream) -> int:
     import av
 
     try:
-        for frame in container.decode(stream):
-            return _quarter_turns(frame) * 90
+        frame = next(iter(container.decode(stream)), None)
     except av.FFmpegError:
-        pass
-    return 0
+        frame = None  # the first frame does not decode: no rotation is known (decoding reports the damage)
+    return _quarter_turns(frame) * 90 if frame is not None else 0
 
 
 def _quarter_turns(frame) -> int:

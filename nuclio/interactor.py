@@ -88,7 +88,8 @@ def parse_text_prompts(body: dict[str, Any]) -> list[str]:
     prompts = body.get("text_prompts")
     if prompts is None or prompts == [] or prompts == "":
         return []
-    if not isinstance(prompts, (str, list)) or (isinstance(prompts, list) and not all(isinstance(p, str) for p in prompts)):
+    strings = [prompts] if isinstance(prompts, str) else prompts
+    if not isinstance(strings, list) or not all(isinstance(p, str) for p in strings):
         raise RequestError(f"'text_prompts' must be a string or a list of strings, got {prompts!r}")
     try:
         return parse_prompt(prompts)
