@@ -6,7 +6,6 @@ what the model saw next to what it grounded.
 
 from __future__ import annotations
 
-from typing import Any
 
 import fiftyone as fo
 import fiftyone.operators as foo
@@ -16,8 +15,7 @@ from ..core import DEFAULT_SEGMENTER, InputError, load_segmenter
 from ..core.autolabel import DEFAULT_CAPTION_TASK, auto_label
 from ..core.detectors.florence2 import CAPTION_TASKS
 from ..core.models import DETECTOR_BACKENDS, load_detector
-from ..core.pipeline import DEFAULT_BATCH_SIZE
-from . import common
+from . import common, runs
 
 SOURCE = "auto_label"
 DEFAULT_FLORENCE2 = DETECTOR_BACKENDS["florence2"].default_checkpoint
@@ -42,20 +40,28 @@ class AutoLabel(foo.Operator):
     def resolve_input(self, ctx) -> types.Property:
         inputs = types.Object()
         inputs.view_target(ctx)
+        common.require_images_in_form(inputs, ctx)
         inputs.enum(
             "caption_task",
             list(CAPTION_TASKS),
             default=DEFAULT_CAPTION_TASK,
             label="Caption",
-            description="Longer captions name more objects and take longer",
+            description="Longer captions name more objects and take longer. "
+            "Each image's caption is saved in the sample field <label field>_caption",
             view=types.DropdownView(),
         )
-        inputs.str("checkpoint", default=DEFAULT_FLORENCE2, label="Florence-2 checkpoint")
-        common.add_model_inputs(inputs, detector=False)
+        common.add_checkpoint_input(
+            inputs, ctx.params, "checkpoint", default=DEFAULT_FLORENCE2, label="Florence-2 checkpoint"
+        )
+        common.add_model_inputs(inputs, detector=False, ctx=ctx)
         common.add_output_inputs(inputs, ctx, default_field="auto_label")
+        common.add_run_notice(inputs)
         return types.Property(inputs, view=types.View(label="Auto-label with Florence-2 and SAM 2"))
 
-    def execute(self, ctx) -> dict[str, Any]:
+    def execute(self, ctx):
+        return runs.execute(ctx, lambda: self.prepare(ctx), self.resolve_output(ctx))
+
+    def prepare(self, ctx) -> runs.Prepared:
         params = ctx.params
         settings = common.run_settings(params)
         common.require_images(ctx)
@@ -63,7 +69,7 @@ class AutoLabel(foo.Operator):
         if caption_task not in CAPTION_TASKS:
             raise InputError(f"caption {caption_task!r}: choose one of {', '.join(CAPTION_TASKS)}")
         if common.wants_fan_out(params):
-            return common.finish(ctx, {"queued": common.queue_shards(ctx, self.uri)})
+            return common.queued_summary(common.queue_shards(ctx, self.uri))
 
         view = common.shard_of(ctx.target_view(), params)
         device = params.get("device", "auto")
@@ -99,7 +105,7 @@ class AutoLabel(foo.Operator):
         caption_task: str = DEFAULT_CAPTION_TASK,
         checkpoint: str = DEFAULT_FLORENCE2,
         segmenter: str = DEFAULT_SEGMENTER,
-        batch_size: int = DEFAULT_BATCH_SIZE,
+        batch_size: int | None = None,
         write_mode: str = "overwrite",
         mask_dir: str | None = None,
         device: str = "auto",
@@ -125,4 +131,4 @@ class AutoLabel(foo.Operator):
             "device": device,
             "num_shards": num_shards,
         }
-        return common.execute_in_python(self, sample_collection, params, delegate)
+        return runs.run_in_python(self, sample_collection, params, delegate)

@@ -17,15 +17,18 @@ from ..core import (
     DEFAULT_DETECTOR,
     DEFAULT_SEGMENTER,
     DEFAULT_TEXT_THRESHOLD,
+    GroundedSam2Error,
     InputError,
     load_detector,
     load_image,
 )
 from ..core.detectors.florence2 import FLORENCE2_TASKS, PROMPTED_TASKS
 from ..core.detectors.sliced import DEFAULT_SLICE_OVERLAP
-from ..core.models import detector_choices, parse_detector_spec
+from ..core.devices import resolve_device
+from ..core.models import SAM2_CHECKPOINTS, detector_choices, looks_like_local_path, parse_detector_spec
 from ..core.pipeline import DEFAULT_BATCH_SIZE
 from .labels import merge_detections
+from .runs import Progress, Work
 
 DDS_TOKEN_SECRET = "DDS_API_TOKEN"
 WRITE_MODES = ("overwrite", "merge")
@@ -43,13 +46,46 @@ def error_field_name(label_field: str) -> str:
 def add_model_inputs(inputs: types.Object, detector: bool = True, ctx=None) -> None:
     if detector:
         add_detector_inputs(inputs, ctx)
-    inputs.str(
+    params = ctx.params if ctx is not None else {}
+    add_checkpoint_input(
+        inputs,
+        params,
         "segmenter",
         default=DEFAULT_SEGMENTER,
         label="SAM 2 checkpoint",
         description="A hub id, a local folder, or a size: tiny, small, base-plus, large",
     )
+    add_device_input(inputs)
+
+
+def add_device_input(inputs: types.Object) -> None:
     inputs.str("device", default="auto", label="Device", description="auto (CUDA, MPS, CPU), cpu, cuda, cuda:1...")
+
+
+def checkpoint_problem(checkpoint: str | None) -> str | None:
+    """Why ``checkpoint`` cannot name a model (a local path that does not exist), or ``None``.
+
+    Checked in the form, before anything runs; hub ids are only checked when
+    the model loads (the App server may be offline from the hub's point of view).
+    """
+    checkpoint = (checkpoint or "").strip()
+    if not checkpoint or checkpoint in SAM2_CHECKPOINTS:
+        return None
+    checkpoint = checkpoint.partition(":")[2] if ":" in checkpoint and not checkpoint.startswith("/") else checkpoint
+    if looks_like_local_path(checkpoint) and not Path(checkpoint).expanduser().exists():
+        return f"{checkpoint!r}: no such file or folder on the App server's machine"
+    if " " in checkpoint:
+        return f"{checkpoint!r}: a hub id (owner/name) or a local path has no spaces"
+    return None
+
+
+def add_checkpoint_input(inputs: types.Object, params: dict[str, Any], name: str, **field) -> None:
+    """A checkpoint field that shows a missing local path as the field's error, before the run."""
+    prop = inputs.str(name, **field)
+    problem = checkpoint_problem(params.get(name))
+    if problem:
+        prop.invalid = True
+        prop.error_message = problem
 
 
 def add_detector_inputs(inputs: types.Object, ctx=None) -> None:
@@ -57,7 +93,10 @@ def add_detector_inputs(inputs: types.Object, ctx=None) -> None:
     choices = types.AutocompleteView()
     for name in detector_choices():
         choices.add_choice(name, label=name)
-    inputs.str(
+    params = ctx.params if ctx is not None else {}
+    add_checkpoint_input(
+        inputs,
+        params,
         "detector",
         default=DEFAULT_DETECTOR,
         label="Detector",
@@ -67,7 +106,6 @@ def add_detector_inputs(inputs: types.Object, ctx=None) -> None:
         ),
         view=choices,
     )
-    params = ctx.params if ctx is not None else {}
     if detector_backend(params) == "florence2":
         add_florence2_task_input(inputs)
     if detector_backend(params) == "dds-cloud":
@@ -137,21 +175,34 @@ def load_run_detector(ctx, params: dict[str, Any]):
     )
 
 
-def add_threshold_inputs(inputs: types.Object) -> None:
-    inputs.float(
-        "box_threshold",
-        default=DEFAULT_BOX_THRESHOLD,
-        label="Box threshold",
-        description="Minimum detector score of a box",
-        view=types.SliderView(componentsProps={"slider": {"min": 0, "max": 1, "step": 0.01}}),
-    )
-    inputs.float(
-        "text_threshold",
-        default=DEFAULT_TEXT_THRESHOLD,
-        label="Text threshold",
-        description="Minimum score of the phrase a box is labelled with",
-        view=types.SliderView(componentsProps={"slider": {"min": 0, "max": 1, "step": 0.01}}),
-    )
+def add_threshold_inputs(inputs: types.Object, params: dict[str, Any] | None = None) -> None:
+    # Number fields, not sliders: the App's SliderView cuts its label to "Box thresh..." and
+    # draws the value over the description (seen in the App, fiftyone 1.22).
+    params = params or {}
+    for name, default, label, description in (
+        ("box_threshold", DEFAULT_BOX_THRESHOLD, "Box threshold (0-1)", "Minimum detector score of a box"),
+        ("text_threshold", DEFAULT_TEXT_THRESHOLD, "Text threshold (0-1)", "Minimum score of the phrase of a box"),
+    ):
+        prop = inputs.float(name, default=default, label=label, description=description)
+        flag_problem(prop, lambda: thresholds({name: params.get(name)}))
+
+
+def flag_problem(prop: types.Property, check: Callable[[], Any]) -> None:
+    """Show the one-line error ``check`` raises as the field's error in the form (Execute stays disabled)."""
+    try:
+        check()
+    except InputError as error:
+        prop.invalid = True
+        prop.error_message = str(error)
+
+
+def default_batch_size(params: dict[str, Any]) -> int:
+    """1 on a CPU (larger batches only add memory there), :data:`DEFAULT_BATCH_SIZE` on an accelerator."""
+    try:
+        device = resolve_device(params.get("device") or "auto")
+    except GroundedSam2Error:
+        return 1
+    return 1 if device.type == "cpu" else DEFAULT_BATCH_SIZE
 
 
 def add_output_inputs(inputs: types.Object, ctx, default_field: str) -> None:
@@ -180,30 +231,70 @@ def add_output_inputs(inputs: types.Object, ctx, default_field: str) -> None:
     )
     if ctx.params.get("mask_storage") == "files":
         inputs.str("mask_dir", required=True, label="Mask folder", description="Absolute folder for the mask PNGs")
-    inputs.int(
+    batch = inputs.int(
         "batch_size",
-        default=DEFAULT_BATCH_SIZE,
+        default=default_batch_size(ctx.params),
         label="Batch size",
-        description="Images per forward pass and per database write",
+        description="Images per forward pass and per database write (1 on a CPU, 4 on a GPU by default)",
     )
+    flag_problem(batch, lambda: check_batch_size(ctx.params.get("batch_size"), ctx.params))
+    add_sharding_input(inputs)
+
+
+def add_sharding_input(inputs: types.Object) -> None:
     inputs.int(
         "num_shards",
         default=1,
-        label="Parallel workers",
-        description="Split a delegated run into this many operations over disjoint slices, one per worker",
+        label="Background runs",
+        description="1 = one run. N > 1 queues N background runs over disjoint slices of the samples, "
+        "for N workers started with `fiftyone delegated launch`",
     )
 
 
+def delegation_available() -> bool:
+    """Whether open-source FiftyOne's App offers "Schedule".
+
+    ``ExecutionOptions.orchestrator_registration_enabled`` is ``not
+    fo.config.allow_legacy_orchestrators`` (fiftyone/operators/executor.py):
+    without ``FIFTYONE_ALLOW_LEGACY_ORCHESTRATORS=true`` where the App server
+    runs, the App expects registered orchestrators, which only FiftyOne
+    Enterprise has, and shows "Schedule - NOT AVAILABLE".
+    """
+    return bool(fo.config.allow_legacy_orchestrators)
+
+
+def add_run_notice(inputs: types.Object) -> None:
+    """Tell the user how this run will execute, and how to get background runs when they are off."""
+    if delegation_available():
+        inputs.view(
+            "run_notice",
+            types.Notice(
+                label="Schedule runs this in the background: a worker started with "
+                "`fiftyone delegated launch` picks it up. Execute runs it here, with progress."
+            ),
+        )
+    else:
+        inputs.view(
+            "run_notice",
+            types.Notice(
+                label="Execute runs this here, with progress; keep the App open until it finishes. "
+                "For background runs (Schedule), start the App server with "
+                "FIFTYONE_ALLOW_LEGACY_ORCHESTRATORS=true and a worker with `fiftyone delegated launch`."
+            ),
+        )
+
+
 def operator_config(name: str, label: str, description: str) -> foo.OperatorConfig:
-    """Long work: delegated by default, immediate still offered for a few samples."""
+    """Long work: delegated by default where FiftyOne can delegate, immediate runs stream progress."""
     return foo.OperatorConfig(
         name=name,
         label=label,
         description=description,
         dynamic=True,
+        execute_as_generator=True,  # immediate runs stream their progress (see runs.py)
         allow_immediate_execution=True,
         allow_delegated_execution=True,
-        default_choice_to_delegated=True,
+        default_choice_to_delegated=delegation_available(),
     )
 
 
@@ -223,10 +314,7 @@ def run_settings(params: dict[str, Any]) -> dict[str, Any]:
         if not params.get("mask_dir"):
             raise InputError("mask folder: required when masks are stored as files")
         mask_dir = Path(params["mask_dir"]).expanduser().resolve()
-    batch_size = params.get("batch_size")
-    batch_size = DEFAULT_BATCH_SIZE if batch_size is None else batch_size
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise InputError(f"batch size {batch_size!r}: must be a whole number of at least 1")
+    batch_size = check_batch_size(params.get("batch_size"), params)
     box_threshold, text_threshold = thresholds(params)
     return {
         "label_field": label_field,
@@ -236,6 +324,14 @@ def run_settings(params: dict[str, Any]) -> dict[str, Any]:
         "box_threshold": box_threshold,
         "text_threshold": text_threshold,
     }
+
+
+def check_batch_size(batch_size: Any, params: dict[str, Any]) -> int:
+    """The batch size (unset: :func:`default_batch_size`), a whole number of at least 1."""
+    batch_size = default_batch_size(params) if batch_size is None else batch_size
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise InputError(f"batch size {batch_size!r}: must be a whole number of at least 1")
+    return batch_size
 
 
 def thresholds(params: dict[str, Any]) -> tuple[float, float]:
@@ -248,6 +344,29 @@ def thresholds(params: dict[str, Any]) -> tuple[float, float]:
             raise InputError(f"{name.replace('_', ' ')} {value!r}: must be a number from 0 to 1")
         values.append(float(value))
     return values[0], values[1]
+
+
+def media_problem(dataset, wanted: str) -> str | None:
+    """Why this operator cannot run on ``dataset`` (it holds other media than ``wanted``), or ``None``."""
+    media_type = getattr(dataset, "media_type", None) or wanted
+    if media_type == wanted:
+        return None
+    hint = {"image": " (use track_video for videos)", "video": " (use ground_and_segment for images)"}.get(wanted, "")
+    return f"dataset {dataset.name!r} holds {media_type}s: this operator labels {wanted}s{hint}"
+
+
+def require_media_in_form(inputs: types.Object, ctx, wanted: str) -> bool:
+    """Show a dataset of the wrong media type as the form's error (Execute stays disabled); ``True`` if fine."""
+    problem = media_problem(ctx.dataset, wanted)
+    if problem:
+        error = inputs.view("media_error", types.Error(label=problem))
+        error.invalid = True
+        error.error_message = problem
+    return problem is None
+
+
+def require_images_in_form(inputs: types.Object, ctx) -> bool:
+    return require_media_in_form(inputs, ctx, "image")
 
 
 def require_images(ctx) -> None:
@@ -352,14 +471,6 @@ def fail_abandoned_runs(ctx, operator_uri: str, now: datetime | None = None) -> 
     return failed
 
 
-# ---------------------------------------------------------------- progress
-
-
-def report_progress(ctx, done: int, total: int, what: str = "samples") -> None:
-    """Progress for the App (immediate runs) and the delegated-operation record (delegated runs)."""
-    ctx.set_progress(progress=done / total if total else 1.0, label=f"{done}/{total} {what}")
-
-
 # ---------------------------------------------------------------- writing
 
 
@@ -374,10 +485,18 @@ def ensure_fields(dataset: fo.Dataset, label_field: str) -> None:
             )
     else:
         dataset.add_sample_field(label_field, fo.EmbeddedDocumentField, embedded_doc_type=fo.Detections)
+    check_error_field(dataset, label_field)
+
+
+def check_error_field(dataset: fo.Dataset, label_field: str) -> None:
+    """Refuse a run whose error field exists and holds something other than text.
+
+    The field itself is created by the first failure (:func:`write_errors`), so
+    a run where nothing failed adds nothing to the App's sidebar.
+    """
+    schema = dataset.get_field_schema()
     error_field = error_field_name(label_field)
-    if error_field not in schema:
-        dataset.add_sample_field(error_field, fo.StringField)
-    elif not isinstance(schema[error_field], fo.StringField):
+    if error_field in schema and not isinstance(schema[error_field], fo.StringField):
         # It is where this run records failures; overwriting someone's field with None would lose it.
         raise InputError(
             f"field {error_field!r} already exists and does not hold text; "
@@ -402,8 +521,24 @@ def write_batch(
                 sample_id: merge_detections(existing.get(sample_id), new, source) for sample_id, new in labels.items()
             }
         view.set_values(label_field, labels, key_field="id")
+    write_errors(view, label_field, errors)
+
+
+def write_errors(view, label_field: str, errors: dict[str, str | None]) -> None:
+    """Record failures (text) and clear earlier failures of samples that now succeeded (``None``).
+
+    The error field is created by the first failure; while it does not exist
+    there is nothing to clear, so successes write nothing.
+    """
+    error_field = error_field_name(label_field)
+    dataset = view._root_dataset
+    exists = error_field in dataset.get_field_schema()
+    if not exists:
+        errors = {sample_id: error for sample_id, error in errors.items() if error is not None}
+        if errors:
+            dataset.add_sample_field(error_field, fo.StringField, description=f"Why {label_field!r} failed")
     if errors:
-        view.set_values(error_field_name(label_field), errors, key_field="id")
+        view.set_values(error_field, errors, key_field="id")
 
 
 def clear_mask_files(mask_dir: Path | None, label_field: str, sample_ids: Iterable[str]) -> None:
@@ -427,7 +562,7 @@ def label_samples(
     settings: dict[str, Any],
     source: str,
     label_batch: Callable[[list[tuple]], list[tuple[Any, list[dict[str, Any]] | None]]],
-) -> dict[str, Any]:
+) -> Work:
     """The batch loop both image operators share.
 
     ``rows`` are ``(sample_id, filepath, payload)``. For every batch, images are
@@ -437,7 +572,8 @@ def label_samples(
     attributes)`` or ``(sv.Detections, extra attributes, {sample field: value})``
     (e.g. auto-labelling's caption), and the batch is written in one bulk write
     per field before the next starts, so an interrupted run keeps every
-    finished batch.
+    finished batch. It yields :class:`Progress` after each batch and returns
+    the run's summary (see :mod:`.runs`).
     """
     from ..core.pipeline import batched, label_isolating_failures
     from .labels import to_fiftyone_detections
@@ -445,7 +581,7 @@ def label_samples(
     label_field, mask_dir = settings["label_field"], settings["mask_dir"]
     fail_abandoned_runs(ctx, ctx.operator_uri)
     total, done, objects, failed = len(rows), 0, 0, []
-    report_progress(ctx, 0, total)
+    yield Progress(0, total)
     for batch in batched(rows, settings["batch_size"]):
         loaded, errors = [], {}
         for sample_id, filepath, payload in batch:
@@ -477,34 +613,61 @@ def label_samples(
         for name, values in sample_fields.items():
             view.set_values(name, values, key_field="id")
         done += len(batch)
-        report_progress(ctx, done, total)
-    summary = {
-        "processed": total - len(failed),
+        yield Progress(done, total)
+    return run_summary(total - len(failed), objects, failed, f"`{label_field}`")
+
+
+# ---------------------------------------------------------------- results
+
+#: How many failures a summary lists by name (all of them are in the error field).
+FAILURES_LISTED = 100
+
+
+def run_summary(
+    processed: int, objects: int, failed: list[dict[str, str]], written_to: str, what: str = "samples", notes: str = ""
+) -> dict[str, Any]:
+    """A run's result: counts and failures for Python, and the same as markdown for the App's result dialog."""
+    noun = what if processed != 1 else what.rstrip("s")
+    lines = [f"**{processed}** {noun} labelled, **{objects}** objects written to {written_to}."]
+    if notes:
+        lines.append(notes)
+    if failed:
+        error_field = written_to.strip("`").removeprefix("frames.")
+        lines.append(
+            f"**{len(failed)} failed** (each failure is also in the sample field `{error_field_name(error_field)}`):"
+        )
+        lines.append("| File | Error |\n|---|---|")
+        lines[-1] += "".join(
+            f"\n| {_cell(row['filepath'])} | {_cell(row['error'])} |" for row in failed[:FAILURES_LISTED]
+        )
+        if len(failed) > FAILURES_LISTED:
+            lines.append(f"... and {len(failed) - FAILURES_LISTED} more.")
+    return {
+        "processed": processed,
         "objects": objects,
         "failed_count": len(failed),
-        "failed": failed[:100],
+        "failed": failed[:FAILURES_LISTED],
+        "summary": "\n\n".join(lines),
     }
-    return finish(ctx, summary)
 
 
-def finish(ctx, summary: dict[str, Any]) -> dict[str, Any]:
-    """Reload the App after an immediate run, and return the run's summary as the operator output."""
-    if not ctx.delegated:
-        ctx.trigger("reload_dataset")
-    return summary
+def _cell(text: str) -> str:
+    """Text that cannot break a markdown table row."""
+    return str(text).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
+
+
+def queued_summary(operation_ids: list[str]) -> dict[str, Any]:
+    """The result of a run split into background runs: what was queued and what must run them."""
+    worker = "Start a worker where the data is: `fiftyone delegated launch` (one per run to run them in parallel)."
+    if not delegation_available():
+        worker += " To follow them in the App's Runs page, start the App with FIFTYONE_ALLOW_LEGACY_ORCHESTRATORS=true."
+    text = f"**Queued {len(operation_ids)} background runs.** Nothing runs until a worker picks them up. {worker}"
+    text += "\n\n" + "\n".join(f"- `{operation_id}`" for operation_id in operation_ids)
+    return {"queued": operation_ids, "summary": text}
 
 
 def summary_outputs(title: str) -> types.Property:
+    """The result dialog: one markdown block with counts, failures by file, or what to do next."""
     outputs = types.Object()
-    outputs.int("processed", label="Samples processed")
-    outputs.int("objects", label="Objects written")
-    outputs.int("failed_count", label="Samples skipped (see the error field)")
-    outputs.list("failed", types.Object(), label="Skipped samples")
-    outputs.list("queued", types.String(), label="Queued delegated operations")
+    outputs.str("summary", view=types.MarkdownView())
     return types.Property(outputs, view=types.View(label=title))
-
-
-def execute_in_python(operator: foo.Operator, sample_collection, params: dict[str, Any], delegate: bool):
-    """Run ``operator`` on a collection from Python, as FiftyOne's own operators' ``__call__`` do."""
-    ctx = {"view": sample_collection.view(), "params": params}
-    return foo.execute_operator(operator.uri, ctx, request_delegation=delegate)

@@ -10,8 +10,7 @@ import fiftyone.operators.types as types
 from ..core import DEFAULT_BOX_THRESHOLD, DEFAULT_SEGMENTER, DEFAULT_TEXT_THRESHOLD
 from ..core.detectors.sliced import DEFAULT_SLICE_OVERLAP
 from ..core.models import DETECTOR_BACKENDS
-from ..core.pipeline import DEFAULT_BATCH_SIZE
-from . import common
+from . import common, runs
 from .ground_and_segment import GroundAndSegment
 
 DEFAULT_FLORENCE2 = DETECTOR_BACKENDS["florence2"].default_checkpoint
@@ -28,13 +27,15 @@ class Florence2GroundAndSegment(GroundAndSegment):
     def config(self) -> foo.OperatorConfig:
         return common.operator_config(
             "florence2",
-            "Florence-2 + SAM 2: detect, caption regions, propose or ground, then segment",
+            "Florence-2 + SAM 2: find and segment",  # short: the operator browser cuts long names
             "Florence-2 runs the chosen task (object detection, dense region captions, region proposals, "
             "phrase grounding, referring expressions, open-vocabulary detection); SAM 2 segments every region",
         )
 
     def add_detector_inputs(self, inputs: types.Object, ctx) -> None:
-        inputs.str(
+        common.add_checkpoint_input(
+            inputs,
+            ctx.params,
             "checkpoint",
             default=DEFAULT_FLORENCE2,
             label="Florence-2 checkpoint",
@@ -55,7 +56,7 @@ class Florence2GroundAndSegment(GroundAndSegment):
         label_field: str = "florence2",
         checkpoint: str = DEFAULT_FLORENCE2,
         segmenter: str = DEFAULT_SEGMENTER,
-        batch_size: int = DEFAULT_BATCH_SIZE,
+        batch_size: int | None = None,
         write_mode: str = "overwrite",
         mask_dir: str | None = None,
         slice_size: int = 0,
@@ -89,4 +90,4 @@ class Florence2GroundAndSegment(GroundAndSegment):
             "device": device,
             "num_shards": num_shards,
         }
-        return common.execute_in_python(self, sample_collection, params, delegate)
+        return runs.run_in_python(self, sample_collection, params, delegate)

@@ -18,8 +18,16 @@ from ..core import (
     parse_prompt,
 )
 from ..core.detectors.sliced import DEFAULT_SLICE_OVERLAP
-from ..core.pipeline import DEFAULT_BATCH_SIZE, detector_phrases
-from . import common
+from ..core.pipeline import detector_phrases
+from . import common, runs
+
+#: The prompt's help for each Florence-2 task that takes one (the others need none).
+FLORENCE2_PROMPT_HELP = {
+    "phrase_grounding": 'A sentence; every phrase in it is found, e.g. "a dog chasing a red ball"',
+    "referring_expression_segmentation": 'One description of one object, e.g. "the man in the blue shirt"',
+    "open_vocabulary_detection": 'What to find, e.g. "red car"; separate several with periods: "red car. bus."',
+}
+DEFAULT_PROMPT_HELP = 'What to find: class names each followed by a period, e.g. "car. person. dog."'
 
 SOURCE = "ground_and_segment"
 
@@ -44,23 +52,28 @@ class GroundAndSegment(foo.Operator):
     def resolve_input(self, ctx) -> types.Property:
         inputs = types.Object()
         inputs.view_target(ctx)
-        self.add_prompt_input(inputs, ctx)
+        common.require_images_in_form(inputs, ctx)
+        # The detector (and Florence-2's task) first: they decide whether a prompt is needed and what it is.
         self.add_detector_inputs(inputs, ctx)
-        common.add_model_inputs(inputs, detector=False)
+        self.add_prompt_input(inputs, ctx)
+        if common.detector_backend(self.run_params(ctx.params)) == "sam3":
+            common.add_device_input(inputs)  # SAM 3 segments what it finds: no SAM 2 checkpoint to ask for
+        else:
+            common.add_model_inputs(inputs, detector=False, ctx=ctx)
         if self.show_thresholds:
-            common.add_threshold_inputs(inputs)
+            common.add_threshold_inputs(inputs, ctx.params)
         common.add_output_inputs(inputs, ctx, default_field=self.default_field)
+        common.add_run_notice(inputs)
         return types.Property(inputs, view=types.View(label=self.config.label))
 
     def add_prompt_input(self, inputs: types.Object, ctx) -> None:
-        if not common.needs_prompt(self.run_params(ctx.params)):
+        params = self.run_params(ctx.params)
+        if not common.needs_prompt(params):
             return
-        prompt = inputs.str(
-            "prompt",
-            required=True,
-            label="Prompt",
-            description='What to find: class names each followed by a period, e.g. "car. person. dog."',
-        )
+        help_text = DEFAULT_PROMPT_HELP
+        if common.detector_backend(params) == "florence2":
+            help_text = FLORENCE2_PROMPT_HELP.get(params.get("task") or "", DEFAULT_PROMPT_HELP)
+        prompt = inputs.str("prompt", required=True, label="Prompt", description=help_text)
         if ctx.params.get("prompt") is not None:
             try:
                 parse_prompt(ctx.params["prompt"])
@@ -75,21 +88,27 @@ class GroundAndSegment(foo.Operator):
         """The parameters as this operator runs them (subclasses fix the detector)."""
         return params
 
-    def execute(self, ctx) -> dict[str, Any]:
+    def execute(self, ctx):
+        return runs.execute(ctx, lambda: self.prepare(ctx), self.resolve_output(ctx))
+
+    def prepare(self, ctx) -> runs.Prepared:
+        """Check the parameters and load the models; return the work (or, split into shards, what was queued)."""
         params = self.run_params(ctx.params)
         if common.needs_prompt(params):
             parse_prompt(params.get("prompt") or "")  # an empty prompt fails before any model loads
         settings = common.run_settings(params)
         common.require_images(ctx)
         if common.wants_fan_out(params):
-            return common.finish(ctx, {"queued": common.queue_shards(ctx, self.uri)})
+            return common.queued_summary(common.queue_shards(ctx, self.uri))
 
         view = common.shard_of(ctx.target_view(), params)
         detector = common.load_run_detector(ctx, params)
         phrases = detector_phrases(detector, params.get("prompt"))
         segmenter = None
         if not detector.produces_masks:
-            segmenter = load_segmenter(params.get("segmenter") or DEFAULT_SEGMENTER, device=params.get("device", "auto"))
+            segmenter = load_segmenter(
+                params.get("segmenter") or DEFAULT_SEGMENTER, device=params.get("device", "auto")
+            )
         common.ensure_fields(ctx.dataset, settings["label_field"])
         box_threshold, text_threshold = settings["box_threshold"], settings["text_threshold"]
 
@@ -109,7 +128,7 @@ class GroundAndSegment(foo.Operator):
         return common.label_samples(ctx, view, rows, settings, self.source, label_batch)
 
     def resolve_output(self, ctx) -> types.Property:
-        return common.summary_outputs("Grounded SAM 2")
+        return common.summary_outputs(self.config.label)
 
     def __call__(
         self,
@@ -123,7 +142,7 @@ class GroundAndSegment(foo.Operator):
         segmenter: str = DEFAULT_SEGMENTER,
         box_threshold: float = DEFAULT_BOX_THRESHOLD,
         text_threshold: float = DEFAULT_TEXT_THRESHOLD,
-        batch_size: int = DEFAULT_BATCH_SIZE,
+        batch_size: int | None = None,
         write_mode: str = "overwrite",
         mask_dir: str | None = None,
         device: str = "auto",
@@ -133,7 +152,13 @@ class GroundAndSegment(foo.Operator):
         """Detect and segment what ``prompt`` names in ``sample_collection``, from Python.
 
         ``detector`` is any backend (``"owlv2"``, ``"florence2"`` with ``task``,
-        ``"dinox"``, ...); ``slice_size > 0`` turns on sliced inference.
+        ``"dinox"``, ...); ``slice_size > 0`` turns on sliced inference. The run
+        happens in this process, with a progress bar, however long it takes;
+        ``delegate=True`` queues it for a ``fiftyone delegated launch`` worker
+        instead. ``batch_size`` defaults to 1 on a CPU and 4 on a GPU.
+
+        Returns the run's summary: ``processed``, ``objects``, ``failed`` (file
+        and reason of each failure) and ``summary`` (the same as text).
 
         Example::
 
@@ -157,4 +182,4 @@ class GroundAndSegment(foo.Operator):
             "device": device,
             "num_shards": num_shards,
         }
-        return common.execute_in_python(self, sample_collection, params, delegate)
+        return runs.run_in_python(self, sample_collection, params, delegate)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
 
 import fiftyone as fo
 import fiftyone.operators as foo
@@ -11,8 +10,7 @@ import numpy as np
 import supervision as sv
 
 from ..core import DEFAULT_SEGMENTER, InputError, load_segmenter
-from ..core.pipeline import DEFAULT_BATCH_SIZE
-from . import common
+from . import common, runs
 from .labels import box_from_relative
 
 SOURCE = "segment_with_sam2"
@@ -39,16 +37,34 @@ class SegmentWithSam2(foo.Operator):
     def resolve_input(self, ctx) -> types.Property:
         inputs = types.Object()
         inputs.view_target(ctx)
+        common.require_images_in_form(inputs, ctx)
         fields = detection_fields(ctx.dataset) if ctx.dataset is not None else []
         if fields:
-            inputs.enum("source_field", fields, required=True, label="Boxes from", default=fields[0])
+            inputs.enum(
+                "source_field",
+                fields,
+                required=True,
+                label="Boxes from",
+                default=fields[0],
+                description="The Detections field whose boxes SAM 2 segments",
+                view=types.DropdownView(),
+            )
         else:
-            inputs.str("source_field", required=True, label="Boxes from", description="A Detections field")
-        common.add_model_inputs(inputs, detector=False)
+            problem = (
+                f"dataset {ctx.dataset.name!r} has no Detections field: add boxes first (or use ground_and_segment)"
+            )
+            notice = inputs.view("source_error", types.Error(label=problem))
+            notice.invalid = True
+            notice.error_message = problem
+        common.add_model_inputs(inputs, detector=False, ctx=ctx)
         common.add_output_inputs(inputs, ctx, default_field="sam2")
+        common.add_run_notice(inputs)
         return types.Property(inputs, view=types.View(label="Segment boxes with SAM 2"))
 
-    def execute(self, ctx) -> dict[str, Any]:
+    def execute(self, ctx):
+        return runs.execute(ctx, lambda: self.prepare(ctx), self.resolve_output(ctx))
+
+    def prepare(self, ctx) -> runs.Prepared:
         params = ctx.params
         settings = common.run_settings(params)
         common.require_images(ctx)
@@ -58,7 +74,7 @@ class SegmentWithSam2(foo.Operator):
         if source_field == settings["label_field"]:
             raise InputError(f"label field {source_field!r}: write the masks to another field than the source")
         if common.wants_fan_out(params):
-            return common.finish(ctx, {"queued": common.queue_shards(ctx, self.uri)})
+            return common.queued_summary(common.queue_shards(ctx, self.uri))
 
         view = common.shard_of(ctx.target_view(), params)
         segmenter = load_segmenter(params.get("segmenter") or DEFAULT_SEGMENTER, device=params.get("device", "auto"))
@@ -117,7 +133,7 @@ class SegmentWithSam2(foo.Operator):
         source_field: str,
         label_field: str = "sam2",
         segmenter: str = DEFAULT_SEGMENTER,
-        batch_size: int = DEFAULT_BATCH_SIZE,
+        batch_size: int | None = None,
         write_mode: str = "overwrite",
         mask_dir: str | None = None,
         device: str = "auto",
@@ -142,4 +158,4 @@ class SegmentWithSam2(foo.Operator):
             "device": device,
             "num_shards": num_shards,
         }
-        return common.execute_in_python(self, sample_collection, params, delegate)
+        return runs.run_in_python(self, sample_collection, params, delegate)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
 
 import fiftyone as fo
 import fiftyone.operators as foo
@@ -19,7 +18,7 @@ from ..core.models import load_sam3_tracker, load_tracker, parse_sam3_tracker_sp
 from ..core.pipeline import detector_phrases
 from ..core.video_io import iter_frames, probe_video
 from ..core.video_pipeline import DEFAULT_IOU_THRESHOLD, DEFAULT_STEP, BoxPrompt, ground_and_track, track_from_boxes
-from . import common
+from . import common, runs
 from .labels import box_from_relative, to_fiftyone_detections
 
 SOURCE = "track_video"
@@ -85,6 +84,8 @@ class TrackVideo(foo.Operator):
     def resolve_input(self, ctx) -> types.Property:
         inputs = types.Object()
         inputs.view_target(ctx)
+        if not common.require_media_in_form(inputs, ctx, "video"):
+            return types.Property(inputs, view=types.View(label="Track objects through videos"))
         inputs.enum(
             "mode",
             list(MODES),
@@ -95,25 +96,52 @@ class TrackVideo(foo.Operator):
         )
         if ctx.params.get("mode", "prompt") == "field":
             fields = frame_detection_fields(ctx.dataset)
-            inputs.enum("source_field", fields, required=True, label="Boxes from (frames.)")
-        else:
-            if common.needs_prompt(ctx.params):
-                inputs.str("prompt", required=True, label="Prompt", description='e.g. "car. person."')
-            common.add_detector_inputs(inputs, ctx)
-            inputs.str("segmenter", default=DEFAULT_SEGMENTER, label="SAM 2 image checkpoint")
-            common.add_threshold_inputs(inputs)
-            inputs.int("step", default=DEFAULT_STEP, label="Detect every N frames")
-            inputs.float("iou_threshold", default=DEFAULT_IOU_THRESHOLD, label="Same-object mask IoU")
-            inputs.enum("prompt_type", ["mask", "box", "point"], default="mask", label="Prompt SAM 2 with")
-            inputs.bool("reverse", default=False, label="Also track backwards from where objects appear")
-        inputs.str(
+            if fields:
+                inputs.enum(
+                    "source_field",
+                    fields,
+                    default=fields[0],
+                    required=True,
+                    label="Boxes from (frames.)",
+                    description="A frame-level Detections field: each object's boxes on a few key frames, "
+                    "with the same index on every frame where it appears",
+                    view=types.DropdownView(),
+                )
+            else:
+                problem = (
+                    f"dataset {ctx.dataset.name!r} has no frame-level Detections field: draw boxes on a few "
+                    "key frames first (or choose prompt)"
+                )
+                notice = inputs.view("source_error", types.Error(label=problem))
+                notice.invalid = True
+                notice.error_message = problem
+        # The tracker first: with SAM 3 it finds the prompt by itself, and the detector and SAM 2 are not asked for.
+        common.add_checkpoint_input(
+            inputs,
+            ctx.params,
             "tracker",
             default=DEFAULT_SEGMENTER,
             label="Video tracker",
             description="A SAM 2 video checkpoint, or sam3 to find and track the prompt with SAM 3 alone "
-            "(on every frame; the detector, SAM 2 and step settings are then unused)",
+            "(on every frame, with no detector or SAM 2 image model)",
         )
-        inputs.str("device", default="auto", label="Device")
+        sam3 = parse_sam3_tracker_spec(ctx.params.get("tracker") or DEFAULT_SEGMENTER) is not None
+        if ctx.params.get("mode", "prompt") == "prompt":
+            if not sam3:
+                common.add_detector_inputs(inputs, ctx)
+            if sam3 or common.needs_prompt(ctx.params):
+                inputs.str("prompt", required=True, label="Prompt", description='What to follow, e.g. "car. person."')
+            if not sam3:
+                common.add_checkpoint_input(
+                    inputs, ctx.params, "segmenter", default=DEFAULT_SEGMENTER, label="SAM 2 image checkpoint"
+                )
+            common.add_threshold_inputs(inputs, ctx.params)
+            if not sam3:
+                inputs.int("step", default=DEFAULT_STEP, label="Detect every N frames")
+                inputs.float("iou_threshold", default=DEFAULT_IOU_THRESHOLD, label="Same-object mask IoU")
+                inputs.enum("prompt_type", ["mask", "box", "point"], default="mask", label="Prompt SAM 2 with")
+                inputs.bool("reverse", default=False, label="Also track backwards from where objects appear")
+        common.add_device_input(inputs)
         inputs.str(
             "label_field",
             default="gsam2_tracks",
@@ -121,22 +149,28 @@ class TrackVideo(foo.Operator):
             label="Frame label field",
             description="Written as frames.<field>",
         )
+        common.add_run_notice(inputs)
         return types.Property(inputs, view=types.View(label="Track objects through videos"))
 
-    def execute(self, ctx) -> dict[str, Any]:
+    def execute(self, ctx):
+        return runs.execute(ctx, lambda: self.prepare(ctx), self.resolve_output(ctx))
+
+    def prepare(self, ctx) -> runs.Prepared:
+        """Check the parameters and load the models; return the work."""
         params = ctx.params
         mode = params.get("mode", "prompt")
         if mode not in MODES:
             raise InputError(f"mode {mode!r}: choose prompt or field")
-        if ctx.dataset.media_type != "video":
-            raise InputError(f"dataset {ctx.dataset.name!r} holds {ctx.dataset.media_type}s, not videos")
+        problem = common.media_problem(ctx.dataset, "video")
+        if problem:
+            raise InputError(problem)
         box_threshold, text_threshold = common.thresholds(params)
         label_field = (params.get("label_field") or "").strip().removeprefix("frames.")
         if not label_field or "." in label_field:
             raise InputError(f"label field {label_field!r}: give a frame field name such as 'gsam2_tracks'")
         device = params.get("device", "auto")
         tracker_name = params.get("tracker") or DEFAULT_SEGMENTER
-        sam3 = None
+        sam3 = detector = segmenter = phrases = source_field = None
         if mode == "prompt" and parse_sam3_tracker_spec(tracker_name) is not None:
             # SAM 3 finds and follows the prompt by itself: no detector, no SAM 2.
             sam3 = load_sam3_tracker(tracker_name, device=device)
@@ -147,7 +181,6 @@ class TrackVideo(foo.Operator):
                 parse_prompt(params.get("prompt") or "")  # an empty prompt fails before any model loads
             detector = common.load_run_detector(ctx, params)
             phrases = detector_phrases(detector, params.get("prompt"))
-            segmenter = None
             if not detector.produces_masks:
                 segmenter = load_segmenter(params.get("segmenter") or DEFAULT_SEGMENTER, device=device)
         else:
@@ -156,21 +189,25 @@ class TrackVideo(foo.Operator):
                 raise InputError(f"source field {source_field!r}: not a frame-level Detections field")
         tracker = load_tracker(tracker_name, device=device) if sam3 is None else None
         self._ensure_frame_field(ctx.dataset, label_field)
+        models = {"sam3": sam3, "detector": detector, "segmenter": segmenter, "tracker": tracker}
+        return self._track_all(ctx, mode, label_field, (box_threshold, text_threshold), phrases, source_field, models)
 
+    def _track_all(self, ctx, mode, label_field, thresholds, phrases, source_field, models) -> runs.Work:
+        """Track every video of the view, one after another, yielding progress within each."""
+        params, (box_threshold, text_threshold) = ctx.params, thresholds
+        sam3, detector, segmenter, tracker = models["sam3"], models["detector"], models["segmenter"], models["tracker"]
         view = ctx.target_view()
         common.fail_abandoned_runs(ctx, self.uri)
         rows = list(zip(*view.values(["id", "filepath"])))
         processed, objects, failed = 0, 0, []
         for position, (sample_id, filepath) in enumerate(rows):
-            common.report_progress(ctx, position, len(rows), "videos")
+            yield runs.Progress(position, len(rows), "videos")
             writer = None
             try:
                 info = probe_video(filepath)
                 frames = iter_frames(filepath)
                 if sam3 is not None:
-                    results = sam3.track(
-                        frames, phrases, score_threshold=box_threshold
-                    )
+                    results = sam3.track(frames, phrases, score_threshold=box_threshold)
                 elif mode == "prompt":
                     results = ground_and_track(
                         frames,
@@ -197,30 +234,24 @@ class TrackVideo(foo.Operator):
                         ids.add(int(object_id))
                     writer.add(result.frame_index + 1, labels)  # FiftyOne frames are 1-based
                     if result.frame_index % 25 == 0:
-                        common.report_progress(
-                            ctx,
-                            position + min(0.99, result.frame_index / max(info.frame_count or 1, 1)),
-                            len(rows),
-                            "videos",
-                        )
+                        within = min(0.99, result.frame_index / max(info.frame_count or 1, 1))
+                        yield runs.Progress(position + within, len(rows), "videos")
                 writer.finish()
             except GroundedSam2Error as error:
                 if writer is not None:
                     writer.abandon()
                 failed.append({"id": sample_id, "filepath": filepath, "error": str(error)})
-                view.set_values(common.error_field_name(label_field), {sample_id: str(error)}, key_field="id")
+                common.write_errors(view, label_field, {sample_id: str(error)})
                 continue
             except BaseException:
                 if writer is not None:
                     writer.abandon()  # nothing half-written, whatever stopped the run
                 raise
-            view.set_values(common.error_field_name(label_field), {sample_id: None}, key_field="id")
+            common.write_errors(view, label_field, {sample_id: None})
             processed += 1
             objects += len(ids)
-        common.report_progress(ctx, len(rows), len(rows), "videos")
-        return common.finish(
-            ctx, {"processed": processed, "objects": objects, "failed_count": len(failed), "failed": failed[:100]}
-        )
+        yield runs.Progress(len(rows), len(rows), "videos")
+        return common.run_summary(processed, objects, failed, f"`frames.{label_field}`", what="videos")
 
     @staticmethod
     def _prompts_from_field(dataset, sample_id, source_field, info) -> list[BoxPrompt]:
@@ -248,9 +279,7 @@ class TrackVideo(foo.Operator):
                 raise InputError(f"frame field {label_field!r} exists and does not hold Detections")
         else:
             dataset.add_frame_field(label_field, fo.EmbeddedDocumentField, embedded_doc_type=fo.Detections)
-        error_field = common.error_field_name(label_field)
-        if error_field not in dataset.get_field_schema():
-            dataset.add_sample_field(error_field, fo.StringField)
+        common.check_error_field(dataset, label_field)
 
     def resolve_output(self, ctx) -> types.Property:
         return common.summary_outputs("Track objects through videos")
@@ -278,4 +307,4 @@ class TrackVideo(foo.Operator):
             "label_field": label_field,
             **options,
         }
-        return common.execute_in_python(self, sample_collection, params, delegate)
+        return runs.run_in_python(self, sample_collection, params, delegate)

@@ -15,6 +15,7 @@ from PIL import Image
 
 from gsam2.core import rle_to_mask
 
+from .app_runs import expect_user_error
 from .conftest import shapes_image
 from .test_cli import gsam2
 from .test_operators import GROUND, run
@@ -169,11 +170,9 @@ def test_florence2_operator_with_a_prompt_free_task(dataset, tiny_models, one_to
 
 
 def test_florence2_operator_refuses_a_prompted_task_without_a_prompt(dataset, tiny_models):
-    from fiftyone.operators.executor import ExecutionError
 
     params = {"task": "open_vocabulary_detection", "checkpoint": str(tiny_models["florence2"]), "device": "cpu"}
-    with pytest.raises(ExecutionError, match="prompt"):
-        run(f"{PLUGIN}/florence2", dataset, params)
+    expect_user_error(run(f"{PLUGIN}/florence2", dataset, params), "prompt")
     assert "florence2" not in dataset.get_field_schema()
 
 

@@ -11,9 +11,10 @@ import fiftyone.operators as foo
 import numpy as np
 import pytest
 from fiftyone.operators.delegated import DelegatedOperationService
-from fiftyone.operators.executor import ExecutionError
 from PIL import Image
 
+from . import app_runs
+from .app_runs import expect_user_error
 from .conftest import shapes_image
 
 PLUGIN = "@gsam2/grounded-sam2"
@@ -43,8 +44,8 @@ def model_params(tiny_models):
 
 
 def run(uri, dataset_or_view, params, delegate=False):
-    result = foo.execute_operator(uri, {"view": dataset_or_view.view(), "params": params}, request_delegation=delegate)
-    return result
+    """Execute as the App does (progress and the result dialog, streamed), or schedule a delegated run."""
+    return app_runs.run(uri, dataset_or_view, params, delegate)
 
 
 def run_queue(dataset) -> list:
@@ -85,7 +86,9 @@ def check_labels(dataset, field, allowed_labels, require_confidence=True):
 
 def test_both_operators_are_registered():
     assert foo.get_operator(GROUND).config.allow_delegated_execution
-    assert foo.get_operator(SEGMENT).config.default_choice_to_delegated
+    # Delegated by default only where the App can offer Schedule (see common.delegation_available).
+    assert foo.get_operator(SEGMENT).config.default_choice_to_delegated == fo.config.allow_legacy_orchestrators
+    assert foo.get_operator(GROUND).config.execute_as_generator, "immediate runs stream their progress"
 
 
 def test_ground_and_segment_immediate(dataset, model_params):
@@ -96,7 +99,13 @@ def test_ground_and_segment_immediate(dataset, model_params):
     assert schema["gsam2"].document_type is fo.Detections
     objects = check_labels(dataset, "gsam2", {"car", "person"})
     assert objects == result.result["objects"] > 0
-    assert dataset.count_values("gsam2_error") == {None: 5}
+    assert "gsam2_error" not in dataset.get_field_schema(), "no failure: no error field in the sidebar"
+    # What the App showed: progress after every batch (batch_size 2 of 5 samples), then the dialog.
+    assert [p["label"] for p in result.progress] == ["0/5 samples", "2/5 samples", "4/5 samples", "5/5 samples"]
+    assert result.progress[-1]["progress"] == 1.0
+    assert result.triggered[-2:] == ["reload_dataset", "show_output"]
+    assert result.result["summary"] == f"**5** samples labelled, **{objects}** objects written to `gsam2`."
+    assert result.outputs["type"]["properties"]["summary"]["view"]["name"] == "MarkdownView"
 
 
 def test_rerun_replaces_instead_of_duplicating(dataset, model_params):
@@ -152,15 +161,14 @@ def test_missing_file_is_skipped_and_recorded(dataset, model_params):
 
 
 def test_empty_prompt_fails_before_any_write(dataset, model_params):
-    with pytest.raises(ExecutionError, match="prompt '  .  ' is empty"):
-        run(GROUND, dataset, ground_params(model_params, prompt="  .  "))
+    expect_user_error(run(GROUND, dataset, ground_params(model_params, prompt="  .  ")), "prompt '  .  ' is empty")
     assert "gsam2" not in dataset.get_field_schema()
 
 
 def test_execute_refuses_an_empty_prompt_even_without_the_form(dataset, model_params):
     ctx = _context(dataset, ground_params(model_params, prompt=""))
     with pytest.raises(ValueError, match="is empty") as raised:
-        foo.get_operator(GROUND).execute(ctx)
+        foo.get_operator(GROUND).prepare(ctx)
     # FiftyOne imports the plugin under its own module name, so compare by name.
     assert type(raised.value).__name__ == "PromptError"
     assert "gsam2" not in dataset.get_field_schema()
@@ -181,7 +189,12 @@ def test_view_with_zero_samples(dataset, model_params):
     empty = dataset.match(fo.ViewField("filepath") == "nothing")
     result = run(GROUND, empty, ground_params(model_params))
     assert result.error is None
-    assert result.result == {"processed": 0, "objects": 0, "failed_count": 0, "failed": []}
+    assert {key: result.result[key] for key in ("processed", "objects", "failed_count", "failed")} == {
+        "processed": 0,
+        "objects": 0,
+        "failed_count": 0,
+        "failed": [],
+    }
 
 
 def test_only_the_target_view_is_processed(dataset, model_params):
@@ -198,7 +211,7 @@ def test_two_shards_process_every_sample_exactly_once(dataset, model_params):
     processed = [r.result["processed"] for r in results]
     assert sorted(processed) == [2, 3] and sum(processed) == 5
     assert len(dataset.exists("gsam2")) == 5
-    assert dataset.count("gsam2_error") == 0
+    assert "gsam2_error" not in dataset.get_field_schema()
 
 
 def test_shards_of_a_view_that_depends_on_the_output_field_cover_every_sample(tmp_path, model_params):
@@ -225,8 +238,7 @@ def test_shards_of_a_view_that_depends_on_the_output_field_cover_every_sample(tm
 
 def test_an_error_field_of_another_type_is_never_overwritten(dataset, model_params):
     dataset.set_values("gsam2_error", [float(i) for i in range(len(dataset))])
-    with pytest.raises(ExecutionError, match="'gsam2_error' already exists and does not hold text"):
-        run(GROUND, dataset, ground_params(model_params))
+    expect_user_error(run(GROUND, dataset, ground_params(model_params)), "'gsam2_error' already exists and does not hold text")
     assert dataset.values("gsam2_error") == [float(i) for i in range(len(dataset))]
     assert "gsam2" not in dataset.get_field_schema() or not dataset.exists("gsam2")
 
@@ -258,8 +270,7 @@ def test_a_nan_source_box_is_that_samples_error(dataset, model_params):
     ],
 )
 def test_bad_parameters_are_refused_before_any_work(dataset, model_params, overrides, message):
-    with pytest.raises(ExecutionError, match=message):
-        run(GROUND, dataset, ground_params(model_params, **overrides))
+    expect_user_error(run(GROUND, dataset, ground_params(model_params, **overrides)), message)
     assert "gsam2" not in dataset.get_field_schema()
 
 
@@ -274,8 +285,7 @@ def test_image_operators_refuse_a_video_dataset_up_front(tmp_path, model_params)
     videos = fo.Dataset()
     videos.add_sample(fo.Sample(filepath=str(write_video(tmp_path / "v.mp4", moving_squares(3)))))
     try:
-        with pytest.raises(ExecutionError, match="holds videos: this operator labels images .use track_video"):
-            run(GROUND, videos, ground_params(model_params))
+        expect_user_error(run(GROUND, videos, ground_params(model_params)), "holds videos: this operator labels images .use track_video")
         assert "gsam2" not in videos.get_field_schema()
     finally:
         videos.delete()
@@ -316,8 +326,7 @@ def test_segment_with_sam2_delegated_and_bad_source(dataset, model_params):
     run(SEGMENT, dataset, params, delegate=True)
     run_queue(dataset)
     assert dataset.count("sam2.detections") == 5
-    with pytest.raises(ExecutionError, match="source_field"):
-        run(SEGMENT, dataset, dict(params, source_field="nope"))
+    expect_user_error(run(SEGMENT, dataset, dict(params, source_field="nope")), "source_field")
 
 
 def test_python_one_liner(dataset, model_params):
@@ -332,7 +341,7 @@ def test_python_one_liner(dataset, model_params):
         segmenter=model_params["segmenter"],
         device="cpu",
     )
-    assert result.error is None
+    assert result["processed"] == 5 and result["failed"] == []
     assert len(dataset.exists("from_python")) == 5
 
 
@@ -364,7 +373,7 @@ def test_interrupted_run_keeps_finished_batches(dataset, model_params, monkeypat
         return real_pipeline(*args, **kwargs)
 
     monkeypatch.setattr(module, "ground_and_segment", dies_on_second_batch)
-    with pytest.raises((ExecutionError, WorkerStopped), match="worker stopped"):
+    with pytest.raises(WorkerStopped, match="worker stopped"):
         run(GROUND, dataset, ground_params(model_params, batch_size=2))
     assert len(dataset.exists("gsam2")) == 2, "the first batch was written before the failure"
     monkeypatch.setattr(module, "ground_and_segment", real_pipeline)

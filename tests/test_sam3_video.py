@@ -16,12 +16,12 @@ import numpy as np
 import pytest
 import supervision as sv
 from fiftyone.operators.delegated import DelegatedOperationService
-from fiftyone.operators.executor import ExecutionError
 
 from gsam2.core import InputError, ModelLoadError, rle_to_mask
 from gsam2.core.models import load_sam3_tracker, load_tracker, parse_sam3_tracker_spec
 from gsam2.core.video_io import iter_frames
 
+from .app_runs import expect_user_error, run_in_app
 from .media import moving_squares, write_video
 from .test_cli import gsam2
 
@@ -203,6 +203,5 @@ def test_track_video_operator_refuses_sam3_for_boxes(video_dataset, tiny_models)
     video_dataset.add_frame_field("keyframes", fo.EmbeddedDocumentField, embedded_doc_type=fo.Detections)
     params = {"mode": "field", "source_field": "keyframes", "tracker": f"sam3:{tiny_models['sam3-video']}",
               "device": "cpu", "label_field": "tracks"}
-    with pytest.raises(ExecutionError, match="SAM 3, which follows text prompts"):
-        foo.execute_operator(TRACK, {"view": video_dataset.view(), "params": params})
+    expect_user_error(run_in_app(TRACK, video_dataset.view(), params), "SAM 3, which follows text prompts")
     assert "tracks" not in video_dataset.get_frame_field_schema(), "nothing written"

@@ -8,8 +8,9 @@ import fiftyone as fo
 import fiftyone.operators as foo
 import pytest
 from fiftyone.operators.delegated import DelegatedOperationService
-from fiftyone.operators.executor import ExecutionError
 
+from . import app_runs
+from .app_runs import expect_user_error
 from .media import moving_squares, write_video
 
 TRACK = "@gsam2/grounded-sam2/track_video"
@@ -45,7 +46,7 @@ def params(tiny_models):
 
 
 def run(dataset, params, delegate=False):
-    return foo.execute_operator(TRACK, {"view": dataset.view(), "params": params}, request_delegation=delegate)
+    return app_runs.run(TRACK, dataset, params, delegate)
 
 
 def check_tracks(dataset, field="tracks"):
@@ -115,13 +116,11 @@ def test_undecodable_video_is_skipped_and_recorded(videos, params, tmp_path):
 
 
 def test_empty_prompt_and_image_dataset_are_refused(videos, params, tmp_path):
-    with pytest.raises(ExecutionError, match="empty"):
-        run(videos, dict(params, prompt=" "))
+    expect_user_error(run(videos, dict(params, prompt=" ")), "empty")
     images = fo.Dataset()
     try:
         images.add_sample(fo.Sample(filepath=str(Path(tmp_path) / "x.png")))
-        with pytest.raises(ExecutionError, match="not videos"):
-            run(images, params)
+        expect_user_error(run(images, params), "holds images: this operator labels videos")
     finally:
         images.delete()
 
