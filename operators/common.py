@@ -26,7 +26,7 @@ from ..core.detectors.florence2 import FLORENCE2_TASKS, PROMPTED_TASKS
 from ..core.detectors.sliced import DEFAULT_SLICE_OVERLAP
 from ..core.devices import resolve_device
 from ..core.models import SAM2_CHECKPOINTS, detector_choices, looks_like_local_path, parse_detector_spec
-from ..core.pipeline import DEFAULT_BATCH_SIZE
+from ..core.pipeline import default_batch_size as core_default_batch_size
 from .labels import merge_detections
 from .runs import Progress, Work
 
@@ -197,12 +197,12 @@ def flag_problem(prop: types.Property, check: Callable[[], Any]) -> None:
 
 
 def default_batch_size(params: dict[str, Any]) -> int:
-    """1 on a CPU (larger batches only add memory there), :data:`DEFAULT_BATCH_SIZE` on an accelerator."""
+    """The core's default for the run's device (:func:`~..core.pipeline.default_batch_size`: 4 on CUDA, else 1)."""
     try:
         device = resolve_device(params.get("device") or "auto")
-    except GroundedSam2Error:
+    except GroundedSam2Error:  # an unknown device is reported by the run itself
         return 1
-    return 1 if device.type == "cpu" else DEFAULT_BATCH_SIZE
+    return core_default_batch_size(device)
 
 
 def add_output_inputs(inputs: types.Object, ctx, default_field: str) -> None:
