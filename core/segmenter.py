@@ -44,6 +44,9 @@ class Sam2ImageSegmenter:
         """Load a hub id (``facebook/sam2.1-hiera-tiny``) or a local folder."""
         from transformers import Sam2Model, Sam2Processor
 
+        from .checkpoints import require_model_type
+
+        require_model_type(checkpoint, {"sam2", "sam2_video"}, "SAM 2")
         processor = Sam2Processor.from_pretrained(checkpoint)
         model = Sam2Model.from_pretrained(checkpoint)
         return cls(model.to(device).eval(), processor, device)

@@ -55,6 +55,9 @@ class Sam2VideoTracker:
     def from_pretrained(cls, checkpoint: str, device: torch.device) -> Sam2VideoTracker:
         from transformers import Sam2VideoModel, Sam2VideoProcessor
 
+        from .checkpoints import require_model_type
+
+        require_model_type(checkpoint, {"sam2", "sam2_video"}, "a SAM 2 video checkpoint")
         processor = Sam2VideoProcessor.from_pretrained(checkpoint)
         model = Sam2VideoModel.from_pretrained(checkpoint)
         return cls(model.to(device).eval(), processor, device)

@@ -56,7 +56,7 @@ class AutoLabel(foo.Operator):
         common.add_model_inputs(inputs, detector=False, ctx=ctx)
         common.add_output_inputs(inputs, ctx, default_field="auto_label")
         common.add_run_notice(inputs)
-        return types.Property(inputs, view=types.View(label="Auto-label with Florence-2 and SAM 2"))
+        return types.Property(inputs, view=types.View(label=self.config.label))
 
     def execute(self, ctx):
         return runs.execute(ctx, lambda: self.prepare(ctx), self.resolve_output(ctx))
@@ -96,7 +96,7 @@ class AutoLabel(foo.Operator):
         return common.label_samples(ctx, view, rows, settings, SOURCE, label_batch)
 
     def resolve_output(self, ctx) -> types.Property:
-        return common.summary_outputs("Auto-label")
+        return common.summary_outputs(self.config.label)
 
     def __call__(
         self,

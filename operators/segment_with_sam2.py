@@ -59,7 +59,7 @@ class SegmentWithSam2(foo.Operator):
         common.add_model_inputs(inputs, detector=False, ctx=ctx)
         common.add_output_inputs(inputs, ctx, default_field="sam2")
         common.add_run_notice(inputs)
-        return types.Property(inputs, view=types.View(label="Segment boxes with SAM 2"))
+        return types.Property(inputs, view=types.View(label=self.config.label))
 
     def execute(self, ctx):
         return runs.execute(ctx, lambda: self.prepare(ctx), self.resolve_output(ctx))
@@ -125,7 +125,7 @@ class SegmentWithSam2(foo.Operator):
         )
 
     def resolve_output(self, ctx) -> types.Property:
-        return common.summary_outputs("Segment boxes with SAM 2")
+        return common.summary_outputs(self.config.label)
 
     def __call__(
         self,

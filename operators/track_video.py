@@ -85,7 +85,7 @@ class TrackVideo(foo.Operator):
         inputs = types.Object()
         inputs.view_target(ctx)
         if not common.require_media_in_form(inputs, ctx, "video"):
-            return types.Property(inputs, view=types.View(label="Track objects through videos"))
+            return types.Property(inputs, view=types.View(label=self.config.label))
         inputs.enum(
             "mode",
             list(MODES),
@@ -150,7 +150,7 @@ class TrackVideo(foo.Operator):
             description="Written as frames.<field>",
         )
         common.add_run_notice(inputs)
-        return types.Property(inputs, view=types.View(label="Track objects through videos"))
+        return types.Property(inputs, view=types.View(label=self.config.label))
 
     def execute(self, ctx):
         return runs.execute(ctx, lambda: self.prepare(ctx), self.resolve_output(ctx))
@@ -282,7 +282,7 @@ class TrackVideo(foo.Operator):
         common.check_error_field(dataset, label_field)
 
     def resolve_output(self, ctx) -> types.Property:
-        return common.summary_outputs("Track objects through videos")
+        return common.summary_outputs(self.config.label)
 
     def __call__(
         self,

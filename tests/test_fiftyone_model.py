@@ -17,10 +17,9 @@ import fiftyone as fo
 import fiftyone.zoo as foz
 import numpy as np
 import pytest
-from PIL import Image
-
 from gsam2.core import InputError
 from gsam2.operators.model import GroundedSam2Model
+from PIL import Image
 
 from .conftest import REPO_ROOT, shapes_image
 from .media import moving_squares, write_video

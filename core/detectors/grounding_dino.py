@@ -100,6 +100,9 @@ class GroundingDinoDetector:
         """Load a hub id (``IDEA-Research/grounding-dino-tiny``) or a local folder."""
         from transformers import AutoModelForZeroShotObjectDetection, AutoProcessor
 
+        from ..checkpoints import require_model_type
+
+        require_model_type(checkpoint, {"grounding-dino"}, "Grounding DINO")
         processor = AutoProcessor.from_pretrained(checkpoint)
         model = AutoModelForZeroShotObjectDetection.from_pretrained(checkpoint)
         return cls(model.to(device).eval(), processor, device)
