@@ -207,6 +207,8 @@ def test_two_shards_process_every_sample_exactly_once(dataset, model_params):
     launched = run(GROUND, dataset, ground_params(model_params, num_shards=2))
     assert launched.error is None, launched.error
     assert len(launched.result["queued"]) == 2
+    assert "Queued 2 background runs" in launched.result["summary"]
+    assert "`fiftyone delegated launch`" in launched.result["summary"], "the dialog says what must run them"
     results = run_queue(dataset)
     processed = [r.result["processed"] for r in results]
     assert sorted(processed) == [2, 3] and sum(processed) == 5
@@ -238,7 +240,9 @@ def test_shards_of_a_view_that_depends_on_the_output_field_cover_every_sample(tm
 
 def test_an_error_field_of_another_type_is_never_overwritten(dataset, model_params):
     dataset.set_values("gsam2_error", [float(i) for i in range(len(dataset))])
-    expect_user_error(run(GROUND, dataset, ground_params(model_params)), "'gsam2_error' already exists and does not hold text")
+    expect_user_error(
+        run(GROUND, dataset, ground_params(model_params)), "'gsam2_error' already exists and does not hold text"
+    )
     assert dataset.values("gsam2_error") == [float(i) for i in range(len(dataset))]
     assert "gsam2" not in dataset.get_field_schema() or not dataset.exists("gsam2")
 
@@ -285,7 +289,10 @@ def test_image_operators_refuse_a_video_dataset_up_front(tmp_path, model_params)
     videos = fo.Dataset()
     videos.add_sample(fo.Sample(filepath=str(write_video(tmp_path / "v.mp4", moving_squares(3)))))
     try:
-        expect_user_error(run(GROUND, videos, ground_params(model_params)), "holds videos: this operator labels images .use track_video")
+        expect_user_error(
+            run(GROUND, videos, ground_params(model_params)),
+            "holds videos: this operator labels images .use track_video",
+        )
         assert "gsam2" not in videos.get_field_schema()
     finally:
         videos.delete()
@@ -430,3 +437,84 @@ def test_a_run_whose_worker_was_killed_is_marked_failed_by_the_next_run(dataset,
     assert "the worker stopped without finishing" in abandoned.result.error
     running = service.get_running_operations(dataset_name=dataset.name)
     assert len(running) == 1, "a run that is alive is left alone"
+
+
+# ---------------------------------------------------------------- the forms, as the App resolves them
+
+
+def form(uri, dataset, params):
+    """The form's properties for ``params``, as FiftyOne resolves them for the App."""
+    return foo.get_operator(uri).resolve_input(_context(dataset, params)).type.properties
+
+
+def test_form_order_and_help_follow_the_detector(dataset):
+    names = list(form(GROUND, dataset, {}))
+    assert names.index("detector") < names.index("prompt"), "what decides the prompt comes first"
+    florence = form(GROUND, dataset, {"detector": "florence2", "task": "phrase_grounding"})
+    assert list(florence).index("task") < list(florence).index("prompt")
+    assert "sentence" in florence["prompt"].view.description and "period" not in florence["prompt"].view.description
+    assert "prompt" not in form(GROUND, dataset, {"detector": "florence2", "task": "object_detection"})
+    assert "segmenter" not in form(GROUND, dataset, {"detector": "sam3"}), "SAM 3 makes its own masks"
+
+
+def test_form_fields_a_user_reads(dataset):
+    properties = form(GROUND, dataset, {"device": "cpu"})
+    for name in ("box_threshold", "text_threshold"):
+        assert type(properties[name].view).__name__ != "SliderView"
+        assert properties[name].view.label.endswith("(0-1)")
+    assert properties["batch_size"].default == 1, "one image per batch on a CPU"
+    assert properties["num_shards"].default == 1
+    notice = properties["run_notice"].view.label
+    if fo.config.allow_legacy_orchestrators:
+        assert "fiftyone delegated launch" in notice
+    else:
+        assert "FIFTYONE_ALLOW_LEGACY_ORCHESTRATORS=true" in notice
+    assert "_caption" in form(f"{PLUGIN}/auto_label", dataset, {})["caption_task"].view.description
+    assert len(foo.get_operator(f"{PLUGIN}/florence2").config.label) <= 40, "the operator browser cuts long names"
+
+
+@pytest.mark.parametrize(
+    ("params", "field", "message"),
+    [
+        ({"box_threshold": 2}, "box_threshold", "box threshold 2: must be a number from 0 to 1"),
+        ({"batch_size": 0}, "batch_size", "batch size 0"),
+        ({"segmenter": "/no/such/sam2"}, "segmenter", "'/no/such/sam2': no such file or folder"),
+        ({"detector": "./models/gdino"}, "detector", "'./models/gdino': no such file or folder"),
+    ],
+)
+def test_form_flags_a_mistake_under_its_field(dataset, params, field, message):
+    prop = form(GROUND, dataset, params)[field]
+    assert prop.invalid and message in prop.error_message
+
+
+def test_a_hub_id_is_not_checked_in_the_form(dataset):
+    assert not form(GROUND, dataset, {"segmenter": "facebook/sam2.1-hiera-large"})["segmenter"].invalid
+
+
+def test_image_operators_refuse_a_video_dataset_in_the_form(tmp_path):
+    videos = fo.Dataset()
+    videos.media_type = "video"
+    try:
+        for uri in (GROUND, SEGMENT, f"{PLUGIN}/auto_label", f"{PLUGIN}/florence2"):
+            error = form(uri, videos, {})["media_error"]
+            assert error.invalid and "holds videos: this operator labels images" in error.error_message
+    finally:
+        videos.delete()
+
+
+def test_python_call_runs_in_the_callers_thread(dataset, model_params, monkeypatch):
+    """Not through FiftyOne's immediate path, whose 10-minute timeout leaves the work running after it raises."""
+    import threading
+
+    operator = foo.get_operator(GROUND)
+    module = sys.modules[type(operator).__module__]
+    real_pipeline, threads = module.ground_and_segment, []
+
+    def recording(*args, **kwargs):
+        threads.append(threading.current_thread())
+        return real_pipeline(*args, **kwargs)
+
+    monkeypatch.setattr(module, "ground_and_segment", recording)
+    summary = operator(dataset, "car.", label_field="here", box_threshold=0.0, **model_params)
+    assert threads and set(threads) == {threading.current_thread()}
+    assert summary["processed"] == 5 and "samples labelled" in summary["summary"]

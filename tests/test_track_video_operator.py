@@ -187,3 +187,22 @@ def test_a_portrait_phone_video_is_tracked_upright(tmp_path, params):
         assert found > 0
     finally:
         dataset.delete()
+
+
+def test_key_frame_mode_says_what_is_missing_and_preselects_a_field(videos):
+    from fiftyone.operators.executor import ExecutionContext
+
+    def form(params):
+        ctx = ExecutionContext(request_params={"dataset_name": videos.name, "params": params})
+        return foo.get_operator(TRACK).resolve_input(ctx).type.properties
+
+    missing = form({"mode": "field"})
+    assert "source_field" not in missing
+    assert (
+        missing["source_error"].invalid and "no frame-level Detections field" in missing["source_error"].error_message
+    )
+    videos.add_frame_field("keyframes", fo.EmbeddedDocumentField, embedded_doc_type=fo.Detections)
+    present = form({"mode": "field"})
+    assert present["source_field"].default == "keyframes" and "source_error" not in present
+    sam3 = form({"tracker": "sam3"})
+    assert "detector" not in sam3 and "segmenter" not in sam3 and "prompt" in sam3
