@@ -51,10 +51,8 @@ from .core.outputs import (
 )
 from .core.pipeline import (
     DEFAULT_BATCH_SIZE,
-    batched,
     default_batch_size,
     detector_phrases,
-    label_isolating_failures,
 )
 
 EXIT_OK, EXIT_FAILURES, EXIT_USAGE = 0, 1, 2
@@ -133,8 +131,11 @@ def plan_image_run(args: argparse.Namespace) -> ImageRunPlan:
     """Inputs, output folder and output names; raises ``InputError`` (a usage error) before any work."""
     output = check_output_folder(args.output)
     # The output folder inside an input folder: what earlier runs wrote there is not input.
-    nested = any(Path(raw).is_dir() and inside(output, Path(raw)) and not inside(Path(raw), output)
-                 for raw in args.input if raw.strip())
+    nested = any(
+        Path(raw).is_dir() and inside(output, Path(raw)) and not inside(Path(raw), output)
+        for raw in args.input
+        if raw.strip()
+    )
     files, errors = expand_inputs(args.input, recursive=args.recursive, skip_folder=output if nested else None)
     names = output_names(files)
     written = [output / f"{name}.json" for name in names]
@@ -226,39 +227,39 @@ def label_image_files(args: argparse.Namespace, plan: ImageRunPlan, batch_size: 
 
 
 def label_batches(args, plan: ImageRunPlan, batch_size: int, label_images, summary: RunSummary, progress) -> None:
+    """Decode ahead, label in batches, encode and write in the background (:func:`~.core.engine.run_pipelined`)."""
     from PIL import Image
     from tqdm import tqdm
 
+    from .core.engine import run_pipelined
+
     output = plan.output
-    for batch in batched(list(zip(plan.files, plan.names)), batch_size):
-        loaded = []
-        for path, stem in batch:
-            try:
-                loaded.append((path, stem, load_image(path)))
-            except InputError as error:
-                summary.failures.append(str(error))
-                tqdm.write(f"error: {error}", file=sys.stderr)
-                progress.update(1)
-        if not loaded:
-            continue
-        labelled = []
-        outcomes = label_isolating_failures(lambda rows: label_images([row[2] for row in rows]), loaded)
-        for (path, stem, image), result, error in outcomes:
-            if error is not None:  # that image's failure; the others of its batch still count
-                summary.failures.append(f"{path}: {error}")
-                tqdm.write(f"error: {path}: {error}", file=sys.stderr)
-                progress.update(1)
-            else:
-                labelled.append(((path, stem, image), result))
-        for (path, stem, image), (detections, extra) in labelled:
-            record = {**detections_to_record(detections, path, image.shape[:2]), **extra}
-            atomic_write_text(output / f"{stem}.json", json.dumps(record, indent=2))
-            if not args.no_draw:
-                drawing = Image.fromarray(draw_detections(image, detections))
-                atomic_save(output / f"{stem}.jpg", lambda temporary: drawing.save(temporary, "JPEG", quality=90))
+
+    def load(item):
+        return load_image(item[0])
+
+    def write(item, image, labelled) -> int:
+        """Encode (RLE, JSON, drawing) and write one image's files; return its number of objects."""
+        (path, stem), (detections, extra) = item, labelled
+        record = {**detections_to_record(detections, path, image.shape[:2]), **extra}
+        atomic_write_text(output / f"{stem}.json", json.dumps(record, indent=2))
+        if not args.no_draw:
+            drawing = Image.fromarray(draw_detections(image, detections))
+            atomic_save(output / f"{stem}.jpg", lambda temporary: drawing.save(temporary, "JPEG", quality=90))
+        return len(detections)
+
+    items = list(zip(plan.files, plan.names))
+    for outcome in run_pipelined(items, load, label_images, write, batch_size=batch_size):
+        path = outcome.item[0]
+        if outcome.error is not None:  # that image's failure; the others of its batch still count
+            # A load error names the file already; a labelling or encoding error gets it prefixed.
+            message = outcome.error if outcome.stage == "load" else f"{path}: {outcome.error}"
+            summary.failures.append(message)
+            tqdm.write(f"error: {message}", file=sys.stderr)
+        else:
             summary.images += 1
-            summary.objects += len(detections)
-            progress.update(1)
+            summary.objects += outcome.value
+        progress.update(1)
 
 
 def check_sam3_video_options(args: argparse.Namespace) -> None:
@@ -398,7 +399,9 @@ def run_video(args: argparse.Namespace) -> int:
             writer.close()
     seconds = time.perf_counter() - started
     # A truncated file whose index lists more frames than can be decoded ends early without an error.
-    undecodable = sum(1 for index in skipped_frames if index >= args.start_frame and (index - args.start_frame) % args.stride == 0)
+    undecodable = sum(
+        1 for index in skipped_frames if index >= args.start_frame and (index - args.start_frame) % args.stride == 0
+    )
     missing = (total - frames_done - undecodable) if total and not interrupted else 0
     print(f"frames processed: {frames_done}" + (" (interrupted)" if interrupted else ""))
     print(f"objects tracked:  {len(object_ids)}")
@@ -589,7 +592,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="label images without a prompt: Florence-2 captions them, grounds the caption, SAM 2 segments",
         description=(
             "For every input image, Florence-2 writes a caption, grounds the caption's phrases to boxes, and "
-            "SAM 2 segments them. Writes OUT/<stem>.json (the image command's format plus \"caption\") and "
+            'SAM 2 segments them. Writes OUT/<stem>.json (the image command\'s format plus "caption") and '
             "OUT/<stem>.jpg."
         ),
     )
@@ -679,18 +682,27 @@ def build_parser() -> argparse.ArgumentParser:
         target.add_argument("--job", dest="job_id", type=positive_int, help="a CVAT job id: only its frames")
         action.add_argument("--prompt", help="phrases naming task labels (default: all the task's label names)")
         action.add_argument(
-            "--replace", action="store_true",
+            "--replace",
+            action="store_true",
             help="first remove the automatic (source: auto) shapes and tracks of the labels this run writes",
         )
         action.add_argument("--quiet", action="store_true", help="no progress bar")
         add_threshold_options(action)
         if name == "track":
             action.add_argument("--step", type=positive_int, default=20, help="detect every STEP frames (default 20)")
-            action.add_argument("--iou-threshold", type=probability, default=0.8,
-                                help="mask IoU above which a detection is an object already tracked (default 0.8)")
+            action.add_argument(
+                "--iou-threshold",
+                type=probability,
+                default=0.8,
+                help="mask IoU above which a detection is an object already tracked (default 0.8)",
+            )
             action.add_argument("--reverse", action="store_true", help="also track new objects backwards")
-            action.add_argument("--prompt-type", choices=("mask", "box", "point"), default="mask",
-                                help="how detections prompt SAM 2's tracker (default: mask)")
+            action.add_argument(
+                "--prompt-type",
+                choices=("mask", "box", "point"),
+                default="mask",
+                help="how detections prompt SAM 2's tracker (default: mask)",
+            )
             action.add_argument("--tracker", default=DEFAULT_SEGMENTER, help="SAM 2 video checkpoint")
         add_model_options(action, florence2_task_option="--florence2-task")  # --task is the CVAT task here
         action.set_defaults(run=run_cvat)
@@ -729,23 +741,41 @@ def run_cvat(args: argparse.Namespace) -> int:
     progress = tqdm(total=total, desc="frames", unit="frame", disable=args.quiet)
     try:
         if args.cvat_command == "annotate":
-            def label_frames(images):
-                return ground_and_segment(images, phrases, detector=detector, segmenter=segmenter,
-                                          box_threshold=args.box_threshold, text_threshold=args.text_threshold)
 
-            summary = task_labeling.annotate_task(task, mapping, label_frames, progress, replace=args.replace,
-                                                  frames=frames)
+            def label_frames(images):
+                return ground_and_segment(
+                    images,
+                    phrases,
+                    detector=detector,
+                    segmenter=segmenter,
+                    box_threshold=args.box_threshold,
+                    text_threshold=args.text_threshold,
+                )
+
+            summary = task_labeling.annotate_task(
+                task, mapping, label_frames, progress, replace=args.replace, frames=frames
+            )
         else:
             from .core.video_pipeline import ground_and_track
 
             def track_frames(frames):
-                return ground_and_track(frames, phrases, detector, segmenter, tracker, step=args.step,
-                                        iou_threshold=args.iou_threshold, prompt_type=args.prompt_type,
-                                        box_threshold=args.box_threshold, text_threshold=args.text_threshold,
-                                        reverse=args.reverse)
+                return ground_and_track(
+                    frames,
+                    phrases,
+                    detector,
+                    segmenter,
+                    tracker,
+                    step=args.step,
+                    iou_threshold=args.iou_threshold,
+                    prompt_type=args.prompt_type,
+                    box_threshold=args.box_threshold,
+                    text_threshold=args.text_threshold,
+                    reverse=args.reverse,
+                )
 
-            summary = task_labeling.track_task(task, mapping, track_frames, progress, replace=args.replace,
-                                               frames=frames)
+            summary = task_labeling.track_task(
+                task, mapping, track_frames, progress, replace=args.replace, frames=frames
+            )
     except GroundedSam2Error as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_FAILURES

@@ -120,6 +120,9 @@ class Sam2ImageSegmenter:
         }
         with inference_context(self.device):
             outputs = self.model(image_embeddings=embedding.features, multimask_output=multimask, **prompt_tensors)
-        masks = self.processor.post_process_masks(outputs.pred_masks.float().cpu(), original_sizes, binarize=True)[0]
+        # Upsample and threshold where the logits are (the GPU when there is one): only the full-size
+        # bool masks cross to the host, an eighth of the float logits' size, and the host's cores are
+        # free for decoding and encoding meanwhile (post_process_masks is F.interpolate + a threshold).
+        masks = self.processor.post_process_masks(outputs.pred_masks.float(), original_sizes, binarize=True)[0]
         scores = outputs.iou_scores.float().cpu().numpy().reshape(masks.shape[:2])
-        return masks.numpy().astype(bool), scores
+        return masks.cpu().numpy(), scores

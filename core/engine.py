@@ -1,0 +1,154 @@
+"""A pipelined runner for bulk image work: decode ahead, infer in batches, encode in the background.
+
+One loop that loads an image, runs the models, encodes the result and writes it,
+one batch after another, leaves the accelerator idle while the host decodes
+and encodes. :func:`run_pipelined` overlaps the three host stages with the
+model stage::
+
+    decode (worker threads, up to `prefetch` items ahead)
+        -> infer (the caller's thread, one batch at a time: models are not shared between threads)
+        -> encode (worker threads: RLE, JSON, drawing, file writes)
+        -> outcomes, yielded in input order
+
+While the model runs (a CUDA wait or a sleep releases the GIL), the workers
+decode the next batch and encode the previous one. Memory is bounded by the
+windows (``prefetch`` loaded inputs, ``encode_window`` results being encoded),
+not by the number of inputs. One item's failure (unreadable input, a model
+error isolated to it, an encoding error) is that item's outcome; the run goes
+on. An adapter supplies the three stage functions and consumes the outcomes:
+the CLI writes files, the FiftyOne operators write ``set_values`` batches.
+The stage functions take and return plain values, so a distributed runner can
+later run them in other processes.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from .errors import GroundedSam2Error
+from .pipeline import label_isolating_failures
+
+Item = TypeVar("Item")
+
+
+@dataclass
+class Outcome(Generic[Item]):
+    """One input's end: the encoded value, or why it failed (one line)."""
+
+    item: Item
+    value: Any = None
+    error: str | None = None
+    stage: str | None = None  # where it failed: "load", "infer" or "encode"
+
+
+class _Slot:
+    """An item's place in the output order, filled in as it passes the stages."""
+
+    def __init__(self, item):
+        self.item = item
+        self.value: Any = None
+        self.error: str | None = None
+        self.stage: str | None = None
+        self.encoding: Future | None = None
+
+    @property
+    def ready(self) -> bool:
+        return self.encoding is None or self.encoding.done()
+
+
+def default_workers() -> int:
+    """Host threads per stage: enough to overlap decoding and encoding with the model, few on a small host."""
+    return max(1, min(4, (os.cpu_count() or 2) // 2))
+
+
+def run_pipelined(
+    items: Iterable[Item],
+    load: Callable[[Item], Any],
+    infer: Callable[[Sequence[Any]], Sequence[Any]],
+    encode: Callable[[Item, Any, Any], Any] | None = None,
+    batch_size: int = 1,
+    decode_workers: int | None = None,
+    encode_workers: int | None = None,
+    prefetch: int | None = None,
+    encode_window: int | None = None,
+) -> Iterator[Outcome[Item]]:
+    """Run ``load`` → ``infer`` (batched) → ``encode`` over ``items``; yield one :class:`Outcome` per item, in order.
+
+    Args:
+        items: the inputs (file paths, sample rows...); consumed lazily.
+        load: one item → its loaded input (e.g. an RGB array). Runs in decode workers.
+            A :class:`GroundedSam2Error` is that item's failure.
+        infer: a batch of loaded inputs → one result per input. Runs in the caller's
+            thread; a failing batch is retried item by item, so only the items that
+            fail on their own fail (:func:`~.pipeline.label_isolating_failures`).
+        encode: ``(item, loaded, result)`` → the outcome's value (default: the result).
+            Runs in encode workers; a :class:`GroundedSam2Error` is that item's failure.
+        batch_size: loaded inputs per ``infer`` call.
+        decode_workers, encode_workers: threads per host stage (default :func:`default_workers`).
+        prefetch: inputs decoded ahead of the model (default: two batches).
+        encode_window: results being encoded before the oldest is waited for (default: two batches).
+
+    Any other exception stops the run and propagates, as in a plain loop.
+    """
+    decode_workers = decode_workers or default_workers()
+    encode_workers = encode_workers or default_workers()
+    prefetch = prefetch or 2 * batch_size
+    encode_window = encode_window or 2 * batch_size
+    source = iter(items)
+    loading: deque[tuple[Item, Future]] = deque()
+    finishing: deque[_Slot] = deque()  # every item past decoding, in input order
+
+    decoders = ThreadPoolExecutor(decode_workers, thread_name_prefix="gsam2-decode")
+    encoders = ThreadPoolExecutor(encode_workers, thread_name_prefix="gsam2-encode")
+
+    def read_ahead() -> None:
+        while len(loading) < max(prefetch, batch_size):
+            try:
+                item = next(source)
+            except StopIteration:
+                return
+            loading.append((item, decoders.submit(load, item)))
+
+    def finished(slot: _Slot) -> Outcome[Item]:
+        if slot.encoding is not None:
+            try:
+                return Outcome(slot.item, slot.encoding.result())
+            except GroundedSam2Error as failure:
+                return Outcome(slot.item, error=str(failure), stage="encode")
+        return Outcome(slot.item, slot.value, slot.error, slot.stage)
+
+    try:
+        read_ahead()
+        while loading:
+            batch = []
+            while loading and len(batch) < batch_size:
+                item, future = loading.popleft()
+                slot = _Slot(item)
+                finishing.append(slot)
+                try:
+                    batch.append((slot, future.result()))
+                except GroundedSam2Error as failure:
+                    slot.error, slot.stage = str(failure), "load"
+                read_ahead()  # keep the decoders busy while the model works on this batch
+            if batch:
+                outcomes = label_isolating_failures(lambda rows: infer([row[1] for row in rows]), batch)
+                for (slot, loaded), result, error in outcomes:
+                    if error is not None:
+                        slot.error, slot.stage = error, "infer"
+                    elif encode is None:
+                        slot.value = result
+                    else:
+                        slot.encoding = encoders.submit(encode, slot.item, loaded, result)
+            # Hand back what is done, in order; wait only when too much is being encoded.
+            while finishing and (finishing[0].ready or len(finishing) > encode_window):
+                yield finished(finishing.popleft())
+        while finishing:
+            yield finished(finishing.popleft())
+    finally:
+        decoders.shutdown(wait=True, cancel_futures=True)
+        encoders.shutdown(wait=True, cancel_futures=True)

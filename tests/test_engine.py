@@ -1,0 +1,124 @@
+"""The pipelined runner: order, per-item failures, bounded read-ahead, and decoding that overlaps the model."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gsam2.core import InputError
+from gsam2.core.engine import run_pipelined
+
+
+def test_outcomes_come_back_in_input_order_whatever_finishes_first():
+    delays = [0.03, 0.0, 0.02, 0.0, 0.01, 0.0, 0.025]
+
+    def load(index):
+        time.sleep(delays[index])
+        return index * 10
+
+    def encode(index, loaded, result):
+        time.sleep(delays[-1 - index])
+        return result + 1
+
+    outcomes = list(run_pipelined(range(len(delays)), load, lambda batch: list(batch), encode, batch_size=3))
+    assert [o.item for o in outcomes] == list(range(len(delays)))
+    assert [o.value for o in outcomes] == [i * 10 + 1 for i in range(len(delays))]
+
+
+def test_each_failure_is_its_items_own_and_says_where():
+    def load(index):
+        if index == 1:
+            raise InputError("image1.png: no such file")
+        return index
+
+    def infer(batch):
+        if 4 in batch:
+            raise RuntimeError("CUDA error on this image")
+        return [value * 2 for value in batch]
+
+    def encode(index, loaded, result):
+        if index == 6:
+            raise InputError("cannot draw a 1x1 image")
+        return result
+
+    outcomes = list(run_pipelined(range(8), load, infer, encode, batch_size=4))
+    failed = {o.item: (o.stage, o.error) for o in outcomes if o.error}
+    assert failed == {
+        1: ("load", "image1.png: no such file"),
+        4: ("infer", "RuntimeError: CUDA error on this image"),
+        6: ("encode", "cannot draw a 1x1 image"),
+    }
+    assert {o.item: o.value for o in outcomes if not o.error} == {0: 0, 2: 4, 3: 6, 5: 10, 7: 14}
+
+
+def test_an_unexpected_error_stops_the_run_as_a_plain_loop_would():
+    def encode(index, loaded, result):
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        list(run_pipelined(range(4), lambda i: i, lambda batch: list(batch), encode))
+
+
+def test_read_ahead_is_bounded_by_the_window_not_the_input():
+    loaded, consumed = [], 0
+
+    def load(index):
+        loaded.append(index)
+        return index
+
+    for outcome in run_pipelined(range(1000), load, lambda batch: list(batch), batch_size=4, prefetch=8):
+        consumed += 1
+        time.sleep(0.001)
+        assert len(loaded) - consumed <= 8 + 4 + 8, "loaded ahead: at most the read-ahead, a batch and the encodes"
+    assert consumed == 1000
+
+
+def test_the_next_batch_is_decoded_while_the_model_runs():
+    loaded_at, inferred = {}, []
+
+    def load(index):
+        time.sleep(0.005)
+        loaded_at[index] = time.monotonic()
+        return index
+
+    def infer(batch):
+        started = time.monotonic()
+        time.sleep(0.15)  # the accelerator's time: a CUDA wait releases the GIL like this sleep
+        inferred.append((started, time.monotonic(), list(batch)))
+        return list(batch)
+
+    list(run_pipelined(range(8), load, infer, batch_size=4, decode_workers=2))
+    (first_start, first_end, first), (second_start, _, second) = inferred
+    assert first == [0, 1, 2, 3] and second == [4, 5, 6, 7]
+    assert all(loaded_at[i] < first_end for i in second), "batch 2 was decoded during batch 1's model time"
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    st.lists(st.sampled_from(["ok", "load", "infer", "encode"]), max_size=25),
+    st.integers(min_value=1, max_value=6),
+)
+def test_every_item_has_exactly_one_outcome(kinds, batch_size):
+    def load(index):
+        if kinds[index] == "load":
+            raise InputError(f"{index}: unreadable")
+        return index
+
+    def infer(batch):
+        if any(kinds[i] == "infer" for i in batch):
+            raise ValueError("bad")
+        return list(batch)
+
+    def encode(index, loaded, result):
+        if kinds[index] == "encode":
+            raise InputError("cannot encode")
+        return result
+
+    outcomes = list(run_pipelined(range(len(kinds)), load, infer, encode, batch_size=batch_size))
+    assert [o.item for o in outcomes] == list(range(len(kinds)))
+    assert [o.stage or "ok" for o in outcomes] == kinds
+    assert threading.active_count() < 50, "the worker threads end with the run"
