@@ -136,7 +136,14 @@ def run_pipelined(
                     slot.error, slot.stage = str(failure), "load"
                 read_ahead()  # keep the decoders busy while the model works on this batch
             if batch:
-                outcomes = label_isolating_failures(lambda rows: infer([row[1] for row in rows]), batch)
+                try:
+                    outcomes = label_isolating_failures(lambda rows: infer([row[1] for row in rows]), batch)
+                except BaseException:
+                    # Stopped (Ctrl-C, SIGTERM, a worker going away): hand back every item finished
+                    # before this batch, so the caller still writes them, then stop.
+                    while finishing and finishing[0] is not batch[0][0]:
+                        yield finished(finishing.popleft())
+                    raise
                 for (slot, loaded), result, error in outcomes:
                     if error is not None:
                         slot.error, slot.stage = error, "infer"

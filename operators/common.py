@@ -570,51 +570,62 @@ def label_samples(
     error field and skipped), ``label_batch`` turns the loaded
     ``(sample_id, image, payload)`` rows into ``(sv.Detections, extra
     attributes)`` or ``(sv.Detections, extra attributes, {sample field: value})``
-    (e.g. auto-labelling's caption), and the batch is written in one bulk write
-    per field before the next starts, so an interrupted run keeps every
-    finished batch. It yields :class:`Progress` after each batch and returns
-    the run's summary (see :mod:`.runs`).
+    (e.g. auto-labelling's caption), and every ``batch_size`` samples are
+    written in one bulk write per field, so an interrupted run keeps every
+    finished batch. Images are decoded ahead and labels encoded (mask crops,
+    PNG files) in worker threads while the models work
+    (:func:`~..core.engine.run_pipelined`). It yields :class:`Progress` after
+    each write and returns the run's summary (see :mod:`.runs`).
     """
-    from ..core.pipeline import batched, label_isolating_failures
+    from ..core.engine import run_pipelined
     from .labels import to_fiftyone_detections
 
-    label_field, mask_dir = settings["label_field"], settings["mask_dir"]
+    label_field, mask_dir, batch_size = settings["label_field"], settings["mask_dir"], settings["batch_size"]
     fail_abandoned_runs(ctx, ctx.operator_uri)
     total, done, objects, failed = len(rows), 0, 0, []
     yield Progress(0, total)
-    for batch in batched(rows, settings["batch_size"]):
-        loaded, errors = [], {}
-        for sample_id, filepath, payload in batch:
-            try:
-                loaded.append((sample_id, load_image(filepath), payload))
-            except InputError as error:
-                errors[sample_id] = str(error)
-                failed.append({"id": sample_id, "filepath": filepath, "error": str(error)})
-        clear_mask_files(mask_dir, label_field, [row[0] for row in loaded])
-        labels, sample_fields = {}, {}
-        labelled = []
-        for row, result, error in label_isolating_failures(label_batch, loaded):
-            if error is not None:
-                filepath = next(path for sample_id, path, _ in batch if sample_id == row[0])
-                errors[row[0]] = error
-                failed.append({"id": row[0], "filepath": filepath, "error": error})
-            else:
-                labelled.append((row, result))
-        for (sample_id, image, _), (detections, extra, *fields) in labelled:
-            for name, value in (fields[0] if fields else {}).items():
+
+    def load(row):
+        sample_id, filepath, payload = row
+        return sample_id, load_image(filepath), payload
+
+    def encode(row, loaded, result):
+        """The sample's fo.Detections (mask crops; PNGs written when masks go to files), extra fields, count."""
+        (sample_id, image, _), (detections, extra, *fields) = loaded, result
+        clear_mask_files(mask_dir, label_field, [sample_id])  # the labels that pointed at them are replaced
+        paths = mask_paths_for(mask_dir, label_field, sample_id, len(detections))
+        labels = to_fiftyone_detections(detections, image.shape[:2], source, mask_paths=paths, extra_attributes=extra)
+        return labels, (fields[0] if fields else {}), len(detections)
+
+    labels, errors, sample_fields, pending = {}, {}, {}, 0
+    for outcome in run_pipelined(rows, load, label_batch, encode, batch_size=batch_size):
+        sample_id, filepath, _ = outcome.item
+        if outcome.error is not None:
+            errors[sample_id] = outcome.error
+            failed.append({"id": sample_id, "filepath": filepath, "error": outcome.error})
+        else:
+            labels[sample_id], fields, count = outcome.value
+            for name, value in fields.items():
                 sample_fields.setdefault(name, {})[sample_id] = value
-            paths = mask_paths_for(mask_dir, label_field, sample_id, len(detections))
-            labels[sample_id] = to_fiftyone_detections(
-                detections, image.shape[:2], source, mask_paths=paths, extra_attributes=extra
-            )
             errors[sample_id] = None
-            objects += len(detections)
-        write_batch(view, label_field, labels, errors, settings["write_mode"], source)
-        for name, values in sample_fields.items():
-            view.set_values(name, values, key_field="id")
-        done += len(batch)
-        yield Progress(done, total)
+            objects += count
+        pending += 1
+        if pending == batch_size:
+            write_all(view, label_field, labels, errors, sample_fields, settings["write_mode"], source)
+            labels, errors, sample_fields = {}, {}, {}
+            done, pending = done + pending, 0
+            yield Progress(done, total)
+    if pending:
+        write_all(view, label_field, labels, errors, sample_fields, settings["write_mode"], source)
+        yield Progress(done + pending, total)
     return run_summary(total - len(failed), objects, failed, f"`{label_field}`")
+
+
+def write_all(view, label_field, labels, errors, sample_fields, write_mode: str, source: str) -> None:
+    """One bulk write per field: the labels, the error records, and extra sample fields (captions)."""
+    write_batch(view, label_field, labels, errors, write_mode, source)
+    for name, values in sample_fields.items():
+        view.set_values(name, values, key_field="id")
 
 
 # ---------------------------------------------------------------- results

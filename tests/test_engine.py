@@ -63,6 +63,22 @@ def test_an_unexpected_error_stops_the_run_as_a_plain_loop_would():
         list(run_pipelined(range(4), lambda i: i, lambda batch: list(batch), encode))
 
 
+def test_a_stop_during_inference_still_hands_back_what_finished_before():
+    class Stopped(BaseException):
+        pass
+
+    def infer(batch):
+        if 4 in batch:
+            raise Stopped
+        return list(batch)
+
+    handed_back = []
+    with pytest.raises(Stopped):
+        for outcome in run_pipelined(range(12), lambda i: i, infer, lambda i, loaded, r: r, batch_size=4):
+            handed_back.append(outcome.item)
+    assert handed_back == [0, 1, 2, 3], "the first batch is finished and written; nothing after the stop"
+
+
 def test_read_ahead_is_bounded_by_the_window_not_the_input():
     loaded, consumed = [], 0
 
