@@ -601,6 +601,11 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--_child"]:  # hidden: one variant, in a fresh process
         return child_main(*argv[1:4])
+    if "--simulated-accelerator" in argv:  # the whole `gsam2 image` loop against GPU-like model times
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from simulated_accelerator import main as simulated_main
+
+        return simulated_main([arg for arg in argv if arg != "--simulated-accelerator"])
     args = parse_args(argv)
 
     from gsam2.core.models import DEFAULT_DETECTOR, DEFAULT_SEGMENTER
