@@ -53,6 +53,7 @@ from .core.pipeline import (
     DEFAULT_BATCH_SIZE,
     default_batch_size,
     detector_phrases,
+    prepare_batch,
 )
 
 EXIT_OK, EXIT_FAILURES, EXIT_USAGE = 0, 1, 2
@@ -156,7 +157,10 @@ def run_image(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     batch_size = args.batch_size or default_batch_size(getattr(detector, "device", None))
 
-    def label_images(images):
+    def prepare(images):  # the processors, one batch ahead of the models (core/engine.py)
+        return prepare_batch(images, phrases, detector, segmenter)
+
+    def label_images(images, prepared=None):
         results = ground_and_segment(
             images,
             phrases,
@@ -165,10 +169,11 @@ def run_image(args: argparse.Namespace) -> int:
             box_threshold=args.box_threshold,
             text_threshold=args.text_threshold,
             batch_size=batch_size,
+            prepared=prepared,
         )
         return [(detections, {}) for detections in results]
 
-    return label_image_files(args, plan, batch_size, label_images)
+    return label_image_files(args, plan, batch_size, label_images, prepare)
 
 
 def run_autolabel(args: argparse.Namespace) -> int:
@@ -192,7 +197,7 @@ def run_autolabel(args: argparse.Namespace) -> int:
     return label_image_files(args, plan, batch_size, label_images)
 
 
-def label_image_files(args: argparse.Namespace, plan: ImageRunPlan, batch_size: int, label_images) -> int:
+def label_image_files(args: argparse.Namespace, plan: ImageRunPlan, batch_size: int, label_images, prepare=None) -> int:
     """The bulk loop of ``gsam2 image`` and ``gsam2 autolabel``: load, label, write JSON (+ drawing), summarise.
 
     ``label_images`` turns a batch of RGB arrays into ``(detections, extra
@@ -214,7 +219,7 @@ def label_image_files(args: argparse.Namespace, plan: ImageRunPlan, batch_size: 
     started = time.perf_counter()
     progress = tqdm(total=len(files), desc="images", unit="img", disable=args.quiet)
     try:
-        label_batches(args, plan, batch_size, label_images, summary, progress)
+        label_batches(args, plan, batch_size, label_images, summary, progress, prepare)
     except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM: every file written so far is complete
         progress.close()
         summary.seconds = time.perf_counter() - started
@@ -226,7 +231,9 @@ def label_image_files(args: argparse.Namespace, plan: ImageRunPlan, batch_size: 
     return EXIT_FAILURES if summary.failures else EXIT_OK
 
 
-def label_batches(args, plan: ImageRunPlan, batch_size: int, label_images, summary: RunSummary, progress) -> None:
+def label_batches(
+    args, plan: ImageRunPlan, batch_size: int, label_images, summary: RunSummary, progress, prepare=None
+) -> None:
     """Decode ahead, label in batches, encode and write in the background (:func:`~.core.engine.run_pipelined`)."""
     from PIL import Image
     from tqdm import tqdm
@@ -249,7 +256,7 @@ def label_batches(args, plan: ImageRunPlan, batch_size: int, label_images, summa
         return len(detections)
 
     items = list(zip(plan.files, plan.names))
-    for outcome in run_pipelined(items, load, label_images, write, batch_size=batch_size):
+    for outcome in run_pipelined(items, load, label_images, write, batch_size=batch_size, prepare=prepare):
         path = outcome.item[0]
         if outcome.error is not None:  # that image's failure; the others of its batch still count
             # A load error names the file already; a labelling or encoding error gets it prefixed.

@@ -55,6 +55,7 @@ class _Slot:
         self.error: str | None = None
         self.stage: str | None = None
         self.encoding: Future | None = None
+        self.inferred = False  # past the model (or failed before it)
 
     @property
     def ready(self) -> bool:
@@ -69,9 +70,10 @@ def default_workers() -> int:
 def run_pipelined(
     items: Iterable[Item],
     load: Callable[[Item], Any],
-    infer: Callable[[Sequence[Any]], Sequence[Any]],
+    infer: Callable[..., Sequence[Any]],
     encode: Callable[[Item, Any, Any], Any] | None = None,
     batch_size: int = 1,
+    prepare: Callable[[Sequence[Any]], Any] | None = None,
     decode_workers: int | None = None,
     encode_workers: int | None = None,
     prefetch: int | None = None,
@@ -89,6 +91,11 @@ def run_pipelined(
         encode: ``(item, loaded, result)`` → the outcome's value (default: the result).
             Runs in encode workers; a :class:`GroundedSam2Error` is that item's failure.
         batch_size: loaded inputs per ``infer`` call.
+        prepare: a batch of loaded inputs → what ``infer`` needs besides them (the
+            processors' output). Runs in its own thread one batch ahead, and
+            ``infer`` is then called as ``infer(batch, prepared)``; ``prepared`` is
+            ``None`` when ``prepare`` failed or when failing items are retried one
+            by one, and ``infer`` must then prepare for itself.
         decode_workers, encode_workers: threads per host stage (default :func:`default_workers`).
         prefetch: inputs decoded ahead of the model (default: two batches).
         encode_window: results being encoded before the oldest is waited for (default: two batches).
@@ -105,6 +112,7 @@ def run_pipelined(
 
     decoders = ThreadPoolExecutor(decode_workers, thread_name_prefix="gsam2-decode")
     encoders = ThreadPoolExecutor(encode_workers, thread_name_prefix="gsam2-encode")
+    preparer = ThreadPoolExecutor(1, thread_name_prefix="gsam2-prepare")
 
     def read_ahead() -> None:
         while len(loading) < max(prefetch, batch_size):
@@ -122,22 +130,46 @@ def run_pipelined(
                 return Outcome(slot.item, error=str(failure), stage="encode")
         return Outcome(slot.item, slot.value, slot.error, slot.stage)
 
+    def next_batch() -> tuple[list[tuple[_Slot, Any]], Future | None]:
+        """The next batch's loaded inputs (load failures become their outcomes), and its preparation, started."""
+        batch = []
+        while loading and len(batch) < batch_size:
+            item, future = loading.popleft()
+            slot = _Slot(item)
+            finishing.append(slot)
+            try:
+                batch.append((slot, future.result()))
+            except GroundedSam2Error as failure:
+                slot.error, slot.stage, slot.inferred = str(failure), "load", True
+            read_ahead()  # keep the decoders busy while the model works
+        preparing = preparer.submit(prepare, [row[1] for row in batch]) if prepare is not None and batch else None
+        return batch, preparing
+
+    def run_model(batch: list[tuple[_Slot, Any]], preparing: Future | None):
+        prepared = None
+        if preparing is not None:
+            try:
+                prepared = preparing.result()
+            except Exception:  # noqa: BLE001 - infer prepares for itself and reports the failing items
+                prepared = None
+
+        def infer_rows(rows):
+            loaded = [row[1] for row in rows]
+            if prepare is None:
+                return infer(loaded)
+            return infer(loaded, prepared if rows is batch else None)
+
+        return label_isolating_failures(infer_rows, batch)
+
     try:
         read_ahead()
-        while loading:
-            batch = []
-            while loading and len(batch) < batch_size:
-                item, future = loading.popleft()
-                slot = _Slot(item)
-                finishing.append(slot)
-                try:
-                    batch.append((slot, future.result()))
-                except GroundedSam2Error as failure:
-                    slot.error, slot.stage = str(failure), "load"
-                read_ahead()  # keep the decoders busy while the model works on this batch
+        upcoming = next_batch()
+        while upcoming[0] or loading:
+            batch, preparing = upcoming
+            upcoming = next_batch()  # decoded and being prepared while the model runs this batch
             if batch:
                 try:
-                    outcomes = label_isolating_failures(lambda rows: infer([row[1] for row in rows]), batch)
+                    outcomes = run_model(batch, preparing)
                 except BaseException:
                     # Stopped (Ctrl-C, SIGTERM, a worker going away): hand back every item finished
                     # before this batch, so the caller still writes them, then stop.
@@ -145,6 +177,7 @@ def run_pipelined(
                         yield finished(finishing.popleft())
                     raise
                 for (slot, loaded), result, error in outcomes:
+                    slot.inferred = True
                     if error is not None:
                         slot.error, slot.stage = error, "infer"
                     elif encode is None:
@@ -152,10 +185,11 @@ def run_pipelined(
                     else:
                         slot.encoding = encoders.submit(encode, slot.item, loaded, result)
             # Hand back what is done, in order; wait only when too much is being encoded.
-            while finishing and (finishing[0].ready or len(finishing) > encode_window):
+            while finishing and finishing[0].inferred and (finishing[0].ready or len(finishing) > encode_window):
                 yield finished(finishing.popleft())
         while finishing:
             yield finished(finishing.popleft())
     finally:
         decoders.shutdown(wait=True, cancel_futures=True)
+        preparer.shutdown(wait=True, cancel_futures=True)
         encoders.shutdown(wait=True, cancel_futures=True)

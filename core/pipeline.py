@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -31,6 +32,27 @@ def default_batch_size(device) -> int:
     return DEFAULT_BATCH_SIZE if getattr(device, "type", None) == "cuda" else 1
 
 
+@dataclass
+class PreparedBatch:
+    """One batch's host-side preprocessing for both models, done ahead of the accelerator (:func:`prepare_batch`)."""
+
+    detector_inputs: Any | None  # the detector's processor output (detectors with a ``preprocess`` step)
+    pixel_values: Any | None  # SAM 2's encoder input for every image of the batch
+
+
+def prepare_batch(
+    images: Sequence[np.ndarray], phrases: list[str], detector: Detector, segmenter: Sam2ImageSegmenter | None
+) -> PreparedBatch:
+    """Resize and normalise a batch for the detector and SAM 2 on the host, for :func:`ground_and_segment`.
+
+    The engine's prepare stage runs this in a thread one batch ahead, so the
+    accelerator does not wait for the processors between batches.
+    """
+    detector_inputs = detector.preprocess(images, phrases) if hasattr(detector, "preprocess") else None
+    pixel_values = segmenter.preprocess(images) if segmenter is not None and not detector.produces_masks else None
+    return PreparedBatch(detector_inputs, pixel_values)
+
+
 def ground_and_segment(
     images: Sequence[np.ndarray | Image.Image],
     prompt: str | Sequence[str] | None,
@@ -40,6 +62,7 @@ def ground_and_segment(
     text_threshold: float = DEFAULT_TEXT_THRESHOLD,
     batch_size: int | None = None,
     device: str | None = "auto",
+    prepared: PreparedBatch | None = None,
 ) -> list[sv.Detections]:
     """Detect what ``prompt`` names in every image and segment each detection with SAM 2.
 
@@ -56,6 +79,7 @@ def ground_and_segment(
         batch_size: images per detector / image-encoder forward pass
             (default: :func:`default_batch_size` of the detector's device).
         device: ``"auto"``, ``"cuda"``, ``"mps"`` or ``"cpu"`` (used when loading by checkpoint).
+        prepared: the images' :func:`prepare_batch`, done ahead (the images are then one batch).
 
     Returns:
         One ``sv.Detections`` per image: pixel ``xyxy``, full-frame bool ``mask``,
@@ -71,6 +95,8 @@ def ground_and_segment(
     if batch_size is None:
         batch_size = default_batch_size(getattr(detector, "device", None))
     arrays = [as_rgb_array(image) for image in images]
+    if prepared is not None:
+        return _ground_and_segment_batch(arrays, phrases, detector, segmenter, box_threshold, text_threshold, prepared)
     results: list[sv.Detections] = []
     for batch in batched(arrays, batch_size):
         results.extend(_ground_and_segment_batch(batch, phrases, detector, segmenter, box_threshold, text_threshold))
@@ -101,19 +127,27 @@ def _ground_and_segment_batch(
     segmenter: Sam2ImageSegmenter | None,
     box_threshold: float,
     text_threshold: float,
+    prepared: PreparedBatch | None = None,
 ) -> list[sv.Detections]:
-    boxes_per_image = detector.detect(images, phrases, box_threshold, text_threshold)
+    if prepared is not None and prepared.detector_inputs is not None:
+        boxes_per_image = detector.detect(
+            images, phrases, box_threshold, text_threshold, inputs=prepared.detector_inputs
+        )
+    else:
+        boxes_per_image = detector.detect(images, phrases, box_threshold, text_threshold)
     if detector.produces_masks:  # SAM 3: masks come with the boxes, SAM 2 has nothing to add
         for detections in boxes_per_image:
             detections.data["mask_score"] = detections.confidence.astype(np.float32)
         return boxes_per_image
-    return segment_detections(images, boxes_per_image, segmenter)
+    pixel_values = prepared.pixel_values if prepared is not None else None
+    return segment_detections(images, boxes_per_image, segmenter, pixel_values)
 
 
 def segment_detections(
     images: Sequence[np.ndarray],
     boxes_per_image: Sequence[sv.Detections],
     segmenter: Sam2ImageSegmenter,
+    pixel_values=None,
 ) -> list[sv.Detections]:
     """Give every box a SAM 2 mask (``mask``) and SAM 2's predicted IoU (``data["mask_score"]``).
 
@@ -121,7 +155,8 @@ def segment_detections(
     each image's boxes go through the mask decoder in one call.
     """
     found = [i for i, detections in enumerate(boxes_per_image) if len(detections)]
-    embeddings = dict(zip(found, segmenter.embed([images[i] for i in found])))
+    found_pixels = pixel_values[found] if pixel_values is not None and found else None
+    embeddings = dict(zip(found, segmenter.embed([images[i] for i in found], pixel_values=found_pixels)))
     results = []
     for index, (image, detections) in enumerate(zip(images, boxes_per_image)):
         if index not in embeddings:

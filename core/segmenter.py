@@ -51,13 +51,25 @@ class Sam2ImageSegmenter:
         model = Sam2Model.from_pretrained(checkpoint)
         return cls(model.to(device).eval(), processor, device)
 
-    def embed(self, images: Sequence[np.ndarray]) -> list[ImageEmbedding]:
-        """Encode a batch of RGB ``uint8`` images in one forward pass."""
+    def preprocess(self, images: Sequence[np.ndarray]) -> torch.Tensor:
+        """The encoder's input for RGB ``uint8`` images: resized and normalised (host side; pinned for CUDA).
+
+        Separate from :meth:`embed` so that a pipeline can prepare the next batch
+        while the accelerator encodes this one.
+        """
+        pixel_values = self.processor(images=[Image.fromarray(image) for image in images], return_tensors="pt")[
+            "pixel_values"
+        ]
+        return pixel_values.pin_memory() if self.device.type == "cuda" else pixel_values
+
+    def embed(self, images: Sequence[np.ndarray], pixel_values: torch.Tensor | None = None) -> list[ImageEmbedding]:
+        """Encode a batch of RGB ``uint8`` images in one forward pass (``pixel_values``: their :meth:`preprocess`)."""
         if not images:
             return []
-        inputs = self.processor(images=[Image.fromarray(image) for image in images], return_tensors="pt")
+        if pixel_values is None:
+            pixel_values = self.preprocess(images)
         with inference_context(self.device):
-            features = self.model.get_image_embeddings(inputs["pixel_values"].to(self.device))
+            features = self.model.get_image_embeddings(pixel_values.to(self.device, non_blocking=True))
         return [
             ImageEmbedding([level[i : i + 1] for level in features], image.shape[0], image.shape[1])
             for i, image in enumerate(images)

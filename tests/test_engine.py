@@ -138,3 +138,29 @@ def test_every_item_has_exactly_one_outcome(kinds, batch_size):
     assert [o.item for o in outcomes] == list(range(len(kinds)))
     assert [o.stage or "ok" for o in outcomes] == kinds
     assert threading.active_count() < 50, "the worker threads end with the run"
+
+
+def test_the_next_batch_is_prepared_while_the_model_runs_and_a_failed_preparation_falls_back():
+    prepared_at, calls = {}, []
+
+    def prepare(batch):
+        if 9 in batch:
+            raise ValueError("cannot resize image 9")
+        prepared_at[tuple(batch)] = time.monotonic()
+        return [value * 100 for value in batch]
+
+    def infer(batch, prepared):
+        started = time.monotonic()
+        time.sleep(0.1)
+        calls.append((started, time.monotonic(), list(batch), prepared))
+        if 9 in batch:
+            raise RuntimeError("image 9 fails on its own")
+        return prepared if prepared is not None else [value * 100 for value in batch]
+
+    outcomes = list(run_pipelined(range(12), lambda i: i, infer, batch_size=4, prepare=prepare))
+    assert [o.value for o in outcomes if o.error is None] == [i * 100 for i in range(12) if i != 9]
+    assert [o.item for o in outcomes if o.error] == [9]
+    first_end = calls[0][1]
+    assert prepared_at[(4, 5, 6, 7)] < first_end, "batch 2 was prepared during batch 1's model time"
+    retried = [prepared for _, _, batch, prepared in calls if len(batch) == 1]
+    assert retried and all(p is None for p in retried), "a retried item prepares for itself"

@@ -133,3 +133,20 @@ def test_default_batch_size_follows_the_device(segmenter):
     fake.device = torch.device("cpu")
     ground_and_segment([shapes_image(seed=i) for i in range(3)], "cat", detector=fake, segmenter=segmenter)
     assert fake.batches == [1, 1, 1]
+
+
+def test_a_batch_prepared_ahead_gives_the_same_detections_and_masks(detector, segmenter):
+    """The engine's prepare stage runs the processors early; the results must not change."""
+    from gsam2.core.pipeline import prepare_batch
+
+    images = [shapes_image(120, 160, seed=1), shapes_image(90, 70, seed=2), shapes_image(64, 64, seed=3)]
+    phrases = ["car", "person"]
+    plain = ground_and_segment(images, phrases, detector, segmenter, box_threshold=0.0, text_threshold=0.0)
+    prepared = prepare_batch(images, phrases, detector, segmenter)
+    ahead = ground_and_segment(
+        images, phrases, detector, segmenter, box_threshold=0.0, text_threshold=0.0, prepared=prepared
+    )
+    assert sum(len(d) for d in plain) > 0
+    for first, second in zip(plain, ahead):
+        assert np.array_equal(first.xyxy, second.xyxy) and np.array_equal(first.class_id, second.class_id)
+        assert np.array_equal(first.mask, second.mask), "pixel-identical masks"

@@ -144,23 +144,36 @@ class GroundingDinoDetector:
     def validate_phrases(self, phrases: Sequence[str]) -> None:
         self.token_phrase_map(phrases)
 
+    def preprocess(self, images: Sequence[np.ndarray], phrases: Sequence[str]):
+        """The model's inputs for ``images`` and the prompt (host side), ready for :meth:`detect`.
+
+        Separate so that a pipeline can prepare the next batch while the
+        accelerator runs this one.
+        """
+        check_resized_shapes(images, self.resize_scale, "Grounding DINO")
+        return self.processor(
+            images=[Image.fromarray(image) for image in images],
+            text=[prompt_text(phrases)] * len(images),
+            return_tensors="pt",
+        )
+
     def detect(
         self,
         images: Sequence[np.ndarray],
         phrases: Sequence[str],
         box_threshold: float = 0.35,
         text_threshold: float = 0.25,
+        inputs=None,
     ) -> list[sv.Detections]:
+        """Boxes for what ``phrases`` name in each image (``inputs``: their :meth:`preprocess`, if done ahead)."""
         if not images:
             return []
-        check_resized_shapes(images, self.resize_scale, "Grounding DINO")
+        if inputs is None:
+            check_resized_shapes(images, self.resize_scale, "Grounding DINO")
         token_phrase = self.token_phrase_map(phrases)
-        text = prompt_text(phrases)
-        inputs = self.processor(
-            images=[Image.fromarray(image) for image in images],
-            text=[text] * len(images),
-            return_tensors="pt",
-        ).to(self.device)
+        if inputs is None:
+            inputs = self.preprocess(images, phrases)
+        inputs = inputs.to(self.device)
         with inference_context(self.device):
             outputs = self.model(**inputs)
         num_tokens = inputs["input_ids"].shape[1]
