@@ -141,7 +141,9 @@ def test_a_batch_prepared_ahead_gives_the_same_detections_and_masks(detector, se
 
     images = [shapes_image(120, 160, seed=1), shapes_image(90, 70, seed=2), shapes_image(64, 64, seed=3)]
     phrases = ["car", "person"]
-    plain = ground_and_segment(images, phrases, detector, segmenter, box_threshold=0.0, text_threshold=0.0)
+    plain = ground_and_segment(
+        images, phrases, detector, segmenter, box_threshold=0.0, text_threshold=0.0, batch_size=len(images)
+    )
     prepared = prepare_batch(images, phrases, detector, segmenter)
     ahead = ground_and_segment(
         images, phrases, detector, segmenter, box_threshold=0.0, text_threshold=0.0, prepared=prepared
