@@ -49,7 +49,8 @@ def prepare_batch(
     accelerator does not wait for the processors between batches.
     """
     detector_inputs = detector.preprocess(images, phrases) if hasattr(detector, "preprocess") else None
-    pixel_values = segmenter.preprocess(images) if segmenter is not None and not detector.produces_masks else None
+    segments = segmenter is not None and not detector.produces_masks
+    pixel_values = segmenter.preprocess(images) if segments and hasattr(segmenter, "preprocess") else None
     return PreparedBatch(detector_inputs, pixel_values)
 
 
@@ -155,8 +156,11 @@ def segment_detections(
     each image's boxes go through the mask decoder in one call.
     """
     found = [i for i, detections in enumerate(boxes_per_image) if len(detections)]
-    found_pixels = pixel_values[found] if pixel_values is not None and found else None
-    embeddings = dict(zip(found, segmenter.embed([images[i] for i in found], pixel_values=found_pixels)))
+    found_images = [images[i] for i in found]
+    if pixel_values is not None and found:  # preprocessed ahead (prepare_batch)
+        embeddings = dict(zip(found, segmenter.embed(found_images, pixel_values=pixel_values[found])))
+    else:
+        embeddings = dict(zip(found, segmenter.embed(found_images)))
     results = []
     for index, (image, detections) in enumerate(zip(images, boxes_per_image)):
         if index not in embeddings:

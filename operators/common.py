@@ -561,7 +561,8 @@ def label_samples(
     rows: list[tuple],
     settings: dict[str, Any],
     source: str,
-    label_batch: Callable[[list[tuple]], list[tuple[Any, list[dict[str, Any]] | None]]],
+    label_batch: Callable[..., list[tuple[Any, list[dict[str, Any]] | None]]],
+    prepare: Callable[[list[tuple]], Any] | None = None,
 ) -> Work:
     """The batch loop both image operators share.
 
@@ -570,7 +571,8 @@ def label_samples(
     error field and skipped), ``label_batch`` turns the loaded
     ``(sample_id, image, payload)`` rows into ``(sv.Detections, extra
     attributes)`` or ``(sv.Detections, extra attributes, {sample field: value})``
-    (e.g. auto-labelling's caption), and every ``batch_size`` samples are
+    (e.g. auto-labelling's caption); with ``prepare``, the batch's preprocessing
+    runs one batch ahead and ``label_batch`` gets it as a second argument. Every ``batch_size`` samples are
     written in one bulk write per field, so an interrupted run keeps every
     finished batch. Images are decoded ahead and labels encoded (mask crops,
     PNG files) in worker threads while the models work
@@ -598,7 +600,7 @@ def label_samples(
         return labels, (fields[0] if fields else {}), len(detections)
 
     labels, errors, sample_fields, pending = {}, {}, {}, 0
-    for outcome in run_pipelined(rows, load, label_batch, encode, batch_size=batch_size):
+    for outcome in run_pipelined(rows, load, label_batch, encode, batch_size=batch_size, prepare=prepare):
         sample_id, filepath, _ = outcome.item
         if outcome.error is not None:
             errors[sample_id] = outcome.error

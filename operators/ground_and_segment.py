@@ -18,7 +18,7 @@ from ..core import (
     parse_prompt,
 )
 from ..core.detectors.sliced import DEFAULT_SLICE_OVERLAP
-from ..core.pipeline import detector_phrases
+from ..core.pipeline import detector_phrases, prepare_batch
 from . import common, runs
 
 #: The prompt's help for each Florence-2 task that takes one (the others need none).
@@ -112,7 +112,10 @@ class GroundAndSegment(foo.Operator):
         common.ensure_fields(ctx.dataset, settings["label_field"])
         box_threshold, text_threshold = settings["box_threshold"], settings["text_threshold"]
 
-        def label_batch(loaded):
+        def prepare(loaded):  # the processors, one batch ahead of the models (core/engine.py)
+            return prepare_batch([image for _, image, _ in loaded], phrases, detector, segmenter)
+
+        def label_batch(loaded, prepared=None):
             results = ground_and_segment(
                 [image for _, image, _ in loaded],
                 phrases,
@@ -121,11 +124,12 @@ class GroundAndSegment(foo.Operator):
                 box_threshold=box_threshold,
                 text_threshold=text_threshold,
                 batch_size=settings["batch_size"],
+                prepared=prepared,
             )
             return [(detections, None) for detections in results]
 
         rows = [(sample_id, filepath, None) for sample_id, filepath in zip(*view.values(["id", "filepath"]))]
-        return common.label_samples(ctx, view, rows, settings, self.source, label_batch)
+        return common.label_samples(ctx, view, rows, settings, self.source, label_batch, prepare)
 
     def resolve_output(self, ctx) -> types.Property:
         return common.summary_outputs(self.config.label)
