@@ -311,6 +311,7 @@ def frame_record(frame_index: int, detections) -> dict:
 def run_video(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from .core.engine import read_ahead
     from .core.models import load_sam3_tracker, load_tracker, parse_sam3_tracker_spec
     from .core.video_io import VideoWriter, iter_frames, probe_video
     from .core.video_pipeline import ground_and_track
@@ -354,7 +355,8 @@ def run_video(args: argparse.Namespace) -> int:
             skipped_frames.append(frame_index)
         tqdm.write(f"warning: {source}: skipped undecodable data ({message})", file=sys.stderr)
 
-    frames = iter_frames(source, start_frame=args.start_frame, stride=args.stride, on_skip=on_skip)
+    # Decoded in a background thread, a few frames ahead of the tracker (core/engine.py).
+    frames = read_ahead(iter_frames(source, start_frame=args.start_frame, stride=args.stride, on_skip=on_skip))
     if uses_sam3:
         results = tracks.track(frames, args.box_threshold, keep_frames=not args.no_draw)
     else:

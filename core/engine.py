@@ -24,6 +24,7 @@ later run them in other processes.
 from __future__ import annotations
 
 import os
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -193,3 +194,49 @@ def run_pipelined(
         decoders.shutdown(wait=True, cancel_futures=True)
         preparer.shutdown(wait=True, cancel_futures=True)
         encoders.shutdown(wait=True, cancel_futures=True)
+
+
+_END = object()
+
+
+def read_ahead(iterable: Iterable[Item], depth: int = 8) -> Iterator[Item]:
+    """Iterate ``iterable`` in a background thread, at most ``depth`` items ahead of the consumer.
+
+    For video frames: the next frames decode while SAM 2 tracks this one
+    (decoding releases the GIL). An exception in the producer is raised to the
+    consumer at the point it happened; closing the iterator early stops the
+    producer after at most ``depth`` more items.
+    """
+    import queue
+
+    buffer: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in iterable:
+                while not stop.is_set():
+                    try:
+                        buffer.put((item, None), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            buffer.put((_END, None))
+        except BaseException as error:  # noqa: BLE001 - handed to the consumer
+            buffer.put((_END, error))
+
+    producer = threading.Thread(target=produce, name="gsam2-read-ahead", daemon=True)
+    producer.start()
+    try:
+        while True:
+            item, error = buffer.get()
+            if item is _END:
+                if error is not None:
+                    raise error
+                return
+            yield item
+    finally:
+        stop.set()
+        producer.join(timeout=5)

@@ -33,6 +33,7 @@ import fiftyone.core.models as fom
 import numpy as np
 
 from ..core import DEFAULT_DETECTOR, DEFAULT_SEGMENTER, InputError, load_detector, load_segmenter
+from ..core.engine import read_ahead
 from ..core.models import load_tracker
 from ..core.pipeline import DEFAULT_BOX_THRESHOLD, DEFAULT_TEXT_THRESHOLD, detector_phrases, ground_and_segment
 from ..core.video_io import iter_frames, probe_video
@@ -186,7 +187,7 @@ class GroundedSam2Model(fom.Model, fom.SamplesMixin):
         """Every frame's tracks of one video, keyed by FiftyOne's 1-based frame numbers."""
         info = probe_video(filepath)
         results = ground_and_track(
-            iter_frames(filepath),
+            read_ahead(iter_frames(filepath)),  # decoded a few frames ahead, in a thread
             phrases,
             self.detector,
             self.segmenter,

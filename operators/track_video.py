@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import fiftyone as fo
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
@@ -14,6 +13,7 @@ from ..core import (
     load_segmenter,
     parse_prompt,
 )
+from ..core.engine import read_ahead
 from ..core.models import load_sam3_tracker, load_tracker, parse_sam3_tracker_spec
 from ..core.pipeline import detector_phrases
 from ..core.video_io import iter_frames, probe_video
@@ -205,7 +205,7 @@ class TrackVideo(foo.Operator):
             writer = None
             try:
                 info = probe_video(filepath)
-                frames = iter_frames(filepath)
+                frames = read_ahead(iter_frames(filepath))  # decoded a few frames ahead, in a thread
                 if sam3 is not None:
                     results = sam3.track(frames, phrases, score_threshold=box_threshold)
                 elif mode == "prompt":

@@ -6,11 +6,10 @@ import threading
 import time
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
 from gsam2.core import InputError
 from gsam2.core.engine import run_pipelined
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 
 def test_outcomes_come_back_in_input_order_whatever_finishes_first():
@@ -164,3 +163,44 @@ def test_the_next_batch_is_prepared_while_the_model_runs_and_a_failed_preparatio
     assert prepared_at[(4, 5, 6, 7)] < first_end, "batch 2 was prepared during batch 1's model time"
     retried = [prepared for _, _, batch, prepared in calls if len(batch) == 1]
     assert retried and all(p is None for p in retried), "a retried item prepares for itself"
+
+
+def test_read_ahead_keeps_order_bounds_the_buffer_and_raises_where_the_source_failed():
+    from gsam2.core.engine import read_ahead
+
+    produced = []
+
+    def frames():
+        for index in range(50):
+            produced.append(index)
+            yield index
+        raise InputError("decoding failed at frame 50")
+
+    seen = []
+    with pytest.raises(InputError, match="frame 50"):
+        for frame in read_ahead(frames(), depth=4):
+            seen.append(frame)
+            time.sleep(0.001)
+            assert len(produced) - len(seen) <= 4 + 2, "at most the buffer (and one in hand) ahead"
+    assert seen == list(range(50))
+
+
+def test_read_ahead_stops_its_thread_when_the_consumer_stops_early():
+    from gsam2.core.engine import read_ahead
+
+    produced = []
+
+    def endless():
+        index = 0
+        while True:
+            produced.append(index)
+            yield index
+            index += 1
+
+    reader = read_ahead(endless(), depth=3)
+    assert [next(reader) for _ in range(5)] == [0, 1, 2, 3, 4]
+    reader.close()
+    time.sleep(0.3)
+    count = len(produced)
+    time.sleep(0.3)
+    assert len(produced) == count <= 5 + 3 + 2, "the producer stopped"
