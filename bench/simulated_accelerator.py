@@ -167,6 +167,9 @@ def install_models(profile: dict[str, float], objects: int, clock: StageClock, f
     detector.model = SimulatedGroundingDino(GroundingDinoConfig(), profile["detector"], objects, token_phrase)
     sam2_processor = Sam2Processor.from_pretrained(str(write_sam2_processor(folder)))
     segmenter = Sam2ImageSegmenter(SimulatedSam2(profile["encoder"], profile["decoder"]), sam2_processor, device)
+    # preprocess runs in the engine's prepare thread, one batch ahead (inline in the seed loop).
+    detector.preprocess = wrap_cpu(clock, "detect: preprocess (host)", detector.preprocess)
+    segmenter.preprocess = wrap_cpu(clock, "segment: preprocess (host)", segmenter.preprocess)
     detector.detect = wrap_cpu(clock, "detect (pre/post, host)", detector.detect)
     segmenter.embed = wrap_cpu(clock, "segment: encoder (pre, host)", segmenter.embed)
     segmenter.segment_boxes = wrap_cpu(clock, "segment: decoder + masks (host)", segmenter.segment_boxes)
