@@ -671,9 +671,10 @@ def _cell(text: str) -> str:
 
 def queued_summary(operation_ids: list[str]) -> dict[str, Any]:
     """The result of a run split into background runs: what was queued and what must run them."""
-    worker = "Start a worker where the data is: `fiftyone delegated launch` (one per run to run them in parallel)."
-    if not delegation_available():
-        worker += " To follow them in the App's Runs page, start the App with FIFTYONE_ALLOW_LEGACY_ORCHESTRATORS=true."
+    worker = (
+        "Start a worker where the data is: `fiftyone delegated launch` (one per run to run them in parallel); "
+        "follow them with `fiftyone delegated list`."
+    )
     text = f"**Queued {len(operation_ids)} background runs.** Nothing runs until a worker picks them up. {worker}"
     text += "\n\n" + "\n".join(f"- `{operation_id}`" for operation_id in operation_ids)
     return {"queued": operation_ids, "summary": text}
