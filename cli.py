@@ -269,6 +269,18 @@ def label_batches(
         progress.update(1)
 
 
+def tracking_options(args: argparse.Namespace) -> dict:
+    """The detect-and-track options ``gsam2 video`` and ``gsam2 cvat track`` share (``GroundedTracker``'s)."""
+    return {
+        "step": args.step,
+        "iou_threshold": args.iou_threshold,
+        "prompt_type": args.prompt_type,
+        "box_threshold": args.box_threshold,
+        "text_threshold": args.text_threshold,
+        "reverse": args.reverse,
+    }
+
+
 def check_sam3_video_options(args: argparse.Namespace) -> None:
     """``--tracker sam3`` finds objects itself: refuse the options that would pick or steer another detector."""
     conflicts = []
@@ -361,18 +373,7 @@ def run_video(args: argparse.Namespace) -> int:
         results = tracks.track(frames, args.box_threshold, keep_frames=not args.no_draw)
     else:
         results = ground_and_track(
-            frames,
-            phrases,
-            detector,
-            segmenter,
-            tracker,
-            step=args.step,
-            iou_threshold=args.iou_threshold,
-            prompt_type=args.prompt_type,
-            box_threshold=args.box_threshold,
-            text_threshold=args.text_threshold,
-            reverse=args.reverse,
-            keep_frames=not args.no_draw,
+            frames, phrases, detector, segmenter, tracker, keep_frames=not args.no_draw, **tracking_options(args)
         )
     fps = (info.fps / args.stride) if info else 30.0
     total = None
@@ -768,19 +769,7 @@ def run_cvat(args: argparse.Namespace) -> int:
             from .core.video_pipeline import ground_and_track
 
             def track_frames(frames):
-                return ground_and_track(
-                    frames,
-                    phrases,
-                    detector,
-                    segmenter,
-                    tracker,
-                    step=args.step,
-                    iou_threshold=args.iou_threshold,
-                    prompt_type=args.prompt_type,
-                    box_threshold=args.box_threshold,
-                    text_threshold=args.text_threshold,
-                    reverse=args.reverse,
-                )
+                return ground_and_track(frames, phrases, detector, segmenter, tracker, **tracking_options(args))
 
             summary = task_labeling.track_task(
                 task, mapping, track_frames, progress, replace=args.replace, frames=frames

@@ -115,7 +115,7 @@ def run_pipelined(
     encoders = ThreadPoolExecutor(encode_workers, thread_name_prefix="gsam2-encode")
     preparer = ThreadPoolExecutor(1, thread_name_prefix="gsam2-prepare")
 
-    def read_ahead() -> None:
+    def decode_ahead() -> None:
         while len(loading) < max(prefetch, batch_size):
             try:
                 item = next(source)
@@ -142,7 +142,7 @@ def run_pipelined(
                 batch.append((slot, future.result()))
             except GroundedSam2Error as failure:
                 slot.error, slot.stage, slot.inferred = str(failure), "load", True
-            read_ahead()  # keep the decoders busy while the model works
+            decode_ahead()  # keep the decoders busy while the model works
         preparing = preparer.submit(prepare, [row[1] for row in batch]) if prepare is not None and batch else None
         return batch, preparing
 
@@ -163,7 +163,7 @@ def run_pipelined(
         return label_isolating_failures(infer_rows, batch)
 
     try:
-        read_ahead()
+        decode_ahead()
         upcoming = next_batch()
         while upcoming[0] or loading:
             batch, preparing = upcoming

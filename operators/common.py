@@ -351,7 +351,8 @@ def media_problem(dataset, wanted: str) -> str | None:
     media_type = getattr(dataset, "media_type", None) or wanted
     if media_type == wanted:
         return None
-    hint = {"image": " (use track_video for videos)", "video": " (use ground_and_segment for images)"}.get(wanted, "")
+    hints = {"image": " (use track_video for videos)", "video": " (use ground_and_segment for images)"}
+    hint = hints[wanted] if {media_type, wanted} == {"image", "video"} else ""
     return f"dataset {dataset.name!r} holds {media_type}s: this operator labels {wanted}s{hint}"
 
 
@@ -359,10 +360,15 @@ def require_media_in_form(inputs: types.Object, ctx, wanted: str) -> bool:
     """Show a dataset of the wrong media type as the form's error (Execute stays disabled); ``True`` if fine."""
     problem = media_problem(ctx.dataset, wanted)
     if problem:
-        error = inputs.view("media_error", types.Error(label=problem))
-        error.invalid = True
-        error.error_message = problem
+        add_form_error(inputs, "media_error", problem)
     return problem is None
+
+
+def add_form_error(inputs: types.Object, name: str, problem: str) -> None:
+    """A one-line error banner in the form that keeps Execute disabled."""
+    error = inputs.view(name, types.Error(label=problem))
+    error.invalid = True
+    error.error_message = problem
 
 
 def require_images_in_form(inputs: types.Object, ctx) -> bool:
@@ -371,12 +377,9 @@ def require_images_in_form(inputs: types.Object, ctx) -> bool:
 
 def require_images(ctx) -> None:
     """Refuse a dataset of videos (or point clouds...) up front, not sample by sample."""
-    media_type = getattr(ctx.dataset, "media_type", "image")
-    if media_type not in ("image", None):
-        raise InputError(
-            f"dataset {ctx.dataset.name!r} holds {media_type}s: this operator labels images"
-            + (" (use track_video for videos)" if media_type == "video" else "")
-        )
+    problem = media_problem(ctx.dataset, "image")
+    if problem:
+        raise InputError(problem)
 
 
 # ---------------------------------------------------------------- sharding

@@ -53,9 +53,7 @@ class SegmentWithSam2(foo.Operator):
             problem = (
                 f"dataset {ctx.dataset.name!r} has no Detections field: add boxes first (or use ground_and_segment)"
             )
-            notice = inputs.view("source_error", types.Error(label=problem))
-            notice.invalid = True
-            notice.error_message = problem
+            common.add_form_error(inputs, "source_error", problem)
         common.add_model_inputs(inputs, detector=False, ctx=ctx)
         common.add_output_inputs(inputs, ctx, default_field="sam2")
         common.add_run_notice(inputs)

@@ -112,9 +112,7 @@ class TrackVideo(foo.Operator):
                     f"dataset {ctx.dataset.name!r} has no frame-level Detections field: draw boxes on a few "
                     "key frames first (or choose prompt)"
                 )
-                notice = inputs.view("source_error", types.Error(label=problem))
-                notice.invalid = True
-                notice.error_message = problem
+                common.add_form_error(inputs, "source_error", problem)
         # The tracker first: with SAM 3 it finds the prompt by itself, and the detector and SAM 2 are not asked for.
         common.add_checkpoint_input(
             inputs,
