@@ -170,6 +170,7 @@ def run_image(args: argparse.Namespace) -> int:
             text_threshold=args.text_threshold,
             batch_size=batch_size,
             prepared=prepared,
+            compact_masks=True,  # crops: the JSON's RLE and the drawing never need full frames
         )
         return [(detections, {}) for detections in results]
 
@@ -191,7 +192,9 @@ def run_autolabel(args: argparse.Namespace) -> int:
     batch_size = args.batch_size or default_batch_size(florence2.device)
 
     def label_images(images):
-        results = auto_label(images, florence2, segmenter, caption_task=args.caption, batch_size=batch_size)
+        results = auto_label(
+            images, florence2, segmenter, caption_task=args.caption, batch_size=batch_size, compact_masks=True
+        )
         return [(result.detections, {"caption": result.caption}) for result in results]
 
     return label_image_files(args, plan, batch_size, label_images)
@@ -302,7 +305,7 @@ def check_sam3_video_options(args: argparse.Namespace) -> None:
 def frame_record(frame_index: int, detections) -> dict:
     """One JSON line of ``gsam2 video``'s output."""
     from .core.detections import class_names
-    from .core.exports import mask_to_rle
+    from .core.masks import coco_rle
 
     names = class_names(detections)
     return {
@@ -313,7 +316,7 @@ def frame_record(frame_index: int, detections) -> dict:
                 "class_name": names[i],
                 "bbox": [round(float(v), 2) for v in detections.xyxy[i]],
                 "score": round(float(detections.confidence[i]), 4),
-                "segmentation": mask_to_rle(detections.mask[i]),
+                "segmentation": coco_rle(detections.mask, i),
             }
             for i in range(len(detections))
         ],

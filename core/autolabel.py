@@ -38,6 +38,7 @@ def auto_label(
     caption_task: str = DEFAULT_CAPTION_TASK,
     batch_size: int | None = None,
     device: str | None = "auto",
+    compact_masks: bool = False,
 ) -> list[AutoLabel]:
     """Caption every image, ground the caption's phrases, and segment each grounded region.
 
@@ -50,6 +51,7 @@ def auto_label(
             (longer captions name more objects, and take longer).
         batch_size: images per forward pass (default: 4 on CUDA, 1 elsewhere).
         device: used when loading by name.
+        compact_masks: masks as ``supervision.CompactMask`` crops (see :func:`~.pipeline.ground_and_segment`).
 
     Returns:
         One :class:`AutoLabel` per image; detections are labelled with the
@@ -69,6 +71,6 @@ def auto_label(
     for batch in batched([as_rgb_array(image) for image in images], batch_size):
         captions = florence2.florence2.caption(batch, caption_task)
         grounded = florence2.detect_with_caption(batch, captions)
-        detections = segment_detections(batch, grounded, segmenter)
+        detections = segment_detections(batch, grounded, segmenter, compact_masks=compact_masks)
         results.extend(AutoLabel(caption, found) for caption, found in zip(captions, detections))
     return results

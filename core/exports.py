@@ -10,6 +10,7 @@ import supervision as sv
 from pycocotools import mask as mask_utils
 
 from .detections import class_names
+from .masks import coco_rle
 
 
 def mask_to_rle(mask: np.ndarray) -> dict[str, Any]:
@@ -46,7 +47,7 @@ def detections_to_record(
             "score": round(float(detections.confidence[i]), 4),
         }
         if detections.mask is not None:
-            annotation["segmentation"] = mask_to_rle(detections.mask[i])
+            annotation["segmentation"] = coco_rle(detections.mask, i)  # from the crop when compact
         if mask_scores is not None:
             annotation["mask_score"] = round(float(mask_scores[i]), 4)
         annotations.append(annotation)

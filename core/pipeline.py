@@ -64,6 +64,7 @@ def ground_and_segment(
     batch_size: int | None = None,
     device: str | None = "auto",
     prepared: PreparedBatch | None = None,
+    compact_masks: bool = False,
 ) -> list[sv.Detections]:
     """Detect what ``prompt`` names in every image and segment each detection with SAM 2.
 
@@ -81,9 +82,14 @@ def ground_and_segment(
             (default: :func:`default_batch_size` of the detector's device).
         device: ``"auto"``, ``"cuda"``, ``"mps"`` or ``"cpu"`` (used when loading by checkpoint).
         prepared: the images' :func:`prepare_batch`, done ahead (the images are then one batch).
+        compact_masks: carry SAM 2's masks as ``supervision.CompactMask`` (crops of
+            each mask's support) instead of full frames: the same pixels, a
+            fraction of the memory and work on large images. Read them with
+            :mod:`.masks` (``coco_rle``, ``box_crop``, ``mask_crop``) or ``mask[i]``.
 
     Returns:
-        One ``sv.Detections`` per image: pixel ``xyxy``, full-frame bool ``mask``,
+        One ``sv.Detections`` per image: pixel ``xyxy``, full-frame bool ``mask``
+        (or a CompactMask),
         ``confidence`` (the detector's score), ``class_id`` (index into the
         prompt's phrases), ``data["class_name"]`` and ``data["mask_score"]``
         (SAM 2's predicted IoU). An image with nothing found gets empty detections.
@@ -96,11 +102,12 @@ def ground_and_segment(
     if batch_size is None:
         batch_size = default_batch_size(getattr(detector, "device", None))
     arrays = [as_rgb_array(image) for image in images]
+    thresholds = (box_threshold, text_threshold)
     if prepared is not None:
-        return _ground_and_segment_batch(arrays, phrases, detector, segmenter, box_threshold, text_threshold, prepared)
+        return _ground_and_segment_batch(arrays, phrases, detector, segmenter, thresholds, prepared, compact_masks)
     results: list[sv.Detections] = []
     for batch in batched(arrays, batch_size):
-        results.extend(_ground_and_segment_batch(batch, phrases, detector, segmenter, box_threshold, text_threshold))
+        results.extend(_ground_and_segment_batch(batch, phrases, detector, segmenter, thresholds, None, compact_masks))
     return results
 
 
@@ -126,10 +133,11 @@ def _ground_and_segment_batch(
     phrases: list[str],
     detector: Detector,
     segmenter: Sam2ImageSegmenter | None,
-    box_threshold: float,
-    text_threshold: float,
-    prepared: PreparedBatch | None = None,
+    thresholds: tuple[float, float],
+    prepared: PreparedBatch | None,
+    compact_masks: bool,
 ) -> list[sv.Detections]:
+    box_threshold, text_threshold = thresholds
     if prepared is not None and prepared.detector_inputs is not None:
         boxes_per_image = detector.detect(
             images, phrases, box_threshold, text_threshold, inputs=prepared.detector_inputs
@@ -141,7 +149,7 @@ def _ground_and_segment_batch(
             detections.data["mask_score"] = detections.confidence.astype(np.float32)
         return boxes_per_image
     pixel_values = prepared.pixel_values if prepared is not None else None
-    return segment_detections(images, boxes_per_image, segmenter, pixel_values)
+    return segment_detections(images, boxes_per_image, segmenter, pixel_values, compact_masks)
 
 
 def segment_detections(
@@ -149,11 +157,14 @@ def segment_detections(
     boxes_per_image: Sequence[sv.Detections],
     segmenter: Sam2ImageSegmenter,
     pixel_values=None,
+    compact_masks: bool = False,
 ) -> list[sv.Detections]:
     """Give every box a SAM 2 mask (``mask``) and SAM 2's predicted IoU (``data["mask_score"]``).
 
     The image encoder runs once over the images that have boxes, in one batch;
-    each image's boxes go through the mask decoder in one call.
+    each image's boxes go through the mask decoder in one call. With
+    ``compact_masks``, masks are ``supervision.CompactMask`` crops (see
+    :func:`ground_and_segment`).
     """
     found = [i for i, detections in enumerate(boxes_per_image) if len(detections)]
     found_images = [images[i] for i in found]
@@ -168,7 +179,7 @@ def segment_detections(
             empty.data["mask_score"] = np.zeros((0,), dtype=np.float32)
             results.append(empty)
             continue
-        masks, mask_scores = segmenter.segment_boxes(embeddings[index], detections.xyxy)
+        masks, mask_scores = segmenter.segment_boxes(embeddings[index], detections.xyxy, compact=compact_masks)
         detections.mask = masks
         detections.data["mask_score"] = mask_scores.astype(np.float32)
         results.append(detections)

@@ -11,10 +11,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import supervision as sv
 import torch
 from PIL import Image
 
 from .devices import inference_context
+from .masks import compact_masks, dense_masks
 
 # Boxes per decoder call: bounds the memory of the full-resolution masks.
 MAX_PROMPTS_PER_CALL = 64
@@ -75,16 +77,29 @@ class Sam2ImageSegmenter:
             for i, image in enumerate(images)
         ]
 
-    def segment_boxes(self, embedding: ImageEmbedding, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """One mask per pixel ``xyxy`` box: ``(N, H, W)`` bool masks and ``(N,)`` predicted IoU scores."""
+    def segment_boxes(
+        self, embedding: ImageEmbedding, boxes: np.ndarray, compact: bool = False
+    ) -> tuple[np.ndarray | sv.CompactMask, np.ndarray]:
+        """One mask per pixel ``xyxy`` box, and ``(N,)`` predicted IoU scores.
+
+        Masks are ``(N, H, W)`` bool, or with ``compact=True`` a
+        ``supervision.CompactMask`` of the same pixels, upsampled only where each
+        mask can be and never materialised as full frames (:mod:`.masks`).
+        """
         boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
         results = [
-            self._decode(embedding, input_boxes=[boxes[start : start + MAX_PROMPTS_PER_CALL].tolist()])
+            self._decode(embedding, input_boxes=[boxes[start : start + MAX_PROMPTS_PER_CALL].tolist()], compact=compact)
             for start in range(0, len(boxes), MAX_PROMPTS_PER_CALL)
         ]
+        scores = np.concatenate([r[1][:, 0] for r in results]) if results else np.zeros((0,), np.float32)
+        if compact:
+            chunks = [r[0] for r in results]
+            if not chunks:
+                return compact_masks(torch.zeros(0, 1, 1), embedding.height, embedding.width), scores
+            return (chunks[0] if len(chunks) == 1 else sv.CompactMask.merge(chunks)), scores
         if not results:
-            return np.zeros((0, embedding.height, embedding.width), bool), np.zeros((0,), np.float32)
-        return np.concatenate([r[0][:, 0] for r in results]), np.concatenate([r[1][:, 0] for r in results])
+            return np.zeros((0, embedding.height, embedding.width), bool), scores
+        return np.concatenate([r[0][:, 0] for r in results]), scores
 
     def segment_points(
         self,
@@ -121,8 +136,13 @@ class Sam2ImageSegmenter:
         masks, scores = self._decode(embedding, multimask=multimask, **kwargs)
         return masks[0], scores[0]
 
-    def _decode(self, embedding: ImageEmbedding, multimask: bool = False, **prompts) -> tuple[np.ndarray, np.ndarray]:
-        """``(N, K, H, W)`` masks and ``(N, K)`` scores for N prompts; K = 3 with ``multimask``, else 1."""
+    def _decode(
+        self, embedding: ImageEmbedding, multimask: bool = False, compact: bool = False, **prompts
+    ) -> tuple[np.ndarray | sv.CompactMask, np.ndarray]:
+        """``(N, K, H, W)`` masks and ``(N, K)`` scores for N prompts; K = 3 with ``multimask``, else 1.
+
+        With ``compact`` (K = 1 only), the masks are one ``(N, H, W)`` CompactMask.
+        """
         original_sizes = [[embedding.height, embedding.width]]
         inputs = self.processor(original_sizes=original_sizes, return_tensors="pt", **prompts)
         prompt_tensors = {
@@ -132,9 +152,13 @@ class Sam2ImageSegmenter:
         }
         with inference_context(self.device):
             outputs = self.model(image_embeddings=embedding.features, multimask_output=multimask, **prompt_tensors)
-        # Upsample and threshold where the logits are (the GPU when there is one): only the full-size
-        # bool masks cross to the host, an eighth of the float logits' size, and the host's cores are
-        # free for decoding and encoding meanwhile (post_process_masks is F.interpolate + a threshold).
-        masks = self.processor.post_process_masks(outputs.pred_masks.float(), original_sizes, binarize=True)[0]
-        scores = outputs.iou_scores.float().cpu().numpy().reshape(masks.shape[:2])
-        return masks.cpu().numpy(), scores
+        # Upsample and threshold where the logits are (the GPU when there is one), and only over each
+        # mask's support: what transformers' post_process_masks computes (a bilinear F.interpolate to the
+        # image size, > 0) without N full frames of floats (core/masks.py). Only bool crops reach the host.
+        logits = outputs.pred_masks[0].float()  # (N, K, 256, 256)
+        count, k = logits.shape[:2]
+        scores = outputs.iou_scores.float().cpu().numpy().reshape(count, k)
+        if compact:
+            return compact_masks(logits[:, 0], embedding.height, embedding.width), scores
+        flat = dense_masks(logits.flatten(0, 1), embedding.height, embedding.width)
+        return flat.reshape(count, k, embedding.height, embedding.width), scores

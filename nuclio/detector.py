@@ -27,6 +27,7 @@ import numpy as np
 from ..core import DEFAULT_BOX_THRESHOLD, DEFAULT_DETECTOR, DEFAULT_SEGMENTER, DEFAULT_TEXT_THRESHOLD
 from ..core import PromptError, ground_and_segment, load_detector, load_segmenter
 from ..core.detections import class_names
+from ..core.masks import mask_crop
 from .protocol import RequestError, cvat_detector_mask, env, function_spec, polygon_points, request_image, serve
 
 # The label types the detector can answer with (CVAT's ShapeType values).
@@ -55,8 +56,12 @@ def phrase_groups(detector, phrases: list[str]) -> list[list[str]]:
 
 def vocabulary_detections(
     image, groups: list[list[str]], detector, segmenter, box_threshold: float, text_threshold: float
-) -> Iterator[tuple[str, float, np.ndarray, np.ndarray]]:
-    """``(phrase, confidence, xyxy, mask)`` of every object found, one prompt group after another."""
+) -> Iterator[tuple[str, float, np.ndarray, np.ndarray, tuple[int, int]]]:
+    """``(phrase, confidence, xyxy, mask crop, (x, y) of the crop)`` of every object found, group after group.
+
+    SAM 2's masks come as crops of where each can be (``compact_masks``): CVAT's
+    mask and polygon are made from them without full frames of the image's size.
+    """
     for phrases in groups:
         [detections] = ground_and_segment(
             [image],
@@ -65,9 +70,11 @@ def vocabulary_detections(
             segmenter=segmenter,
             box_threshold=box_threshold,
             text_threshold=text_threshold,
+            compact_masks=True,
         )
         for i, phrase in enumerate(class_names(detections)):
-            yield phrase, float(detections.confidence[i]), detections.xyxy[i], detections.mask[i]
+            crop, x0, y0 = mask_crop(detections.mask, i)
+            yield phrase, float(detections.confidence[i]), detections.xyxy[i], crop, (x0, y0)
 
 
 def detector_from_env(device: str):
@@ -130,16 +137,21 @@ def request_threshold(body: dict[str, Any]) -> float:
     return float(threshold) / 100 if threshold > 1 else float(threshold)
 
 
-def cvat_item(label: str, kind: str, confidence: float, xyxy: np.ndarray, mask: np.ndarray) -> dict[str, Any] | None:
-    """One detection as CVAT's detector item of the label's type, or ``None`` if it has no pixels."""
+def cvat_item(
+    label: str, kind: str, confidence: float, xyxy: np.ndarray, mask: np.ndarray, offset: tuple[int, int] = (0, 0)
+) -> dict[str, Any] | None:
+    """One detection as CVAT's detector item of the label's type, or ``None`` if it has no pixels.
+
+    ``mask``: the object's mask, or a crop of it whose top-left pixel is at ``offset`` (x, y).
+    """
     item = {"label": label, "confidence": f"{confidence:.4f}", "attributes": []}
     if kind == "rectangle":
         return {**item, "type": "rectangle", "points": [round(float(v), 2) for v in xyxy]}
-    encoded = cvat_detector_mask(mask)
+    encoded = cvat_detector_mask(mask, offset)
     if encoded is None:
         return None
     item.update(type="mask", mask=encoded)
-    if points := polygon_points(mask):
+    if points := polygon_points(mask, offset):
         item["points"] = points
     return item
 
@@ -150,11 +162,11 @@ def detect(context, body: dict[str, Any]) -> list[dict[str, Any]]:
     data = context.user_data
     results = []
     found = vocabulary_detections(image, data.groups, data.detector, data.segmenter, threshold, data.text_threshold)
-    for phrase, confidence, xyxy, mask in found:
+    for phrase, confidence, xyxy, mask, offset in found:
         if phrase not in data.label_for_phrase:
             continue  # a prompt-free detector named something outside the function's labels
         label = data.label_for_phrase[phrase]
-        if (item := cvat_item(label, data.label_type[label], confidence, xyxy, mask)) is not None:
+        if (item := cvat_item(label, data.label_type[label], confidence, xyxy, mask, offset)) is not None:
             results.append(item)
     return results
 

@@ -91,8 +91,12 @@ def env(name: str, default: str) -> str:
     return os.environ.get(name, default)
 
 
-def polygon_points(mask: np.ndarray) -> list[float]:
+def polygon_points(mask: np.ndarray, offset: tuple[int, int] = (0, 0)) -> list[float]:
     """The largest outer contour of a mask, as CVAT's flat ``[x1, y1, x2, y2, ...]`` polygon.
+
+    ``mask`` may be a crop whose top-left pixel is at ``offset`` (x, y) in the
+    image: OpenCV traces a contour at the array's edge as if zeros lay beyond
+    it, so a crop that holds all of a mask's pixels gives the full frame's contour.
 
     ``[]`` when the mask has no contour of at least 3 vertices (a single pixel,
     a 1-pixel line): CVAT refuses a polygon of fewer than 6 numbers
@@ -102,7 +106,7 @@ def polygon_points(mask: np.ndarray) -> list[float]:
     polygons = [polygon for polygon in sv.mask_to_polygons(mask) if len(polygon) >= 3]
     if not polygons:
         return []
-    largest = max(polygons, key=lambda polygon: cv2_area(polygon))
+    largest = max(polygons, key=lambda polygon: cv2_area(polygon)) + np.asarray(offset)
     return [float(v) for v in largest.reshape(-1)]
 
 
@@ -111,19 +115,27 @@ def cv2_area(polygon: np.ndarray) -> float:
     return 0.5 * abs(float(np.dot(x, np.roll(y, 1)) - np.dot(y, np.roll(x, 1))))
 
 
-def mask_bounds(mask: np.ndarray) -> tuple[int, int, int, int] | None:
-    """Inclusive ``(xtl, ytl, xbr, ybr)`` of a mask's pixels, or ``None`` if it is empty."""
+def mask_bounds(mask: np.ndarray, offset: tuple[int, int] = (0, 0)) -> tuple[int, int, int, int] | None:
+    """Inclusive ``(xtl, ytl, xbr, ybr)`` of a mask's pixels in the image, or ``None`` if it is empty.
+
+    ``mask`` may be a crop whose top-left pixel is at ``offset`` (x, y).
+    """
     ys, xs = np.nonzero(mask)
     if len(xs) == 0:
         return None
-    return int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())
+    x0, y0 = offset
+    return int(xs.min()) + x0, int(ys.min()) + y0, int(xs.max()) + x0, int(ys.max()) + y0
 
 
-def cvat_detector_mask(mask: np.ndarray) -> list[int] | None:
-    """CVAT's detector ``mask``: the box crop flattened row-major (0/1), then ``[xtl, ytl, xbr, ybr]`` inclusive."""
-    bounds = mask_bounds(mask)
+def cvat_detector_mask(mask: np.ndarray, offset: tuple[int, int] = (0, 0)) -> list[int] | None:
+    """CVAT's detector ``mask``: the box crop flattened row-major (0/1), then ``[xtl, ytl, xbr, ybr]`` inclusive.
+
+    ``mask`` may be a crop whose top-left pixel is at ``offset`` (x, y) in the image.
+    """
+    bounds = mask_bounds(mask, offset)
     if bounds is None:
         return None
     xtl, ytl, xbr, ybr = bounds
-    crop = mask[ytl : ybr + 1, xtl : xbr + 1].astype(np.uint8)
+    x0, y0 = offset
+    crop = mask[ytl - y0 : ybr - y0 + 1, xtl - x0 : xbr - x0 + 1].astype(np.uint8)
     return crop.reshape(-1).tolist() + [xtl, ytl, xbr, ybr]

@@ -77,21 +77,33 @@ class GroundedSam2Detection:
         rgb = to_rgb_array(image)
         shapes = []
         found = vocabulary_detections(rgb, self.groups, self.detector, self.segmenter, threshold, self.text_threshold)
-        for phrase, confidence, xyxy, mask in found:
+        for phrase, confidence, xyxy, mask, offset in found:  # mask: a crop at offset (x, y)
             if confidence < threshold or phrase not in self.phrases:
                 continue  # below the threshold, or a prompt-free detector's name outside the labels
             label_id = self.phrases.index(phrase)
-            bounds = mask_bounds(mask)
+            bounds = mask_bounds(mask, offset)
             if bounds is None:
                 shapes.append(cvataa.rectangle(label_id, [float(v) for v in xyxy]))
             elif context.conv_mask_to_poly:
-                points = polygon_points(mask)
+                points = polygon_points(mask, offset)
                 if len(points) >= 6:
                     shapes.append(cvataa.polygon(label_id, points))
             else:
-                x1, y1, x2, y2 = bounds
-                shapes.append(cvataa.mask(label_id, encode_mask(mask, [x1, y1, x2 + 1, y2 + 1])))
+                shapes.append(cvataa.mask(label_id, encode_crop(mask, offset, bounds)))
         return shapes
+
+
+def encode_crop(crop, offset: tuple[int, int], bounds: tuple[int, int, int, int]) -> list[float]:
+    """cvat-sdk's ``encode_mask`` of a mask given as a crop at ``offset``, over its inclusive image ``bounds``.
+
+    ``encode_mask`` encodes ``bitmap[y1:y2, x1:x2]`` row-major and appends
+    ``[x1, y1, x2 - 1, y2 - 1]``; with the crop as the bitmap those four are in
+    crop coordinates, so they are replaced by the image ones.
+    """
+    x0, y0 = offset
+    x1, y1, x2, y2 = bounds
+    encoded = encode_mask(crop, [x1 - x0, y1 - y0, x2 - x0 + 1, y2 - y0 + 1])
+    return encoded[:-4] + [x1, y1, x2, y2]
 
 
 create = GroundedSam2Detection

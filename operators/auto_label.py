@@ -89,6 +89,7 @@ class AutoLabel(foo.Operator):
                 segmenter=segmenter,
                 caption_task=caption_task,
                 batch_size=settings["batch_size"],
+                compact_masks=True,  # box crops for FiftyOne come from the mask crops
             )
             return [(result.detections, None, {caption_field_name(label_field): result.caption}) for result in results]
 

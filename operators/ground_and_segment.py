@@ -125,6 +125,7 @@ class GroundAndSegment(foo.Operator):
                 text_threshold=text_threshold,
                 batch_size=settings["batch_size"],
                 prepared=prepared,
+                compact_masks=True,  # FiftyOne stores box crops: made from the mask crops (labels.py)
             )
             return [(detections, None) for detections in results]
 

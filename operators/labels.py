@@ -16,6 +16,8 @@ import numpy as np
 import supervision as sv
 from PIL import Image
 
+from ..core.masks import box_crop
+
 #: Attribute set on every label an operator writes, so a re-run can replace
 #: exactly its own labels and leave everyone else's alone.
 SOURCE_ATTRIBUTE = "gsam2_source"
@@ -88,7 +90,7 @@ def to_fiftyone_detections(
         )
         if detections.mask is not None:
             left, top, right, bottom = box
-            crop = detections.mask[i][top:bottom, left:right]
+            crop = box_crop(detections.mask, i, left, top, right, bottom)  # dense or CompactMask
             if mask_paths is not None:
                 label.mask_path = write_mask_png(crop, mask_paths[i])
             else:

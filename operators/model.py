@@ -166,6 +166,7 @@ class GroundedSam2Model(fom.Model, fom.SamplesMixin):
                 box_threshold=self.box_threshold,
                 text_threshold=self.text_threshold,
                 batch_size=len(positions),
+                compact_masks=True,  # FiftyOne's box-crop masks come from the mask crops
             )
             for position, detections in zip(positions, found):
                 results[position] = to_fiftyone_detections(detections, images[position].shape[:2], SOURCE)

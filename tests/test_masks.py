@@ -1,0 +1,144 @@
+"""Masks upsampled only over their support (core/masks.py): the same pixels as full frames, read without them."""
+
+import numpy as np
+import pytest
+import supervision as sv
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gsam2.core.exports import mask_to_rle
+from gsam2.core.masks import box_crop, coco_rle, compact_masks, dense_masks, mask_crop
+
+from .conftest import shapes_image
+
+
+def blob_logits(seed: int, count: int, size: int = 64) -> torch.Tensor:
+    """SAM-2-like logits: negative everywhere, a noisy positive blob per mask (some empty, some at the edges)."""
+    rng = np.random.default_rng(seed)
+    logits = np.full((count, size, size), -6.0, dtype=np.float32)
+    for index in range(count):
+        if rng.random() < 0.15:
+            continue  # an empty mask
+        y, x = rng.integers(-4, size - 2, 2)
+        h, w = rng.integers(1, size // 2, 2)
+        y0, x0 = max(y, 0), max(x, 0)
+        logits[index, y0 : y + h, x0 : x + w] = rng.normal(
+            1.0, 3.0, (len(range(y0, min(y + h, size))), len(range(x0, min(x + w, size))))
+        )
+    return torch.from_numpy(logits)
+
+
+def interpolated(logits: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """What transformers' Sam2ImageProcessor.post_process_masks computes before thresholding."""
+    return F.interpolate(logits[None], (height, width), mode="bilinear", align_corners=False)[0]
+
+
+sizes = st.tuples(st.integers(1, 300), st.integers(1, 300))
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 10_000), count=st.integers(0, 6), size=sizes)
+def test_compact_masks_are_the_full_frame_pixels_and_agree_with_f_interpolate(seed, count, size):
+    height, width = size
+    logits = blob_logits(seed, count)
+    compact = compact_masks(logits, height, width)
+    dense = dense_masks(logits, height, width)
+    assert isinstance(compact, sv.CompactMask) and compact.shape == (count, height, width)
+    assert dense.shape == (count, height, width) and dense.dtype == bool
+    assert np.array_equal(compact.to_dense(), dense)
+    if count == 0:
+        return
+    # Against F.interpolate: a pixel may differ only where float rounding can flip the sign.
+    reference = interpolated(logits, height, width)
+    differ = dense != (reference > 0).numpy()
+    assert not (differ & (reference.abs().numpy() > 1e-3)).any()
+
+
+@settings(max_examples=60, deadline=None)
+@given(seed=st.integers(0, 10_000), size=sizes, box=st.tuples(*[st.floats(0, 1)] * 4))
+def test_rle_and_box_crops_from_a_compact_mask_equal_those_of_the_full_frame(seed, size, box):
+    height, width = size
+    logits = blob_logits(seed, 3)
+    compact, dense = compact_masks(logits, height, width), dense_masks(logits, height, width)
+    left, right = sorted(int(v * width) for v in box[:2])
+    top, bottom = sorted(int(v * height) for v in box[2:])
+    for index in range(3):
+        assert coco_rle(compact, index) == mask_to_rle(dense[index]), "byte-identical COCO RLE"
+        assert coco_rle(dense, index) == mask_to_rle(dense[index])
+        assert np.array_equal(box_crop(compact, index, left, top, right, bottom), dense[index][top:bottom, left:right])
+        crop, x0, y0 = mask_crop(compact, index)
+        assert dense[index].sum() == crop.sum(), "no mask pixel outside the crop"
+        assert np.array_equal(dense[index][y0 : y0 + crop.shape[0], x0 : x0 + crop.shape[1]], crop)
+
+
+def test_crops_are_small_for_small_objects_on_a_large_image():
+    logits = torch.full((3, 256, 256), -5.0)
+    logits[0, 100:110, 40:52] = 3.0
+    logits[1, 0:4, 250:256] = 3.0  # at the top-right corner
+    compact = compact_masks(logits, 2160, 3840)  # 4K
+    areas = [mask_crop(compact, i)[0].size for i in range(3)]
+    assert areas[0] < 12 * 16 * 20 * 20 and areas[1] < 8 * 10 * 20 * 20
+    assert areas[2] == 1, "an empty mask is a 1x1 crop"
+    assert compact.area.tolist() == dense_masks(logits, 2160, 3840).sum(axis=(1, 2)).tolist()
+
+
+def test_segmenter_masks_are_the_processors_post_processed_masks(segmenter):
+    """On the test media, SAM 2's masks equal transformers' post_process_masks of the same logits, pixel for pixel."""
+    from gsam2.core.devices import inference_context
+
+    image = shapes_image(181, 243, seed=4)
+    [embedding] = segmenter.embed([image])
+    boxes = np.array([[10, 12, 120, 90], [60, 40, 230, 170], [0, 0, 243, 181], [200, 150, 240, 178]], np.float32)
+    dense, scores = segmenter.segment_boxes(embedding, boxes)
+    compact, compact_scores = segmenter.segment_boxes(embedding, boxes, compact=True)
+    inputs = segmenter.processor(original_sizes=[[181, 243]], input_boxes=[boxes.tolist()], return_tensors="pt")
+    with inference_context(segmenter.device):
+        outputs = segmenter.model(
+            image_embeddings=embedding.features, multimask_output=False, input_boxes=inputs["input_boxes"]
+        )
+    expected = segmenter.processor.post_process_masks(outputs.pred_masks.float(), [[181, 243]], binarize=True)[0]
+    assert dense.any(), "the tiny model's masks are not all empty"
+    assert np.array_equal(dense, expected[:, 0].numpy())
+    assert np.array_equal(compact.to_dense(), dense) and np.array_equal(scores, compact_scores)
+
+
+def test_compact_segment_boxes_with_no_boxes(segmenter):
+    [embedding] = segmenter.embed([shapes_image(50, 70)])
+    masks, scores = segmenter.segment_boxes(embedding, np.zeros((0, 4)), compact=True)
+    assert masks.shape == (0, 50, 70) and scores.shape == (0,)
+
+
+@pytest.mark.parametrize("offset", [(0, 0), (7, 3)])
+def test_cvat_encodings_of_a_crop_equal_those_of_the_full_frame(offset):
+    from cvat_sdk.masks import encode_mask
+
+    from gsam2.nuclio.protocol import cvat_detector_mask, mask_bounds, polygon_points
+    from gsam2.nuclio.sdk_detection import encode_crop
+
+    full = np.zeros((40, 50), dtype=bool)
+    full[5:20, 9:30] = True
+    full[12:14, 30:33] = True
+    x0, y0 = offset
+    crop = full[y0:30, x0:45]
+    assert mask_bounds(crop, offset) == mask_bounds(full)
+    assert cvat_detector_mask(crop, offset) == cvat_detector_mask(full)
+    assert polygon_points(crop, offset) == polygon_points(full)
+    x1, y1, x2, y2 = mask_bounds(full)
+    assert encode_crop(crop, offset, (x1, y1, x2, y2)) == encode_mask(full, [x1, y1, x2 + 1, y2 + 1])
+
+
+def test_drawing_compact_masks_gives_the_same_picture(segmenter):
+    from gsam2.core import draw_detections
+    from gsam2.core.detections import make_detections
+
+    image = shapes_image(120, 160, seed=2)
+    [embedding] = segmenter.embed([image])
+    boxes = np.array([[5, 5, 80, 70], [40, 30, 150, 110]], np.float32)
+    pictures = []
+    for compact in (False, True):
+        detections = make_detections(boxes, np.array([0.9, 0.8]), np.array([0, 1]), ["car", "dog"])
+        detections.mask, _ = segmenter.segment_boxes(embedding, boxes, compact=compact)
+        pictures.append(draw_detections(image, detections))
+    assert np.array_equal(*pictures)
