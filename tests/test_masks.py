@@ -23,10 +23,9 @@ def blob_logits(seed: int, count: int, size: int = 64) -> torch.Tensor:
             continue  # an empty mask
         y, x = rng.integers(-4, size - 2, 2)
         h, w = rng.integers(1, size // 2, 2)
-        y0, x0 = max(y, 0), max(x, 0)
-        logits[index, y0 : y + h, x0 : x + w] = rng.normal(
-            1.0, 3.0, (len(range(y0, min(y + h, size))), len(range(x0, min(x + w, size))))
-        )
+        y0, y1 = max(y, 0), min(max(y + h, 0), size)
+        x0, x1 = max(x, 0), min(max(x + w, 0), size)
+        logits[index, y0:y1, x0:x1] = rng.normal(1.0, 3.0, (max(y1 - y0, 0), max(x1 - x0, 0)))
     return torch.from_numpy(logits)
 
 
