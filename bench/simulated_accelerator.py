@@ -94,6 +94,16 @@ def wrap_cpu(clock: StageClock, stage: str, function):
     return timed
 
 
+class JsonClock:
+    """``json`` for the CLI module, with ``dumps`` timed as its own stage."""
+
+    def __init__(self, clock: StageClock):
+        self.dumps = wrap_cpu(clock, "encode: JSON (host)", json.dumps)
+
+    def __getattr__(self, name):
+        return getattr(json, name)
+
+
 class Output(dict):
     """A ModelOutput stand-in: attribute access to its tensors."""
 
@@ -227,6 +237,9 @@ def run_case(case: Case, workdir: Path) -> dict:
     real_load = images_module.load_image
     images_module.load_image = wrap_cpu(clock, "decode (host)", real_load)
     cli.load_image = images_module.load_image
+    cli.detections_to_record = wrap_cpu(clock, "encode: RLE + record (host)", cli.detections_to_record)
+    cli.atomic_write_text = wrap_cpu(clock, "write (host)", cli.atomic_write_text)
+    cli.json = JsonClock(clock)
     rss_before = current_rss()
     start, cpu_start = time.perf_counter(), time.process_time()
     if case.loop == "engine":

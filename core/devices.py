@@ -65,3 +65,18 @@ def inference_context(device: torch.device) -> Iterator[None]:
                 yield
         else:
             yield
+
+
+def processor_device(image_processor, device: torch.device) -> dict:
+    """``{"device": device}`` for a torchvision-based image processor, else ``{}``.
+
+    transformers' torchvision image processors (``TorchvisionBackend`` in
+    transformers 5, the "fast" processors before it) take ``device=`` and then
+    resize and normalise there: on a GPU only the ``uint8`` image crosses the
+    bus and the host's cores stay free. PIL-based processors do not take it.
+    """
+    try:
+        from transformers.image_processing_backends import TorchvisionBackend
+    except ImportError:  # transformers 4: the fast processors' base class
+        from transformers.image_processing_utils_fast import BaseImageProcessorFast as TorchvisionBackend
+    return {"device": device} if isinstance(image_processor, TorchvisionBackend) else {}

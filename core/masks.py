@@ -169,7 +169,7 @@ def box_crop(masks: MaskStack, index: int, left: int, top: int, right: int, bott
 
 
 def coco_rle(masks: MaskStack, index: int) -> dict[str, Any]:
-    """COCO RLE of full-frame mask ``index``: ``{"size": [h, w], "counts": str}``, the same string as encoding the frame.
+    """COCO RLE of full-frame mask ``index``: ``{"size": [h, w], "counts": str}``, as if the frame were encoded.
 
     For a CompactMask only the full-height strip of columns the crop spans is
     built: COCO runs go down the columns, so the columns left and right of it

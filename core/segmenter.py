@@ -13,9 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 import supervision as sv
 import torch
-from PIL import Image
 
-from .devices import inference_context
+from .devices import inference_context, processor_device
 from .masks import compact_masks, dense_masks
 
 # Boxes per decoder call: bounds the memory of the full-resolution masks.
@@ -59,10 +58,11 @@ class Sam2ImageSegmenter:
         Separate from :meth:`embed` so that a pipeline can prepare the next batch
         while the accelerator encodes this one.
         """
-        pixel_values = self.processor(images=[Image.fromarray(image) for image in images], return_tensors="pt")[
-            "pixel_values"
-        ]
-        return pixel_values.pin_memory() if self.device.type == "cuda" else pixel_values
+        on_device = processor_device(self.processor.image_processor, self.device)  # resized on the GPU if any
+        pixel_values = self.processor(images=list(images), return_tensors="pt", **on_device)["pixel_values"]
+        if self.device.type == "cuda" and pixel_values.device.type == "cpu":
+            pixel_values = pixel_values.pin_memory()  # a PIL processor: copy asynchronously
+        return pixel_values
 
     def embed(self, images: Sequence[np.ndarray], pixel_values: torch.Tensor | None = None) -> list[ImageEmbedding]:
         """Encode a batch of RGB ``uint8`` images in one forward pass (``pixel_values``: their :meth:`preprocess`)."""

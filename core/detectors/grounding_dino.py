@@ -13,10 +13,9 @@ from collections.abc import Sequence
 import numpy as np
 import supervision as sv
 import torch
-from PIL import Image
 
 from ..detections import empty_detections, make_detections
-from ..devices import inference_context
+from ..devices import inference_context, processor_device
 from ..errors import PromptError
 from ..prompts import prompt_text
 from .base import check_resized_shapes
@@ -151,10 +150,13 @@ class GroundingDinoDetector:
         accelerator runs this one.
         """
         check_resized_shapes(images, self.resize_scale, "Grounding DINO")
+        # Arrays, not PIL images: the torchvision processor converts them without PIL's copy (the same
+        # pixel_values); on a GPU it resizes and normalises there (processor_device).
         return self.processor(
-            images=[Image.fromarray(image) for image in images],
+            images=list(images),
             text=[prompt_text(phrases)] * len(images),
             return_tensors="pt",
+            **processor_device(self.processor.image_processor, self.device),
         )
 
     def detect(
