@@ -241,9 +241,10 @@ def label_batches(
     from PIL import Image
     from tqdm import tqdm
 
-    from .core.engine import run_pipelined
+    from .core.engine import reuse_freed_buffers, run_pipelined
 
     output = plan.output
+    reuse_freed_buffers()  # no page faults on every batch's large buffers (a bulk process keeps its peak)
 
     def load(item):
         return load_image(item[0])

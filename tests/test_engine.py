@@ -204,3 +204,13 @@ def test_read_ahead_stops_its_thread_when_the_consumer_stops_early():
     count = len(produced)
     time.sleep(0.3)
     assert len(produced) == count <= 5 + 3 + 2, "the producer stopped"
+
+
+def test_reuse_freed_buffers_is_set_on_glibc_linux():
+    import platform
+    import sys
+
+    from gsam2.core.engine import reuse_freed_buffers
+
+    glibc = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
+    assert reuse_freed_buffers() is glibc
