@@ -171,6 +171,7 @@ def run_image(args: argparse.Namespace) -> int:
             batch_size=batch_size,
             prepared=prepared,
             compact_masks=True,  # crops: the JSON's RLE and the drawing never need full frames
+            defer_masks=True,  # made in the encode workers (write), not in the model's thread
         )
         return [(detections, {}) for detections in results]
 
@@ -242,6 +243,7 @@ def label_batches(
     from tqdm import tqdm
 
     from .core.engine import reuse_freed_buffers, run_pipelined
+    from .core.masks import finish_masks
 
     output = plan.output
     reuse_freed_buffers()  # no page faults on every batch's large buffers (a bulk process keeps its peak)
@@ -252,6 +254,7 @@ def label_batches(
     def write(item, image, labelled) -> int:
         """Encode (RLE, JSON, drawing) and write one image's files; return its number of objects."""
         (path, stem), (detections, extra) = item, labelled
+        detections = finish_masks(detections)  # SAM 2's logits -> mask crops, off the model's thread
         record = {**detections_to_record(detections, path, image.shape[:2]), **extra}
         atomic_write_text(output / f"{stem}.json", json.dumps(record, indent=2))
         if not args.no_draw:

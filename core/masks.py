@@ -145,6 +145,44 @@ def compact_masks(logits: torch.Tensor, height: int, width: int) -> sv.CompactMa
     )
 
 
+# ------------------------------------------------------------------ masks finished off the model's thread
+
+#: Where :func:`~.pipeline.ground_and_segment` leaves a deferred image's :class:`PendingMasks`.
+PENDING_MASKS = "pending_masks"
+
+
+@dataclass
+class PendingMasks:
+    """SAM 2's logits for one image's detections, still on the model's device, turned into masks later.
+
+    The model's thread hands these on instead of waiting for the upsampling and
+    the device-to-host copy, so it can start the accelerator on the next batch;
+    an encode worker calls :func:`finish_masks`.
+    """
+
+    logits: torch.Tensor  # (N, h, w)
+    height: int
+    width: int
+
+    def compact(self) -> sv.CompactMask:
+        return compact_masks(self.logits, self.height, self.width)
+
+
+def finish_masks(detections: sv.Detections) -> sv.Detections:
+    """Give ``detections`` their masks if they were deferred (``ground_and_segment(..., defer_masks=True)``).
+
+    Call it before reading or filtering the detections (the pending logits are
+    not filtered with them). Detections without pending masks are returned as
+    they are.
+    """
+    pending = detections.metadata.pop(PENDING_MASKS, None)
+    if pending is not None:
+        if len(pending.logits) != len(detections):
+            raise ValueError(f"{len(pending.logits)} pending masks for {len(detections)} detections")
+        detections.mask = pending.compact()
+    return detections
+
+
 # ------------------------------------------------------------------ reading masks without full frames
 
 

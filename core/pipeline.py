@@ -13,6 +13,7 @@ from PIL import Image
 from .detections import empty_detections
 from .detectors import Detector
 from .errors import GroundedSam2Error
+from .masks import PENDING_MASKS
 from .images import as_rgb_array
 from .models import DEFAULT_DETECTOR, DEFAULT_SEGMENTER, load_detector, load_segmenter
 from .prompts import parse_prompt
@@ -65,6 +66,7 @@ def ground_and_segment(
     device: str | None = "auto",
     prepared: PreparedBatch | None = None,
     compact_masks: bool = False,
+    defer_masks: bool = False,
 ) -> list[sv.Detections]:
     """Detect what ``prompt`` names in every image and segment each detection with SAM 2.
 
@@ -86,6 +88,12 @@ def ground_and_segment(
             each mask's support) instead of full frames: the same pixels, a
             fraction of the memory and work on large images. Read them with
             :mod:`.masks` (``coco_rle``, ``box_crop``, ``mask_crop``) or ``mask[i]``.
+        defer_masks: leave SAM 2's masks to be made later, in another thread:
+            ``mask`` is ``None`` until :func:`~.masks.finish_masks` turns the logits
+            kept in ``metadata`` into a CompactMask. The model's thread then does
+            not wait for the upsampling and the copy to the host (the engine's
+            encode workers finish them). Detectors that make their own masks
+            (SAM 3) are not affected.
 
     Returns:
         One ``sv.Detections`` per image: pixel ``xyxy``, full-frame bool ``mask``
@@ -103,11 +111,12 @@ def ground_and_segment(
         batch_size = default_batch_size(getattr(detector, "device", None))
     arrays = [as_rgb_array(image) for image in images]
     thresholds = (box_threshold, text_threshold)
+    masks = "defer" if defer_masks else "compact" if compact_masks else "dense"
     if prepared is not None:
-        return _ground_and_segment_batch(arrays, phrases, detector, segmenter, thresholds, prepared, compact_masks)
+        return _ground_and_segment_batch(arrays, phrases, detector, segmenter, thresholds, prepared, masks)
     results: list[sv.Detections] = []
     for batch in batched(arrays, batch_size):
-        results.extend(_ground_and_segment_batch(batch, phrases, detector, segmenter, thresholds, None, compact_masks))
+        results.extend(_ground_and_segment_batch(batch, phrases, detector, segmenter, thresholds, None, masks))
     return results
 
 
@@ -135,7 +144,7 @@ def _ground_and_segment_batch(
     segmenter: Sam2ImageSegmenter | None,
     thresholds: tuple[float, float],
     prepared: PreparedBatch | None,
-    compact_masks: bool,
+    masks: str,
 ) -> list[sv.Detections]:
     box_threshold, text_threshold = thresholds
     if prepared is not None and prepared.detector_inputs is not None:
@@ -149,7 +158,9 @@ def _ground_and_segment_batch(
             detections.data["mask_score"] = detections.confidence.astype(np.float32)
         return boxes_per_image
     pixel_values = prepared.pixel_values if prepared is not None else None
-    return segment_detections(images, boxes_per_image, segmenter, pixel_values, compact_masks)
+    return segment_detections(
+        images, boxes_per_image, segmenter, pixel_values, compact_masks=masks != "dense", defer_masks=masks == "defer"
+    )
 
 
 def segment_detections(
@@ -158,12 +169,14 @@ def segment_detections(
     segmenter: Sam2ImageSegmenter,
     pixel_values=None,
     compact_masks: bool = False,
+    defer_masks: bool = False,
 ) -> list[sv.Detections]:
     """Give every box a SAM 2 mask (``mask``) and SAM 2's predicted IoU (``data["mask_score"]``).
 
     The image encoder runs once over the images that have boxes, in one batch;
     each image's boxes go through the mask decoder in one call. With
-    ``compact_masks``, masks are ``supervision.CompactMask`` crops (see
+    ``compact_masks``, masks are ``supervision.CompactMask`` crops; with
+    ``defer_masks``, they are left for :func:`~.masks.finish_masks` (see
     :func:`ground_and_segment`).
     """
     found = [i for i, detections in enumerate(boxes_per_image) if len(detections)]
@@ -179,8 +192,13 @@ def segment_detections(
             empty.data["mask_score"] = np.zeros((0,), dtype=np.float32)
             results.append(empty)
             continue
-        masks, mask_scores = segmenter.segment_boxes(embeddings[index], detections.xyxy, compact=compact_masks)
-        detections.mask = masks
+        masks, mask_scores = segmenter.segment_boxes(
+            embeddings[index], detections.xyxy, compact=compact_masks, defer=defer_masks
+        )
+        if defer_masks:
+            detections.metadata[PENDING_MASKS] = masks
+        else:
+            detections.mask = masks
         detections.data["mask_score"] = mask_scores.astype(np.float32)
         results.append(detections)
     return results

@@ -15,7 +15,7 @@ import supervision as sv
 import torch
 
 from .devices import inference_context, processor_device
-from .masks import compact_masks, dense_masks
+from .masks import PendingMasks, compact_masks, dense_masks
 
 # Boxes per decoder call: bounds the memory of the full-resolution masks.
 MAX_PROMPTS_PER_CALL = 64
@@ -78,20 +78,26 @@ class Sam2ImageSegmenter:
         ]
 
     def segment_boxes(
-        self, embedding: ImageEmbedding, boxes: np.ndarray, compact: bool = False
-    ) -> tuple[np.ndarray | sv.CompactMask, np.ndarray]:
+        self, embedding: ImageEmbedding, boxes: np.ndarray, compact: bool = False, defer: bool = False
+    ) -> tuple[np.ndarray | sv.CompactMask | PendingMasks, np.ndarray]:
         """One mask per pixel ``xyxy`` box, and ``(N,)`` predicted IoU scores.
 
         Masks are ``(N, H, W)`` bool, or with ``compact=True`` a
         ``supervision.CompactMask`` of the same pixels, upsampled only where each
-        mask can be and never materialised as full frames (:mod:`.masks`).
+        mask can be and never materialised as full frames (:mod:`.masks`). With
+        ``defer=True`` they are :class:`~.masks.PendingMasks`: the logits, left on
+        the device for another thread to turn into the CompactMask.
         """
         boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
+        mode = "defer" if defer else "compact" if compact else "dense"
         results = [
-            self._decode(embedding, input_boxes=[boxes[start : start + MAX_PROMPTS_PER_CALL].tolist()], compact=compact)
+            self._decode(embedding, input_boxes=[boxes[start : start + MAX_PROMPTS_PER_CALL].tolist()], masks=mode)
             for start in range(0, len(boxes), MAX_PROMPTS_PER_CALL)
         ]
         scores = np.concatenate([r[1][:, 0] for r in results]) if results else np.zeros((0,), np.float32)
+        if defer:
+            logits = [r[0] for r in results] or [torch.zeros(0, 1, 1)]
+            return PendingMasks(torch.cat(logits), embedding.height, embedding.width), scores
         if compact:
             chunks = [r[0] for r in results]
             if not chunks:
@@ -137,11 +143,12 @@ class Sam2ImageSegmenter:
         return masks[0], scores[0]
 
     def _decode(
-        self, embedding: ImageEmbedding, multimask: bool = False, compact: bool = False, **prompts
-    ) -> tuple[np.ndarray | sv.CompactMask, np.ndarray]:
+        self, embedding: ImageEmbedding, multimask: bool = False, masks: str = "dense", **prompts
+    ) -> tuple[np.ndarray | sv.CompactMask | torch.Tensor, np.ndarray]:
         """``(N, K, H, W)`` masks and ``(N, K)`` scores for N prompts; K = 3 with ``multimask``, else 1.
 
-        With ``compact`` (K = 1 only), the masks are one ``(N, H, W)`` CompactMask.
+        ``masks`` (K = 1 only for the last two): ``"dense"`` bool arrays, ``"compact"``
+        one ``(N, H, W)`` CompactMask, ``"defer"`` the ``(N, h, w)`` logits as they are.
         """
         original_sizes = [[embedding.height, embedding.width]]
         inputs = self.processor(original_sizes=original_sizes, return_tensors="pt", **prompts)
@@ -158,7 +165,9 @@ class Sam2ImageSegmenter:
         logits = outputs.pred_masks[0].float()  # (N, K, 256, 256)
         count, k = logits.shape[:2]
         scores = outputs.iou_scores.float().cpu().numpy().reshape(count, k)
-        if compact:
+        if masks == "defer":
+            return logits[:, 0], scores
+        if masks == "compact":
             return compact_masks(logits[:, 0], embedding.height, embedding.width), scores
         flat = dense_masks(logits.flatten(0, 1), embedding.height, embedding.width)
         return flat.reshape(count, k, embedding.height, embedding.width), scores

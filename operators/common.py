@@ -583,6 +583,7 @@ def label_samples(
     each write and returns the run's summary (see :mod:`.runs`).
     """
     from ..core.engine import run_pipelined
+    from ..core.masks import finish_masks
     from .labels import to_fiftyone_detections
 
     label_field, mask_dir, batch_size = settings["label_field"], settings["mask_dir"], settings["batch_size"]
@@ -597,6 +598,7 @@ def label_samples(
     def encode(row, loaded, result):
         """The sample's fo.Detections (mask crops; PNGs written when masks go to files), extra fields, count."""
         (sample_id, image, _), (detections, extra, *fields) = loaded, result
+        detections = finish_masks(detections)  # deferred SAM 2 masks are made here, off the model's thread
         clear_mask_files(mask_dir, label_field, [sample_id])  # the labels that pointed at them are replaced
         paths = mask_paths_for(mask_dir, label_field, sample_id, len(detections))
         labels = to_fiftyone_detections(detections, image.shape[:2], source, mask_paths=paths, extra_attributes=extra)

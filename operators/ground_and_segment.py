@@ -126,6 +126,7 @@ class GroundAndSegment(foo.Operator):
                 batch_size=settings["batch_size"],
                 prepared=prepared,
                 compact_masks=True,  # FiftyOne stores box crops: made from the mask crops (labels.py)
+                defer_masks=True,  # made in label_samples' encode workers, not in the model's thread
             )
             return [(detections, None) for detections in results]
 

@@ -106,7 +106,7 @@ class SegmentWithSam2(foo.Operator):
             -1, 4
         )
         if embedding is not None:
-            masks, mask_scores = segmenter.segment_boxes(embedding, xyxy)
+            masks, mask_scores = segmenter.segment_boxes(embedding, xyxy, compact=True)  # box crops come from crops
         else:
             masks, mask_scores = np.zeros((0, height, width), bool), np.zeros((0,), np.float32)
         # float64 so that a source confidence of 0.7 comes back as 0.7, not 0.699999988

@@ -141,3 +141,26 @@ def test_drawing_compact_masks_gives_the_same_picture(segmenter):
         detections.mask, _ = segmenter.segment_boxes(embedding, boxes, compact=compact)
         pictures.append(draw_detections(image, detections))
     assert np.array_equal(*pictures)
+
+
+def test_deferred_masks_are_finished_into_the_same_compact_masks(detector, segmenter):
+    """defer_masks leaves the logits for another thread; finish_masks gives the masks compact_masks would."""
+    import threading
+
+    from gsam2.core import ground_and_segment
+    from gsam2.core.masks import PENDING_MASKS, finish_masks
+
+    images = [shapes_image(120, 160, seed=1), shapes_image(90, 70, seed=2)]
+    options = dict(detector=detector, segmenter=segmenter, box_threshold=0.0, text_threshold=0.0)
+    compact = ground_and_segment(images, "car. person.", compact_masks=True, **options)
+    deferred = ground_and_segment(images, "car. person.", compact_masks=True, defer_masks=True, **options)
+    assert sum(len(d) for d in deferred) > 0
+    for detections in deferred:
+        assert detections.mask is None and PENDING_MASKS in detections.metadata
+    finisher = threading.Thread(target=lambda: [finish_masks(d) for d in deferred])  # as an encode worker does
+    finisher.start()
+    finisher.join()
+    for expected, finished in zip(compact, deferred):
+        assert PENDING_MASKS not in finished.metadata
+        assert np.array_equal(finished.mask.to_dense(), expected.mask.to_dense())
+    assert finish_masks(compact[0]) is compact[0], "nothing pending: unchanged"
