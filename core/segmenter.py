@@ -59,7 +59,9 @@ class Sam2ImageSegmenter:
         while the accelerator encodes this one.
         """
         on_device = processor_device(self.processor.image_processor, self.device)  # resized on the GPU if any
-        pixel_values = self.processor(images=list(images), return_tensors="pt", **on_device)["pixel_values"]
+        pixel_values = self.processor(
+            images=list(images), return_tensors="pt", input_data_format="channels_last", **on_device
+        )["pixel_values"]  # the layout given: a 1x1 image would otherwise be read as channels-first
         if self.device.type == "cuda" and pixel_values.device.type == "cpu":
             pixel_values = pixel_values.pin_memory()  # a PIL processor: copy asynchronously
         return pixel_values

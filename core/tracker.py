@@ -17,6 +17,7 @@ import torch
 from PIL import Image
 
 from .devices import inference_context
+from .masks import dense_masks
 
 
 @dataclass
@@ -184,9 +185,10 @@ class TrackingSession:
                 output = model(inference_session=self.session, frame_idx=frame_index)
         if encoded is not None:
             self.session.cache.clear_all()  # the features belong to the caller's shared encoding
-        masks = processor.post_process_masks([output.pred_masks.float().cpu()], original_sizes=[self._size])[0]
+        # Upsampled where the logits are (the GPU when there is one) and only over each mask's support
+        # (core/masks.py): post_process_masks' pixels without moving float logits to the host first.
         scores = output.object_score_logits.float().cpu().numpy().reshape(-1)
-        masks = masks[:, 0].numpy().astype(bool)
+        masks = dense_masks(output.pred_masks[:, 0].float(), *self._size)
         masks[scores <= 0] = False
         self._forget_before(frame_index - self.history)
         self._drop_pixel_frames_before(frame_index + 1 - self.keep_pixel_frames)

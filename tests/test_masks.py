@@ -164,3 +164,12 @@ def test_deferred_masks_are_finished_into_the_same_compact_masks(detector, segme
         assert PENDING_MASKS not in finished.metadata
         assert np.array_equal(finished.mask.to_dense(), expected.mask.to_dense())
     assert finish_masks(compact[0]) is compact[0], "nothing pending: unchanged"
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (3, 3), (2, 5), (5, 3)])
+def test_tiny_images_are_read_channels_last_by_the_processors(detector, segmenter, shape):
+    """The processors get arrays: a 1x1 or 3-pixel image must not be mistaken for channels-first."""
+    image = np.random.default_rng(0).integers(0, 255, (*shape, 3), dtype=np.uint8)
+    assert segmenter.preprocess([image]).shape[:2] == (1, 3)
+    inputs = detector.preprocess([image], ["car"])
+    assert inputs["pixel_values"].shape[:2] == (1, 3)

@@ -151,11 +151,13 @@ class GroundingDinoDetector:
         """
         check_resized_shapes(images, self.resize_scale, "Grounding DINO")
         # Arrays, not PIL images: the torchvision processor converts them without PIL's copy (the same
-        # pixel_values); on a GPU it resizes and normalises there (processor_device).
+        # pixel_values); on a GPU it resizes and normalises there (processor_device). The layout is
+        # given: a 1x1 or 3-pixel-wide image would otherwise be read as channels-first.
         return self.processor(
             images=list(images),
             text=[prompt_text(phrases)] * len(images),
             return_tensors="pt",
+            input_data_format="channels_last",
             **processor_device(self.processor.image_processor, self.device),
         )
 
