@@ -299,16 +299,28 @@ class OriginalSam2Segmenter:
             for i, image in enumerate(images)
         ]
 
-    def segment_boxes(self, embedding: ImageEmbedding, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """One mask per pixel ``xyxy`` box: ``(N, H, W)`` bool masks and ``(N,)`` predicted IoU scores."""
+    def segment_boxes(
+        self, embedding: ImageEmbedding, boxes: np.ndarray, compact: bool = False, defer: bool = False
+    ) -> tuple[np.ndarray | sv.CompactMask, np.ndarray]:
+        """One mask per pixel ``xyxy`` box: ``(N, H, W)`` bool masks and ``(N,)`` predicted IoU scores.
+
+        With ``compact`` (or ``defer``, which the original predictor cannot: its masks
+        come back full-frame) the masks are a ``supervision.CompactMask`` cropped to
+        each mask's own extent, so no pixel is lost.
+        """
         boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
         if not len(boxes):
-            return np.zeros((0, embedding.height, embedding.width), bool), np.zeros((0,), np.float32)
-        results = [
-            self._predict(embedding, box=boxes[start : start + MAX_PROMPTS_PER_CALL])
-            for start in range(0, len(boxes), MAX_PROMPTS_PER_CALL)
-        ]
-        return np.concatenate([r[0] for r in results]), np.concatenate([r[1] for r in results])
+            masks, scores = np.zeros((0, embedding.height, embedding.width), bool), np.zeros((0,), np.float32)
+        else:
+            results = [
+                self._predict(embedding, box=boxes[start : start + MAX_PROMPTS_PER_CALL])
+                for start in range(0, len(boxes), MAX_PROMPTS_PER_CALL)
+            ]
+            masks, scores = np.concatenate([r[0] for r in results]), np.concatenate([r[1] for r in results])
+        if compact or defer:
+            extents = sv.mask_to_xyxy(masks) if len(masks) else np.zeros((0, 4))
+            masks = sv.CompactMask.from_dense(masks, extents, (embedding.height, embedding.width))
+        return masks, scores
 
     def segment_points(
         self,

@@ -13,7 +13,7 @@ from PIL import Image
 from .detections import empty_detections
 from .detectors import Detector
 from .errors import GroundedSam2Error
-from .masks import PENDING_MASKS
+from .masks import PENDING_MASKS, PendingMasks
 from .images import as_rgb_array
 from .models import DEFAULT_DETECTOR, DEFAULT_SEGMENTER, load_detector, load_segmenter
 from .prompts import parse_prompt
@@ -195,7 +195,7 @@ def segment_detections(
         masks, mask_scores = segmenter.segment_boxes(
             embeddings[index], detections.xyxy, compact=compact_masks, defer=defer_masks
         )
-        if defer_masks:
+        if isinstance(masks, PendingMasks):  # defer_masks, with a segmenter that can defer
             detections.metadata[PENDING_MASKS] = masks
         else:
             detections.mask = masks

@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import supervision as sv
 import pytest
 import torch
 from gsam2.core import original_checkpoints as oc
@@ -200,6 +201,13 @@ def test_sam2_embed_and_segment_boxes(sam2_segmenter, monkeypatch):
 
     masks, scores = sam2_segmenter.segment_boxes(embeddings[1], np.zeros((0, 4)))
     assert masks.shape == (0, 90, 100) and scores.shape == (0,)
+
+    # The bulk paths ask for compact (or deferred) masks: the same pixels, crops of each mask's extent.
+    dense, _ = sam2_segmenter.segment_boxes(embeddings[0], boxes)
+    for options in ({"compact": True}, {"defer": True}):
+        compact, _ = sam2_segmenter.segment_boxes(embeddings[0], boxes, **options)
+        assert isinstance(compact, sv.CompactMask) and np.array_equal(compact.to_dense(), dense)
+    assert sam2_segmenter.segment_boxes(embeddings[1], np.zeros((0, 4)), compact=True)[0].shape == (0, 90, 100)
 
 
 def test_sam2_matches_the_packages_own_predictor(sam2_segmenter):
