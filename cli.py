@@ -330,7 +330,7 @@ def frame_record(frame_index: int, detections) -> dict:
 def run_video(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from .core.engine import read_ahead
+    from .core.engine import WriteBehind, read_ahead
     from .core.models import load_sam3_tracker, load_tracker, parse_sam3_tracker_spec
     from .core.video_io import VideoWriter, iter_frames, probe_video
     from .core.video_pipeline import ground_and_track
@@ -387,33 +387,41 @@ def run_video(args: argparse.Namespace) -> int:
     if info and info.frame_count:
         total = max(0, -(-(info.frame_count - args.start_frame) // args.stride))
     object_ids: set[int] = set()
-    frames_done, started, interrupted = 0, time.perf_counter(), None
-    writer = None if args.no_draw else VideoWriter(output / f"{stem}.mp4", fps=fps, resize_mismatched=True)
+    started, interrupted = time.perf_counter(), None
+    state = {"frames_done": 0, "writer": None}
+    if not args.no_draw:
+        state["writer"] = VideoWriter(output / f"{stem}.mp4", fps=fps, resize_mismatched=True)
     progress = tqdm(total=total, desc="frames", unit="frame", disable=args.quiet)
+
+    def write_frame(result, lines) -> None:
+        """One frame's JSONL line (mask RLE), drawing and MP4 frame: in the background, in frame order."""
+        lines.write(json.dumps(frame_record(result.frame_index, result.detections)) + "\n")
+        lines.flush()  # live sources: each frame's result is on disk as soon as it is final
+        if state["writer"] is not None:
+            try:
+                state["writer"].write(draw_detections(result.frame, result.detections))
+            except InputError as error:  # e.g. a 1x1 video: the results go on, the drawing stops
+                tqdm.write(f"warning: no annotated video: {error}", file=sys.stderr)
+                state["writer"].close()
+                state["writer"] = None
+        object_ids.update(result.detections.tracker_id.tolist())
+        state["frames_done"] += 1
+        progress.update(1)
+
     try:
-        with open(output / f"{stem}.jsonl", "w") as lines:
-            for result in results:
-                lines.write(json.dumps(frame_record(result.frame_index, result.detections)) + "\n")
-                lines.flush()  # live sources: each frame's result is on disk as soon as it is final
-                if writer is not None:
-                    try:
-                        writer.write(draw_detections(result.frame, result.detections))
-                    except InputError as error:  # e.g. a 1x1 video: the results go on, the drawing stops
-                        tqdm.write(f"warning: no annotated video: {error}", file=sys.stderr)
-                        writer.close()
-                        writer = None
-                object_ids.update(result.detections.tracker_id.tolist())
-                frames_done += 1
-                progress.update(1)
-    except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM: the JSONL holds every finished frame
+        with open(output / f"{stem}.jsonl", "w") as lines, WriteBehind() as writes:
+            for result in results:  # SAM 2 tracks the next frame while the last ones are written
+                writes.submit(write_frame, result, lines)
+    except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM: the JSONL holds every frame handed over
         interrupted = stop
     except GroundedSam2Error as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_FAILURES
     finally:
         progress.close()
-        if writer is not None:
-            writer.close()
+        if state["writer"] is not None:
+            state["writer"].close()
+    frames_done, writer = state["frames_done"], state["writer"]
     seconds = time.perf_counter() - started
     # A truncated file whose index lists more frames than can be decoded ends early without an error.
     undecodable = sum(

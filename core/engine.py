@@ -268,3 +268,45 @@ def read_ahead(iterable: Iterable[Item], depth: int = 8) -> Iterator[Item]:
     finally:
         stop.set()
         producer.join(timeout=5)
+
+
+class WriteBehind:
+    """Run output jobs in order, in one background thread, at most ``depth`` jobs behind the caller.
+
+    For video: the JSONL line (mask RLE), the drawing and the MP4 frame of one
+    frame are written while SAM 2 tracks the next. One thread keeps the jobs in
+    order; ``depth`` bounds the frames held. A job's exception is raised to the
+    caller at its next :meth:`submit` or at :meth:`finish`. Use as a context
+    manager: leaving it finishes every job submitted so far (also on Ctrl-C),
+    so the outputs hold every frame that was handed over.
+    """
+
+    def __init__(self, depth: int = 8):
+        self.depth = depth
+        self._pending: deque[Future] = deque()
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="gsam2-write")
+
+    def submit(self, job: Callable[..., Any], *args: Any) -> None:
+        self._pending.append(self._executor.submit(job, *args))
+        while self._pending and (self._pending[0].done() or len(self._pending) > self.depth):
+            self._pending.popleft().result()  # a failed job's error surfaces here
+
+    def finish(self) -> None:
+        """Wait for every submitted job; raise the first job error."""
+        try:
+            while self._pending:
+                self._pending.popleft().result()
+        finally:
+            self._executor.shutdown(wait=True, cancel_futures=False)
+
+    def __enter__(self) -> WriteBehind:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if exc_info[0] is None:
+            self.finish()
+            return
+        try:  # already failing or stopped: write what was handed over, keep the original error
+            self.finish()
+        except Exception:  # noqa: BLE001 - the first error is the one to report
+            pass

@@ -214,3 +214,51 @@ def test_reuse_freed_buffers_is_set_on_glibc_linux():
 
     glibc = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
     assert reuse_freed_buffers() is glibc
+
+
+def test_write_behind_runs_jobs_in_order_in_one_thread_and_bounded():
+    import threading
+    import time
+
+    from gsam2.core.engine import WriteBehind
+
+    done, threads, release = [], set(), threading.Event()
+
+    def job(index):
+        release.wait(5)
+        threads.add(threading.current_thread().name)
+        done.append(index)
+
+    with WriteBehind(depth=3) as writes:
+        for index in range(3):
+            writes.submit(job, index)  # nothing has finished: the caller is not held up yet
+        assert done == []
+        releaser = threading.Timer(0.2, release.set)
+        releaser.start()
+        started = time.perf_counter()
+        writes.submit(job, 3)  # a fourth job waits for the oldest: memory stays bounded
+        assert time.perf_counter() - started >= 0.15 and done[:1] == [0]
+        for index in range(4, 20):
+            writes.submit(job, index)
+    assert done == list(range(20)), "every job, in order"
+    assert len(threads) == 1 and threads.pop().startswith("gsam2-write")
+
+
+def test_write_behind_raises_a_jobs_error_and_finishes_the_others_when_stopped():
+    from gsam2.core.engine import WriteBehind
+
+    def fail():
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        with WriteBehind() as writes:
+            writes.submit(fail)
+            writes.submit(lambda: None)
+
+    done = []
+    with pytest.raises(KeyboardInterrupt):
+        with WriteBehind() as writes:
+            for index in range(5):
+                writes.submit(done.append, index)
+            raise KeyboardInterrupt  # Ctrl-C in the tracking loop: what was handed over is written
+    assert done == [0, 1, 2, 3, 4]
