@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Iterator
 
 import torch
@@ -67,6 +68,15 @@ def inference_context(device: torch.device) -> Iterator[None]:
             yield
 
 
+@functools.cache
+def _torchvision_processor_class() -> type:
+    try:
+        from transformers.image_processing_backends import TorchvisionBackend
+    except ImportError:  # transformers 4: the fast processors' base class
+        from transformers.image_processing_utils_fast import BaseImageProcessorFast as TorchvisionBackend
+    return TorchvisionBackend
+
+
 def processor_device(image_processor, device: torch.device) -> dict:
     """``{"device": device}`` for a torchvision-based image processor, else ``{}``.
 
@@ -75,8 +85,4 @@ def processor_device(image_processor, device: torch.device) -> dict:
     resize and normalise there: on a GPU only the ``uint8`` image crosses the
     bus and the host's cores stay free. PIL-based processors do not take it.
     """
-    try:
-        from transformers.image_processing_backends import TorchvisionBackend
-    except ImportError:  # transformers 4: the fast processors' base class
-        from transformers.image_processing_utils_fast import BaseImageProcessorFast as TorchvisionBackend
-    return {"device": device} if isinstance(image_processor, TorchvisionBackend) else {}
+    return {"device": device} if isinstance(image_processor, _torchvision_processor_class()) else {}

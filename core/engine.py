@@ -23,6 +23,7 @@ later run them in other processes.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from collections import deque
@@ -302,11 +303,10 @@ class WriteBehind:
     def __enter__(self) -> WriteBehind:
         return self
 
-    def __exit__(self, *exc_info) -> None:
-        if exc_info[0] is None:
+    def __exit__(self, exc_type, *_) -> None:
+        if exc_type is None:
             self.finish()
             return
-        try:  # already failing or stopped: write what was handed over, keep the original error
+        # Already failing or stopped: write what was handed over, and report the first error, not a job's.
+        with contextlib.suppress(Exception):
             self.finish()
-        except Exception:  # noqa: BLE001 - the first error is the one to report
-            pass

@@ -10,13 +10,7 @@ import supervision as sv
 from pycocotools import mask as mask_utils
 
 from .detections import class_names
-from .masks import coco_rle
-
-
-def mask_to_rle(mask: np.ndarray) -> dict[str, Any]:
-    """Encode a 2-D boolean mask as COCO RLE: ``{"size": [h, w], "counts": str}``."""
-    rle = mask_utils.encode(np.asfortranarray(np.asarray(mask, dtype=np.uint8)))
-    return {"size": [int(rle["size"][0]), int(rle["size"][1])], "counts": rle["counts"].decode("ascii")}
+from .masks import coco_rle, mask_to_rle  # noqa: F401 - mask_to_rle is part of this module's API
 
 
 def rle_to_mask(rle: dict[str, Any]) -> np.ndarray:

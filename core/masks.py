@@ -214,7 +214,7 @@ def coco_rle(masks: MaskStack, index: int) -> dict[str, Any]:
     are whole runs of zeros added to the first and last counts.
     """
     if not isinstance(masks, sv.CompactMask):
-        return _encode_frame(np.asarray(masks[index], dtype=bool))
+        return mask_to_rle(masks[index])
     height, width = masks.image_shape
     crop, x0, y0 = mask_crop(masks, index)
     strip = np.zeros((height, crop.shape[1]), dtype=bool)
@@ -231,6 +231,7 @@ def coco_rle(masks: MaskStack, index: int) -> dict[str, Any]:
     return {"size": [int(height), int(width)], "counts": rle["counts"].decode("ascii")}
 
 
-def _encode_frame(mask: np.ndarray) -> dict[str, Any]:
-    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+def mask_to_rle(mask: np.ndarray) -> dict[str, Any]:
+    """Encode a 2-D boolean mask as COCO RLE: ``{"size": [h, w], "counts": str}``."""
+    rle = mask_utils.encode(np.asfortranarray(np.asarray(mask, dtype=np.uint8)))
     return {"size": [int(rle["size"][0]), int(rle["size"][1])], "counts": rle["counts"].decode("ascii")}

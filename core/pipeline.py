@@ -13,8 +13,8 @@ from PIL import Image
 from .detections import empty_detections
 from .detectors import Detector
 from .errors import GroundedSam2Error
-from .masks import PENDING_MASKS, PendingMasks
 from .images import as_rgb_array
+from .masks import PENDING_MASKS, PendingMasks
 from .models import DEFAULT_DETECTOR, DEFAULT_SEGMENTER, load_detector, load_segmenter
 from .prompts import parse_prompt
 from .segmenter import Sam2ImageSegmenter
@@ -111,7 +111,7 @@ def ground_and_segment(
         batch_size = default_batch_size(getattr(detector, "device", None))
     arrays = [as_rgb_array(image) for image in images]
     thresholds = (box_threshold, text_threshold)
-    masks = "defer" if defer_masks else "compact" if compact_masks else "dense"
+    masks = {"compact_masks": compact_masks, "defer_masks": defer_masks}
     if prepared is not None:
         return _ground_and_segment_batch(arrays, phrases, detector, segmenter, thresholds, prepared, masks)
     results: list[sv.Detections] = []
@@ -144,7 +144,7 @@ def _ground_and_segment_batch(
     segmenter: Sam2ImageSegmenter | None,
     thresholds: tuple[float, float],
     prepared: PreparedBatch | None,
-    masks: str,
+    masks: dict[str, bool],
 ) -> list[sv.Detections]:
     box_threshold, text_threshold = thresholds
     if prepared is not None and prepared.detector_inputs is not None:
@@ -158,9 +158,7 @@ def _ground_and_segment_batch(
             detections.data["mask_score"] = detections.confidence.astype(np.float32)
         return boxes_per_image
     pixel_values = prepared.pixel_values if prepared is not None else None
-    return segment_detections(
-        images, boxes_per_image, segmenter, pixel_values, compact_masks=masks != "dense", defer_masks=masks == "defer"
-    )
+    return segment_detections(images, boxes_per_image, segmenter, pixel_values, **masks)
 
 
 def segment_detections(

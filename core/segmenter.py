@@ -15,7 +15,7 @@ import supervision as sv
 import torch
 
 from .devices import inference_context, processor_device
-from .masks import PendingMasks, compact_masks, dense_masks
+from .masks import PendingMasks, dense_masks
 
 # Boxes per decoder call: bounds the memory of the full-resolution masks.
 MAX_PROMPTS_PER_CALL = 64
@@ -91,20 +91,18 @@ class Sam2ImageSegmenter:
         the device for another thread to turn into the CompactMask.
         """
         boxes = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
-        mode = "defer" if defer else "compact" if compact else "dense"
+        as_logits = compact or defer
         results = [
-            self._decode(embedding, input_boxes=[boxes[start : start + MAX_PROMPTS_PER_CALL].tolist()], masks=mode)
+            self._decode(
+                embedding, input_boxes=[boxes[start : start + MAX_PROMPTS_PER_CALL].tolist()], as_logits=as_logits
+            )
             for start in range(0, len(boxes), MAX_PROMPTS_PER_CALL)
         ]
         scores = np.concatenate([r[1][:, 0] for r in results]) if results else np.zeros((0,), np.float32)
-        if defer:
-            logits = [r[0] for r in results] or [torch.zeros(0, 1, 1)]
-            return PendingMasks(torch.cat(logits), embedding.height, embedding.width), scores
-        if compact:
-            chunks = [r[0] for r in results]
-            if not chunks:
-                return compact_masks(torch.zeros(0, 1, 1), embedding.height, embedding.width), scores
-            return (chunks[0] if len(chunks) == 1 else sv.CompactMask.merge(chunks)), scores
+        if as_logits:
+            logits = torch.cat([r[0] for r in results]) if results else torch.zeros(0, 1, 1)
+            pending = PendingMasks(logits, embedding.height, embedding.width)
+            return (pending if defer else pending.compact()), scores
         if not results:
             return np.zeros((0, embedding.height, embedding.width), bool), scores
         return np.concatenate([r[0][:, 0] for r in results]), scores
@@ -145,12 +143,12 @@ class Sam2ImageSegmenter:
         return masks[0], scores[0]
 
     def _decode(
-        self, embedding: ImageEmbedding, multimask: bool = False, masks: str = "dense", **prompts
-    ) -> tuple[np.ndarray | sv.CompactMask | torch.Tensor, np.ndarray]:
+        self, embedding: ImageEmbedding, multimask: bool = False, as_logits: bool = False, **prompts
+    ) -> tuple[np.ndarray | torch.Tensor, np.ndarray]:
         """``(N, K, H, W)`` masks and ``(N, K)`` scores for N prompts; K = 3 with ``multimask``, else 1.
 
-        ``masks`` (K = 1 only for the last two): ``"dense"`` bool arrays, ``"compact"``
-        one ``(N, H, W)`` CompactMask, ``"defer"`` the ``(N, h, w)`` logits as they are.
+        With ``as_logits`` (K = 1), the ``(N, h, w)`` low-resolution logits instead of
+        masks, left where they are (:class:`~.masks.PendingMasks` turns them into masks).
         """
         original_sizes = [[embedding.height, embedding.width]]
         inputs = self.processor(original_sizes=original_sizes, return_tensors="pt", **prompts)
@@ -167,9 +165,7 @@ class Sam2ImageSegmenter:
         logits = outputs.pred_masks[0].float()  # (N, K, 256, 256)
         count, k = logits.shape[:2]
         scores = outputs.iou_scores.float().cpu().numpy().reshape(count, k)
-        if masks == "defer":
+        if as_logits:
             return logits[:, 0], scores
-        if masks == "compact":
-            return compact_masks(logits[:, 0], embedding.height, embedding.width), scores
         flat = dense_masks(logits.flatten(0, 1), embedding.height, embedding.width)
         return flat.reshape(count, k, embedding.height, embedding.width), scores
