@@ -51,9 +51,10 @@ from .core.outputs import (
 )
 from .core.pipeline import (
     DEFAULT_BATCH_SIZE,
+    PreparedBatch,
     default_batch_size,
     detector_phrases,
-    prepare_batch,
+    preparation_steps,
 )
 
 EXIT_OK, EXIT_FAILURES, EXIT_USAGE = 0, 1, 2
@@ -157,8 +158,7 @@ def run_image(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     batch_size = args.batch_size or default_batch_size(getattr(detector, "device", None))
 
-    def prepare(images):  # the processors, one batch ahead of the models (core/engine.py)
-        return prepare_batch(images, phrases, detector, segmenter)
+    prepare = preparation_steps(phrases, detector, segmenter)  # one batch ahead of the models (core/engine.py)
 
     def label_images(images, prepared=None):
         results = ground_and_segment(
@@ -169,7 +169,7 @@ def run_image(args: argparse.Namespace) -> int:
             box_threshold=args.box_threshold,
             text_threshold=args.text_threshold,
             batch_size=batch_size,
-            prepared=prepared,
+            prepared=PreparedBatch(*prepared) if prepared else None,
             compact_masks=True,  # crops: the JSON's RLE and the drawing never need full frames
             defer_masks=True,  # made in the encode workers (write), not in the model's thread
         )

@@ -75,7 +75,7 @@ def run_pipelined(
     infer: Callable[..., Sequence[Any]],
     encode: Callable[[Item, Any, Any], Any] | None = None,
     batch_size: int = 1,
-    prepare: Callable[[Sequence[Any]], Any] | None = None,
+    prepare: Callable[[Sequence[Any]], Any] | Sequence[Callable[[Sequence[Any]], Any]] | None = None,
     decode_workers: int | None = None,
     encode_workers: int | None = None,
     prefetch: int | None = None,
@@ -97,7 +97,14 @@ def run_pipelined(
             processors' output). Runs in its own thread one batch ahead, and
             ``infer`` is then called as ``infer(batch, prepared)``; ``prepared`` is
             ``None`` when ``prepare`` failed or when failing items are retried one
-            by one, and ``infer`` must then prepare for itself.
+            by one, and ``infer`` must then prepare for itself. A sequence of
+            steps (e.g. the detector's processor, then SAM 2's) runs in that order
+            in the same thread, and ``prepared`` is then a tuple of their futures:
+            ``infer`` waits for each step only when it needs it, so the model can
+            start on the first step's output while the next is still being made
+            (what the accelerator waits for before the first batch). A failed
+            step raises where ``infer`` reads it, and the batch is retried item by
+            item with ``prepared=None``.
         decode_workers, encode_workers: threads per host stage (default :func:`default_workers`).
         prefetch: inputs decoded ahead of the model (default: two batches).
         encode_window: results being encoded before the oldest is waited for (default: two batches).
@@ -114,7 +121,8 @@ def run_pipelined(
 
     decoders = ThreadPoolExecutor(decode_workers, thread_name_prefix="gsam2-decode")
     encoders = ThreadPoolExecutor(encode_workers, thread_name_prefix="gsam2-encode")
-    preparer = ThreadPoolExecutor(1, thread_name_prefix="gsam2-prepare")
+    steps = [prepare] if callable(prepare) else list(prepare or ())
+    preparer = ThreadPoolExecutor(1, thread_name_prefix="gsam2-prepare")  # one thread: steps run in order
 
     def decode_ahead() -> None:
         while len(loading) < max(prefetch, batch_size):
@@ -132,7 +140,7 @@ def run_pipelined(
                 return Outcome(slot.item, error=str(failure), stage="encode")
         return Outcome(slot.item, slot.value, slot.error, slot.stage)
 
-    def next_batch() -> tuple[list[tuple[_Slot, Any]], Future | None]:
+    def next_batch() -> tuple[list[tuple[_Slot, Any]], list[Future]]:
         """The next batch's loaded inputs (load failures become their outcomes), and its preparation, started."""
         batch = []
         while loading and len(batch) < batch_size:
@@ -144,14 +152,17 @@ def run_pipelined(
             except GroundedSam2Error as failure:
                 slot.error, slot.stage, slot.inferred = str(failure), "load", True
             decode_ahead()  # keep the decoders busy while the model works
-        preparing = preparer.submit(prepare, [row[1] for row in batch]) if prepare is not None and batch else None
+        inputs = [row[1] for row in batch]
+        preparing = [preparer.submit(step, inputs) for step in steps] if batch else []
         return batch, preparing
 
-    def run_model(batch: list[tuple[_Slot, Any]], preparing: Future | None):
+    def run_model(batch: list[tuple[_Slot, Any]], preparing: list[Future]):
         prepared = None
-        if preparing is not None:
+        if preparing and not callable(prepare):
+            prepared = tuple(preparing)  # steps: infer waits for each where it needs it
+        elif preparing:
             try:
-                prepared = preparing.result()
+                prepared = preparing[0].result()
             except Exception:  # noqa: BLE001 - infer prepares for itself and reports the failing items
                 prepared = None
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,24 +36,48 @@ def default_batch_size(device) -> int:
 
 @dataclass
 class PreparedBatch:
-    """One batch's host-side preprocessing for both models, done ahead of the accelerator (:func:`prepare_batch`)."""
+    """One batch's preprocessing for both models, done ahead of the accelerator (:func:`preparation_steps`).
+
+    Either field may be a ``Future`` (the engine's prepare thread still making
+    it): it is waited for only when the model needs it.
+    """
 
     detector_inputs: Any | None  # the detector's processor output (detectors with a ``preprocess`` step)
     pixel_values: Any | None  # SAM 2's encoder input for every image of the batch
 
 
+def preparation_steps(
+    phrases: list[str], detector: Detector, segmenter: Sam2ImageSegmenter | None
+) -> list[Callable[[Sequence[np.ndarray]], Any]]:
+    """The processors' work on a batch, in the order the models need it: the detector's inputs, then SAM 2's.
+
+    The engine runs the steps one batch ahead in its prepare thread
+    (:func:`~.engine.run_pipelined`); ``PreparedBatch(*their futures)`` is what
+    :func:`ground_and_segment` takes. Split in two, the detector can start on
+    the first batch while SAM 2's input is still being made (bench/README.md).
+    Each step gives ``None`` where its model has no separate preprocessing.
+    """
+    segments = segmenter is not None and not detector.produces_masks
+
+    def detector_step(images: Sequence[np.ndarray]) -> Any | None:
+        return detector.preprocess(images, phrases) if hasattr(detector, "preprocess") else None
+
+    def segmenter_step(images: Sequence[np.ndarray]) -> Any | None:
+        return segmenter.preprocess(images) if segments and hasattr(segmenter, "preprocess") else None
+
+    return [detector_step, segmenter_step]
+
+
 def prepare_batch(
     images: Sequence[np.ndarray], phrases: list[str], detector: Detector, segmenter: Sam2ImageSegmenter | None
 ) -> PreparedBatch:
-    """Resize and normalise a batch for the detector and SAM 2 on the host, for :func:`ground_and_segment`.
+    """Resize and normalise a batch for the detector and SAM 2 now (:func:`preparation_steps`, run in turn)."""
+    return PreparedBatch(*(step(images) for step in preparation_steps(phrases, detector, segmenter)))
 
-    The engine's prepare stage runs this in a thread one batch ahead, so the
-    accelerator does not wait for the processors between batches.
-    """
-    detector_inputs = detector.preprocess(images, phrases) if hasattr(detector, "preprocess") else None
-    segments = segmenter is not None and not detector.produces_masks
-    pixel_values = segmenter.preprocess(images) if segments and hasattr(segmenter, "preprocess") else None
-    return PreparedBatch(detector_inputs, pixel_values)
+
+def _ready(value: Any) -> Any:
+    """A prepared value, waited for if it is still being made."""
+    return value.result() if isinstance(value, Future) else value
 
 
 def ground_and_segment(
@@ -83,7 +108,8 @@ def ground_and_segment(
         batch_size: images per detector / image-encoder forward pass
             (default: :func:`default_batch_size` of the detector's device).
         device: ``"auto"``, ``"cuda"``, ``"mps"`` or ``"cpu"`` (used when loading by checkpoint).
-        prepared: the images' :func:`prepare_batch`, done ahead (the images are then one batch).
+        prepared: the images' preprocessing, done ahead (:func:`preparation_steps`;
+            the images are then one batch).
         compact_masks: carry SAM 2's masks as ``supervision.CompactMask`` (crops of
             each mask's support) instead of full frames: the same pixels, a
             fraction of the memory and work on large images. Read them with
@@ -147,17 +173,16 @@ def _ground_and_segment_batch(
     masks: dict[str, bool],
 ) -> list[sv.Detections]:
     box_threshold, text_threshold = thresholds
-    if prepared is not None and prepared.detector_inputs is not None:
-        boxes_per_image = detector.detect(
-            images, phrases, box_threshold, text_threshold, inputs=prepared.detector_inputs
-        )
+    detector_inputs = _ready(prepared.detector_inputs) if prepared is not None else None
+    if detector_inputs is not None:
+        boxes_per_image = detector.detect(images, phrases, box_threshold, text_threshold, inputs=detector_inputs)
     else:
         boxes_per_image = detector.detect(images, phrases, box_threshold, text_threshold)
     if detector.produces_masks:  # SAM 3: masks come with the boxes, SAM 2 has nothing to add
         for detections in boxes_per_image:
             detections.data["mask_score"] = detections.confidence.astype(np.float32)
         return boxes_per_image
-    pixel_values = prepared.pixel_values if prepared is not None else None
+    pixel_values = _ready(prepared.pixel_values) if prepared is not None else None
     return segment_detections(images, boxes_per_image, segmenter, pixel_values, **masks)
 
 
@@ -180,7 +205,11 @@ def segment_detections(
     found = [i for i, detections in enumerate(boxes_per_image) if len(detections)]
     found_images = [images[i] for i in found]
     if pixel_values is not None and found:  # preprocessed ahead (prepare_batch)
-        embeddings = dict(zip(found, segmenter.embed(found_images, pixel_values=pixel_values[found])))
+        # Index only when some images found nothing: a list index copies the whole batch (50 MB for 4 images
+        # at 1024 px), which cost the model's thread ~20 ms per batch in bench/simulated_accelerator.py.
+        if len(found) < len(images):
+            pixel_values = pixel_values[found]
+        embeddings = dict(zip(found, segmenter.embed(found_images, pixel_values=pixel_values)))
     else:
         embeddings = dict(zip(found, segmenter.embed(found_images)))
     results = []

@@ -94,18 +94,39 @@ class Sam2ImageSegmenter:
         as_logits = compact or defer
         results = [
             self._decode(
-                embedding, input_boxes=[boxes[start : start + MAX_PROMPTS_PER_CALL].tolist()], as_logits=as_logits
+                embedding,
+                as_logits=as_logits,
+                prompt_tensors={"input_boxes": self.box_prompts(chunk, embedding.height, embedding.width)},
             )
-            for start in range(0, len(boxes), MAX_PROMPTS_PER_CALL)
+            for chunk in np.split(boxes, range(MAX_PROMPTS_PER_CALL, len(boxes), MAX_PROMPTS_PER_CALL))
+            if len(chunk)
         ]
         scores = np.concatenate([r[1][:, 0] for r in results]) if results else np.zeros((0,), np.float32)
         if as_logits:
-            logits = torch.cat([r[0] for r in results]) if results else torch.zeros(0, 1, 1)
+            if len(results) == 1:  # up to 64 boxes: no copy (torch.cat copies even one tensor)
+                logits = results[0][0]
+            else:
+                logits = torch.cat([r[0] for r in results]) if results else torch.zeros(0, 1, 1)
             pending = PendingMasks(logits, embedding.height, embedding.width)
             return (pending if defer else pending.compact()), scores
         if not results:
             return np.zeros((0, embedding.height, embedding.width), bool), scores
         return np.concatenate([r[0][:, 0] for r in results]), scores
+
+    def box_prompts(self, boxes: np.ndarray, height: int, width: int) -> torch.Tensor:
+        """``(1, N, 4)`` float32: what ``Sam2Processor(input_boxes=[boxes], original_sizes=[[height, width]])`` gives.
+
+        The same operations as transformers' ``Sam2Processor._normalize_coordinates``
+        (x times ``target_size / width``, y times ``target_size / height``, in
+        float32), so the same bits (tests/test_segmenter.py checks it), without
+        the processor's validation of nested lists: about 1.6 ms per call in the
+        model's thread, between two decoder calls (bench/simulated_accelerator.py).
+        """
+        target = self.processor.target_size
+        corners = torch.from_numpy(np.array(boxes, dtype=np.float32).reshape(-1, 2, 2))
+        corners[..., 0] = corners[..., 0] * (target / width)
+        corners[..., 1] = corners[..., 1] * (target / height)
+        return corners.reshape(1, -1, 4)
 
     def segment_points(
         self,
@@ -143,20 +164,27 @@ class Sam2ImageSegmenter:
         return masks[0], scores[0]
 
     def _decode(
-        self, embedding: ImageEmbedding, multimask: bool = False, as_logits: bool = False, **prompts
+        self,
+        embedding: ImageEmbedding,
+        multimask: bool = False,
+        as_logits: bool = False,
+        prompt_tensors: dict[str, torch.Tensor] | None = None,
+        **prompts,
     ) -> tuple[np.ndarray | torch.Tensor, np.ndarray]:
         """``(N, K, H, W)`` masks and ``(N, K)`` scores for N prompts; K = 3 with ``multimask``, else 1.
 
-        With ``as_logits`` (K = 1), the ``(N, h, w)`` low-resolution logits instead of
-        masks, left where they are (:class:`~.masks.PendingMasks` turns them into masks).
+        ``prompts`` (lists, in pixels) go through the processor; ``prompt_tensors``
+        are the model's inputs already (:meth:`box_prompts`). With ``as_logits``
+        (K = 1), the ``(N, h, w)`` low-resolution logits instead of masks, left
+        where they are (:class:`~.masks.PendingMasks` turns them into masks).
         """
-        original_sizes = [[embedding.height, embedding.width]]
-        inputs = self.processor(original_sizes=original_sizes, return_tensors="pt", **prompts)
-        prompt_tensors = {
-            key: value.to(self.device)
-            for key, value in inputs.items()
-            if key in ("input_points", "input_labels", "input_boxes")
-        }
+        if prompt_tensors is None:
+            original_sizes = [[embedding.height, embedding.width]]
+            inputs = self.processor(original_sizes=original_sizes, return_tensors="pt", **prompts)
+            prompt_tensors = {
+                key: value for key, value in inputs.items() if key in ("input_points", "input_labels", "input_boxes")
+            }
+        prompt_tensors = {key: value.to(self.device) for key, value in prompt_tensors.items()}
         with inference_context(self.device):
             outputs = self.model(image_embeddings=embedding.features, multimask_output=multimask, **prompt_tensors)
         # Upsample and threshold where the logits are (the GPU when there is one), and only over each

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -565,7 +565,7 @@ def label_samples(
     settings: dict[str, Any],
     source: str,
     label_batch: Callable[..., list[tuple[Any, list[dict[str, Any]] | None]]],
-    prepare: Callable[[list[tuple]], Any] | None = None,
+    prepare: Callable[[list[tuple]], Any] | Sequence[Callable[[list[tuple]], Any]] | None = None,
 ) -> Work:
     """The batch loop both image operators share.
 
@@ -575,7 +575,8 @@ def label_samples(
     ``(sample_id, image, payload)`` rows into ``(sv.Detections, extra
     attributes)`` or ``(sv.Detections, extra attributes, {sample field: value})``
     (e.g. auto-labelling's caption); with ``prepare``, the batch's preprocessing
-    runs one batch ahead and ``label_batch`` gets it as a second argument. Every ``batch_size`` samples are
+    (or its steps' futures, see :func:`~..core.engine.run_pipelined`) runs one batch
+    ahead and ``label_batch`` gets it as a second argument. Every ``batch_size`` samples are
     written in one bulk write per field, so an interrupted run keeps every
     finished batch. Images are decoded ahead and labels encoded (mask crops,
     PNG files) in worker threads while the models work

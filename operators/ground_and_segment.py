@@ -18,7 +18,7 @@ from ..core import (
     parse_prompt,
 )
 from ..core.detectors.sliced import DEFAULT_SLICE_OVERLAP
-from ..core.pipeline import detector_phrases, prepare_batch
+from ..core.pipeline import PreparedBatch, detector_phrases, preparation_steps
 from . import common, runs
 
 #: The prompt's help for each Florence-2 task that takes one (the others need none).
@@ -112,8 +112,9 @@ class GroundAndSegment(foo.Operator):
         common.ensure_fields(ctx.dataset, settings["label_field"])
         box_threshold, text_threshold = settings["box_threshold"], settings["text_threshold"]
 
-        def prepare(loaded):  # the processors, one batch ahead of the models (core/engine.py)
-            return prepare_batch([image for _, image, _ in loaded], phrases, detector, segmenter)
+        steps = preparation_steps(phrases, detector, segmenter)
+        # The processors, one batch ahead of the models (core/engine.py), on the loaded rows' images.
+        prepare = [lambda loaded, step=step: step([image for _, image, _ in loaded]) for step in steps]
 
         def label_batch(loaded, prepared=None):
             results = ground_and_segment(
@@ -124,7 +125,7 @@ class GroundAndSegment(foo.Operator):
                 box_threshold=box_threshold,
                 text_threshold=text_threshold,
                 batch_size=settings["batch_size"],
-                prepared=prepared,
+                prepared=PreparedBatch(*prepared) if prepared else None,
                 compact_masks=True,  # FiftyOne stores box crops: made from the mask crops (labels.py)
                 defer_masks=True,  # made in label_samples' encode workers, not in the model's thread
             )

@@ -165,6 +165,44 @@ def test_the_next_batch_is_prepared_while_the_model_runs_and_a_failed_preparatio
     assert retried and all(p is None for p in retried), "a retried item prepares for itself"
 
 
+def test_preparation_steps_run_in_order_and_the_model_starts_on_the_first_before_the_second_is_done():
+    events, threads = [], set()
+
+    def detector_inputs(batch):
+        threads.add(threading.current_thread().name)
+        events.append(("detector inputs", tuple(batch), time.monotonic()))
+        return [value * 10 for value in batch]
+
+    def segmenter_inputs(batch):
+        threads.add(threading.current_thread().name)
+        time.sleep(0.05)
+        if 9 in batch:
+            raise ValueError("cannot resize image 9")
+        events.append(("segmenter inputs", tuple(batch), time.monotonic()))
+        return [value * 100 for value in batch]
+
+    def infer(batch, prepared):
+        if prepared is None:  # retried item by item: prepares for itself
+            return [(value * 10, value * 100) for value in batch]
+        first, second = prepared
+        started = time.monotonic()
+        detected = first.result()
+        events.append(("detector ran", tuple(batch), started))
+        segmented = second.result()  # raises for the batch with image 9
+        return list(zip(detected, segmented, strict=True))
+
+    outcomes = list(
+        run_pipelined(range(12), lambda i: i, infer, batch_size=4, prepare=[detector_inputs, segmenter_inputs])
+    )
+    assert [o.value for o in outcomes] == [(i * 10, i * 100) for i in range(12)], "image 9's batch was retried"
+    assert len(threads) == 1, "the steps share one thread"
+    first_batch = (0, 1, 2, 3)
+    times = {(name, batch): at for name, batch, at in events}
+    assert times[("detector ran", first_batch)] < times[("segmenter inputs", first_batch)], (
+        "the model started on the detector's inputs while SAM 2's were still being made"
+    )
+
+
 def test_read_ahead_keeps_order_bounds_the_buffer_and_raises_where_the_source_failed():
     from gsam2.core.engine import read_ahead
 

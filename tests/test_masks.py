@@ -103,6 +103,21 @@ def test_segmenter_masks_are_the_processors_post_processed_masks(segmenter):
     assert np.array_equal(compact.to_dense(), dense) and np.array_equal(scores, compact_scores)
 
 
+@settings(max_examples=60, deadline=None)
+@given(
+    boxes=st.lists(st.tuples(*[st.floats(-50, 5000, width=32)] * 4), min_size=1, max_size=70),
+    height=st.integers(1, 4000),
+    width=st.integers(1, 6000),
+)
+def test_box_prompts_are_the_processors_input_boxes_bit_for_bit(segmenter, boxes, height, width):
+    """segment_boxes skips Sam2Processor's list validation; the decoder must get the same bits."""
+    boxes = np.array(boxes, np.float32)
+    expected = segmenter.processor(original_sizes=[[height, width]], input_boxes=[boxes.tolist()], return_tensors="pt")
+    ours = segmenter.box_prompts(boxes, height, width)
+    assert ours.dtype == expected["input_boxes"].dtype == torch.float32
+    assert torch.equal(ours, expected["input_boxes"])
+
+
 def test_compact_segment_boxes_with_no_boxes(segmenter):
     [embedding] = segmenter.embed([shapes_image(50, 70)])
     masks, scores = segmenter.segment_boxes(embedding, np.zeros((0, 4)), compact=True)

@@ -81,7 +81,7 @@ def test_sam2_sees_every_box_of_an_image_in_one_call(segmenter, monkeypatch):
     original = segmenter._decode
 
     def spy(embedding, **prompts):
-        calls.append(len(prompts["input_boxes"][0]))
+        calls.append(prompts["prompt_tensors"]["input_boxes"].shape[1])
         return original(embedding, **prompts)
 
     monkeypatch.setattr(segmenter, "_decode", spy)
