@@ -15,7 +15,7 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from .errors import InputError
 
@@ -36,7 +36,9 @@ if Image.MAX_IMAGE_PIXELS == _PILLOW_DEFAULT_LIMIT:  # left alone if the applica
 
 def to_rgb_array(image: Image.Image) -> np.ndarray:
     """Convert any PIL image to an ``(H, W, 3)`` ``uint8`` RGB array, EXIF rotation applied."""
-    image = ImageOps.exif_transpose(image)
+    # Only when the EXIF asks for a turn: otherwise exif_transpose returns a full copy of the image.
+    if image.getexif().get(ExifTags.Base.Orientation, 1) != 1:
+        image = ImageOps.exif_transpose(image)
     if image.mode in _SIXTEEN_BIT_MODES:
         # PIL's own convert("RGB") clips 16-bit values to 255, which turns most
         # 16-bit images white; scale the data's range down instead.
@@ -44,7 +46,9 @@ def to_rgb_array(image: Image.Image) -> np.ndarray:
         return np.repeat(gray[:, :, None], 3, axis=2)
     if image.mode == "P":
         image = image.convert("RGBA")
-    return np.asarray(image.convert("RGB"), dtype=np.uint8).copy()
+    if image.mode != "RGB":  # convert("RGB") of an RGB image is one more copy
+        image = image.convert("RGB")
+    return np.array(image, dtype=np.uint8)  # writable, and ours
 
 
 def as_rgb_array(image: np.ndarray | Image.Image) -> np.ndarray:
