@@ -153,10 +153,11 @@ def run_image(args: argparse.Namespace) -> int:
         detector = detector_from_args(args)
         phrases = detector_phrases(detector, args.prompt)
         segmenter = None if detector.produces_masks else load_segmenter(args.segmenter, device=args.device)
+        batch_size = args.batch_size or default_batch_size(getattr(detector, "device", None))
+        compile_if_asked(args, segmenter, batch_size)
     except GroundedSam2Error as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
-    batch_size = args.batch_size or default_batch_size(getattr(detector, "device", None))
 
     prepare = preparation_steps(phrases, detector, segmenter)  # one batch ahead of the models (core/engine.py)
 
@@ -187,10 +188,11 @@ def run_autolabel(args: argparse.Namespace) -> int:
         task_token(args.caption, CAPTION_TASKS)
         florence2 = load_detector(args.detector, device=args.device, task="phrase_grounding")
         segmenter = load_segmenter(args.segmenter, device=args.device)
+        batch_size = args.batch_size or default_batch_size(florence2.device)
+        compile_if_asked(args, segmenter, batch_size)
     except GroundedSam2Error as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
-    batch_size = args.batch_size or default_batch_size(florence2.device)
 
     def label_images(images):
         results = auto_label(
@@ -199,6 +201,18 @@ def run_autolabel(args: argparse.Namespace) -> int:
         return [(result.detections, {"caption": result.caption}) for result in results]
 
     return label_image_files(args, plan, batch_size, label_images)
+
+
+def compile_if_asked(args: argparse.Namespace, segmenter, batch_size: int) -> None:
+    """``--compile``: compile SAM 2's image encoder for this run's batch size; a usage error where there is none."""
+    if not args.compile:
+        return
+    if segmenter is None or not hasattr(segmenter, "compile_encoder"):
+        raise InputError(
+            "--compile compiles the image encoder of a transformers SAM 2 checkpoint; this run has none "
+            "(SAM 3 makes its own masks, and original .pt checkpoints are not compiled)"
+        )
+    segmenter.compile_encoder(batch_size)
 
 
 def label_image_files(args: argparse.Namespace, plan: ImageRunPlan, batch_size: int, label_images, prepare=None) -> int:
@@ -552,6 +566,12 @@ def add_image_file_options(parser: argparse.ArgumentParser) -> None:
         default=None,
         help=f"images per forward pass (default: {DEFAULT_BATCH_SIZE} on CUDA, 1 on a CPU, where batching "
         "was measured slower)",
+    )
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="compile SAM 2's image encoder with torch.compile: the first batch waits for the compilation "
+        "(a minute or more), later ones may run faster; off by default (figures: bench/README.md)",
     )
     parser.add_argument("--recursive", action="store_true", help="look for images in sub-folders too")
     parser.add_argument("--no-draw", action="store_true", help="write only the JSON, not the annotated images")

@@ -39,6 +39,20 @@ class Sam2ImageSegmenter:
         self.model = model
         self.processor = processor
         self.device = device
+        self.compiled_batch = 0  # the batch size the image encoder is compiled for (compile_encoder)
+
+    def compile_encoder(self, batch_size: int) -> None:
+        """Compile the image encoder with ``torch.compile`` for batches of ``batch_size`` (``--compile``).
+
+        What the SAM 2 repository offers as ``compile_image_encoder``: the Hiera
+        encoder is the segmenter's heavy part and has static shapes (1024 px
+        inputs). Compiled once per input shape, so smaller batches (the last one
+        of a run) are padded to ``batch_size`` instead of compiling again. The
+        first batch waits for the compilation (45 s for the tiny test model on a
+        2-core CPU; bench/README.md).
+        """
+        self.model.vision_encoder.compile(dynamic=False)
+        self.compiled_batch = batch_size
 
     @classmethod
     def from_pretrained(cls, checkpoint: str, device: torch.device) -> Sam2ImageSegmenter:
@@ -72,8 +86,13 @@ class Sam2ImageSegmenter:
             return []
         if pixel_values is None:
             pixel_values = self.preprocess(images)
+        pixel_values = pixel_values.to(self.device, non_blocking=True)
+        batch = pixel_values.shape[0]
+        if batch < self.compiled_batch:  # one shape for the compiled encoder: pad rather than compile again
+            padding = pixel_values.new_zeros((self.compiled_batch - batch, *pixel_values.shape[1:]))
+            pixel_values = torch.cat([pixel_values, padding])
         with inference_context(self.device):
-            features = self.model.get_image_embeddings(pixel_values.to(self.device, non_blocking=True))
+            features = self.model.get_image_embeddings(pixel_values)
         return [
             ImageEmbedding([level[i : i + 1] for level in features], image.shape[0], image.shape[1])
             for i, image in enumerate(images)

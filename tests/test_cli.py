@@ -209,3 +209,51 @@ def test_output_names_are_unique_and_stable():
     assert names == ["a.jpg", "a.jpg-3", "b", "a.jpg-2"]
     assert len({n.lower() for n in names}) == len(names)
     assert output_names([Path("A.jpg"), Path("a.png")]) == ["A.jpg", "a.png"], "case-insensitive file systems"
+
+
+def test_compile_gives_the_same_labels_and_compiles_once_for_a_short_last_batch(tmp_path, tiny_models):
+    """``--compile``: SAM 2's image encoder through torch.compile (inductor, on this CPU), padded last batch."""
+    import numpy as np
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for seed in range(5):  # batches of 2, 2 and 1
+        Image.fromarray(shapes_image(120, 160, seed=seed)).save(images / f"{seed}.png")
+    common = ["image", "--prompt", "car. person.", "--input", str(images), "--box-threshold", "0.0"]
+    common += ["--text-threshold", "0.0", "--batch-size", "2", "--no-draw", "--quiet", *model_args(tiny_models)]
+    plain = gsam2(*common, "--output", str(tmp_path / "plain"))
+    assert plain.returncode == 0, plain.stderr
+    command = [sys.executable, "-m", "gsam2.cli", *common, "--output", str(tmp_path / "compiled"), "--compile"]
+    env = {**os.environ, "TORCH_LOGS": "recompiles"}  # dynamo logs every recompilation
+    compiled = subprocess.run(command, capture_output=True, text=True, env=env, timeout=900)
+    assert compiled.returncode == 0, compiled.stderr
+    assert "Recompiling" not in compiled.stderr, "the last, smaller batch is padded, not compiled again"
+    for seed in range(5):
+        first = json.loads((tmp_path / "plain" / f"{seed}.json").read_text())["annotations"]
+        second = json.loads((tmp_path / "compiled" / f"{seed}.json").read_text())["annotations"]
+        assert [a["bbox"] for a in first] == [a["bbox"] for a in second], "the detector is not compiled"
+        for a, b in zip(first, second, strict=True):
+            mask_a, mask_b = rle_to_mask(a["segmentation"]), rle_to_mask(b["segmentation"])
+            union = np.logical_or(mask_a, mask_b).sum()
+            assert union == 0 or np.logical_and(mask_a, mask_b).sum() / union > 0.99
+
+
+def test_compile_without_a_sam2_encoder_is_a_usage_error(tmp_path, tiny_models):
+    Image.fromarray(shapes_image()).save(tmp_path / "a.png")
+    result = gsam2(
+        "image",
+        "--prompt",
+        "car",
+        "--input",
+        str(tmp_path / "a.png"),
+        "--output",
+        str(tmp_path / "out"),
+        "--detector",
+        f"sam3:{tiny_models['sam3']}",
+        "--device",
+        "cpu",
+        "--compile",
+    )
+    assert result.returncode == 2, result.stderr
+    assert "--compile compiles the image encoder of a transformers SAM 2 checkpoint" in result.stderr
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
