@@ -795,6 +795,7 @@ def run_cvat(args: argparse.Namespace) -> int:
                     segmenter=segmenter,
                     box_threshold=args.box_threshold,
                     text_threshold=args.text_threshold,
+                    compact_masks=True,  # CVAT's masks and polygons are made from the crops
                 )
 
             summary = task_labeling.annotate_task(

@@ -24,9 +24,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import supervision as sv
 
 from ..core.errors import InputError
 from ..core.images import decode_image
+from ..core.masks import mask_crop
 from ..core.prompts import parse_prompt
 from .protocol import mask_bounds, polygon_points
 
@@ -164,27 +166,31 @@ def _chunk_images(data: bytes) -> Iterator[np.ndarray]:
 
 
 def shape_for(
-    label: TaskLabel, mask: np.ndarray, xyxy: np.ndarray, in_track: bool = False
+    label: TaskLabel, detections: sv.Detections, index: int, in_track: bool = False
 ) -> tuple[str, list[float]] | None:
-    """``(type, points)`` of one object as its label allows, richest first; ``None`` if it has no pixels.
+    """``(type, points)`` of object ``index`` as its label allows, richest first; ``None`` if it has no pixels.
+
+    Masks are read from their crops (``core.masks.mask_crop``: a CompactMask's
+    crop, or a dense mask's full frame), never made into full frames here.
 
     In tracks an ``any`` label takes polygons, not masks: CVAT interpolates
     polygons between keyframes, and cannot interpolate masks (2.73:
     ``interpolate`` in cvat/apps/dataset_manager/annotation.py raises
     NotImplementedError, which fails the upload of a video task whose jobs overlap).
     """
-    from cvat_sdk.masks import encode_mask
+    from .sdk_detection import encode_crop
 
-    bounds = mask_bounds(mask) if mask is not None else None
-    if label.type == "rectangle" or (bounds is None and label.type == "any" and mask is None):
-        return "rectangle", [float(v) for v in xyxy]
+    has_mask = detections.mask is not None
+    crop, x0, y0 = mask_crop(detections.mask, index) if has_mask else (None, 0, 0)
+    bounds = mask_bounds(crop, (x0, y0)) if has_mask else None
+    if label.type == "rectangle" or (bounds is None and label.type == "any" and not has_mask):
+        return "rectangle", [float(v) for v in detections.xyxy[index]]
     if bounds is None:
         return None
     if label.type == "polygon" or (label.type == "any" and in_track):
-        points = polygon_points(mask)
+        points = polygon_points(crop, (x0, y0))
         return ("polygon", points) if points else None
-    x1, y1, x2, y2 = bounds
-    return "mask", [float(v) for v in encode_mask(mask, [x1, y1, x2 + 1, y2 + 1])]
+    return "mask", [float(v) for v in encode_crop(crop, (x0, y0), bounds)]
 
 
 def check_trackable(task, mapping: dict[str, TaskLabel]) -> None:
@@ -249,8 +255,7 @@ def annotate_task(task, mapping: dict[str, TaskLabel], label_frames, progress=No
         [detections] = label_frames([image])
         for index, phrase in enumerate(class_names(detections)):
             label = mapping.get(phrase)
-            mask = detections.mask[index] if detections.mask is not None else None
-            shape = shape_for(label, mask, detections.xyxy[index]) if label else None
+            shape = shape_for(label, detections, index) if label else None
             if shape is None:
                 continue
             pending.append(models.LabeledShapeRequest(
@@ -296,8 +301,7 @@ def track_task(task, mapping: dict[str, TaskLabel], track_frames, progress=None,
         names = class_names(detections)
         for index, object_id in enumerate(detections.tracker_id.tolist()):
             label = mapping.get(names[index])
-            mask = detections.mask[index] if detections.mask is not None else None
-            shape = shape_for(label, mask, detections.xyxy[index], in_track=True) if label else None
+            shape = shape_for(label, detections, index, in_track=True) if label else None
             if shape is None:
                 continue
             track = tracks.setdefault(object_id, {"label": label, "shapes": [], "last": None})

@@ -158,6 +158,25 @@ def test_drawing_compact_masks_gives_the_same_picture(segmenter):
     assert np.array_equal(*pictures)
 
 
+@pytest.mark.parametrize("label_type", ["mask", "polygon", "rectangle", "any"])
+def test_gsam2_cvat_annotate_shapes_from_compact_masks_equal_those_from_full_frames(segmenter, label_type):
+    """``gsam2 cvat annotate`` labels with compact masks; what it uploads must not change."""
+    from gsam2.core.detections import make_detections
+    from gsam2.nuclio.task_labeling import TaskLabel, shape_for
+
+    image = shapes_image(120, 160, seed=3)
+    [embedding] = segmenter.embed([image])
+    boxes = np.array([[5, 5, 80, 70], [40, 30, 150, 110], [0, 0, 160, 120]], np.float32)
+    label = TaskLabel(1, "car", label_type)
+    shapes = []
+    for compact in (False, True):
+        detections = make_detections(boxes, np.array([0.9, 0.8, 0.7]), np.array([0, 0, 0]), ["car"])
+        detections.mask, _ = segmenter.segment_boxes(embedding, boxes, compact=compact)
+        shapes.append([shape_for(label, detections, i, in_track=track) for i in range(3) for track in (False, True)])
+    assert any(shape is not None for shape in shapes[0])
+    assert shapes[0] == shapes[1]
+
+
 def test_deferred_masks_are_finished_into_the_same_compact_masks(detector, segmenter):
     """defer_masks leaves the logits for another thread; finish_masks gives the masks compact_masks would."""
     import threading

@@ -107,3 +107,12 @@ def test_a_small_slice_size_alone_gets_a_fitting_overlap(tiny_models):
     sliced = load_detector(str(tiny_models["grounding-dino"]), device="cpu", slice_size=64)
     assert sliced.slice_wh == (64, 64) and sliced.overlap_wh == (16, 16)
     assert load_detector(str(tiny_models["grounding-dino"]), device="cpu", slice_size=1024).overlap_wh == (128, 128)
+
+
+def test_sam2_loads_with_pytorch_sdpa_attention(tiny_models):
+    """SAM 2's attention runs through torch's scaled_dot_product_attention (flash / memory-efficient kernels
+    on a GPU): transformers picks "sdpa" for models that declare ``_supports_sdpa`` unless a loader asks for
+    another implementation. Grounding DINO declares no SDPA support in transformers (eager + deformable)."""
+    segmenter = load_segmenter(str(tiny_models["sam2"]), device="cpu")
+    assert segmenter.model.config._attn_implementation == "sdpa"
+    assert segmenter.model.config.vision_config._attn_implementation == "sdpa"
