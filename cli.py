@@ -401,25 +401,24 @@ def run_video(args: argparse.Namespace) -> int:
     if info and info.frame_count:
         total = max(0, -(-(info.frame_count - args.start_frame) // args.stride))
     object_ids: set[int] = set()
-    started, interrupted = time.perf_counter(), None
-    state = {"frames_done": 0, "writer": None}
-    if not args.no_draw:
-        state["writer"] = VideoWriter(output / f"{stem}.mp4", fps=fps, resize_mismatched=True)
+    frames_done, started, interrupted = 0, time.perf_counter(), None
+    writer = None if args.no_draw else VideoWriter(output / f"{stem}.mp4", fps=fps, resize_mismatched=True)
     progress = tqdm(total=total, desc="frames", unit="frame", disable=args.quiet)
 
     def write_frame(result, lines) -> None:
         """One frame's JSONL line (mask RLE), drawing and MP4 frame: in the background, in frame order."""
+        nonlocal frames_done, writer  # only this job (one writer thread) changes them while the run goes on
         lines.write(json.dumps(frame_record(result.frame_index, result.detections)) + "\n")
         lines.flush()  # live sources: each frame's result is on disk as soon as it is final
-        if state["writer"] is not None:
+        if writer is not None:
             try:
-                state["writer"].write(draw_detections(result.frame, result.detections))
+                writer.write(draw_detections(result.frame, result.detections))
             except InputError as error:  # e.g. a 1x1 video: the results go on, the drawing stops
                 tqdm.write(f"warning: no annotated video: {error}", file=sys.stderr)
-                state["writer"].close()
-                state["writer"] = None
+                writer.close()
+                writer = None
         object_ids.update(result.detections.tracker_id.tolist())
-        state["frames_done"] += 1
+        frames_done += 1
         progress.update(1)
 
     try:
@@ -433,9 +432,8 @@ def run_video(args: argparse.Namespace) -> int:
         return EXIT_FAILURES
     finally:
         progress.close()
-        if state["writer"] is not None:
-            state["writer"].close()
-    frames_done, writer = state["frames_done"], state["writer"]
+        if writer is not None:
+            writer.close()
     seconds = time.perf_counter() - started
     # A truncated file whose index lists more frames than can be decoded ends early without an error.
     undecodable = sum(

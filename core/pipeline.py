@@ -68,13 +68,6 @@ def preparation_steps(
     return [detector_step, segmenter_step]
 
 
-def prepare_batch(
-    images: Sequence[np.ndarray], phrases: list[str], detector: Detector, segmenter: Sam2ImageSegmenter | None
-) -> PreparedBatch:
-    """Resize and normalise a batch for the detector and SAM 2 now (:func:`preparation_steps`, run in turn)."""
-    return PreparedBatch(*(step(images) for step in preparation_steps(phrases, detector, segmenter)))
-
-
 def _ready(value: Any) -> Any:
     """A prepared value, waited for if it is still being made."""
     return value.result() if isinstance(value, Future) else value
@@ -204,7 +197,7 @@ def segment_detections(
     """
     found = [i for i, detections in enumerate(boxes_per_image) if len(detections)]
     found_images = [images[i] for i in found]
-    if pixel_values is not None and found:  # preprocessed ahead (prepare_batch)
+    if pixel_values is not None and found:  # preprocessed ahead (preparation_steps)
         # Index only when some images found nothing: a list index copies the whole batch (50 MB for 4 images
         # at 1024 px), which cost the model's thread ~20 ms per batch in bench/simulated_accelerator.py.
         if len(found) < len(images):

@@ -122,10 +122,12 @@ class Sam2ImageSegmenter:
         ]
         scores = np.concatenate([r[1][:, 0] for r in results]) if results else np.zeros((0,), np.float32)
         if as_logits:
-            if len(results) == 1:  # up to 64 boxes: no copy (torch.cat copies even one tensor)
+            if not results:
+                logits = torch.zeros(0, 1, 1)
+            elif len(results) == 1:  # up to 64 boxes: no copy (torch.cat copies even one tensor)
                 logits = results[0][0]
             else:
-                logits = torch.cat([r[0] for r in results]) if results else torch.zeros(0, 1, 1)
+                logits = torch.cat([r[0] for r in results])
             pending = PendingMasks(logits, embedding.height, embedding.width)
             return (pending if defer else pending.compact()), scores
         if not results:
@@ -137,7 +139,7 @@ class Sam2ImageSegmenter:
 
         The same operations as transformers' ``Sam2Processor._normalize_coordinates``
         (x times ``target_size / width``, y times ``target_size / height``, in
-        float32), so the same bits (tests/test_segmenter.py checks it), without
+        float32), so the same bits (tests/test_masks.py checks it), without
         the processor's validation of nested lists: about 1.6 ms per call in the
         model's thread, between two decoder calls (bench/simulated_accelerator.py).
         """

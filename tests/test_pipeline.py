@@ -137,14 +137,14 @@ def test_default_batch_size_follows_the_device(segmenter):
 
 def test_a_batch_prepared_ahead_gives_the_same_detections_and_masks(detector, segmenter):
     """The engine's prepare stage runs the processors early; the results must not change."""
-    from gsam2.core.pipeline import prepare_batch
+    from gsam2.core.pipeline import PreparedBatch, preparation_steps
 
     images = [shapes_image(120, 160, seed=1), shapes_image(90, 70, seed=2), shapes_image(64, 64, seed=3)]
     phrases = ["car", "person"]
     plain = ground_and_segment(
         images, phrases, detector, segmenter, box_threshold=0.0, text_threshold=0.0, batch_size=len(images)
     )
-    prepared = prepare_batch(images, phrases, detector, segmenter)
+    prepared = PreparedBatch(*(step(images) for step in preparation_steps(phrases, detector, segmenter)))
     ahead = ground_and_segment(
         images, phrases, detector, segmenter, box_threshold=0.0, text_threshold=0.0, prepared=prepared
     )
