@@ -12,11 +12,12 @@
 from __future__ import annotations
 
 import os
-import tempfile
+import secrets
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from .errors import InputError
+
 
 
 def check_output_folder(path: str | Path) -> Path:
@@ -85,16 +86,32 @@ def check_no_overwrite(outputs: Iterable[Path], inputs: Iterable[Path]) -> None:
             )
 
 
+def _create_temporary(path: Path) -> Path:
+    """Create an empty, new file next to ``path`` with a name no other writer uses, and return its path.
+
+    Created with mode 0o666 less the umask, as ``open()`` creates files: ``tempfile.mkstemp``
+    makes them 0o600, and the rename would then leave outputs nobody else can read.
+    """
+    while True:
+        temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}{path.suffix}")
+        try:
+            os.close(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+            return temporary
+        except FileExistsError:  # another writer's (1 in 4 billion): draw another name
+            continue
+
+
 def atomic_save(path: Path, write: Callable[[Path], None]) -> None:
     """Run ``write(temporary_path)``, then rename the result to ``path`` (same folder, so same file system)."""
     path = Path(path)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
-    os.close(handle)
+    temporary = None
     try:
-        write(Path(temporary))
+        temporary = _create_temporary(path)
+        write(temporary)
         os.replace(temporary, path)
     except BaseException:
-        Path(temporary).unlink(missing_ok=True)
+        if temporary is not None:
+            temporary.unlink(missing_ok=True)
         raise
 
 
