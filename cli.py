@@ -38,6 +38,7 @@ from .core import (
 )
 from .core.detectors.sliced import DEFAULT_SLICE_OVERLAP
 from .core.devices import DEVICE_CHOICES
+from .core.errors import DiskFullError
 from .core.images import IMAGE_EXTENSIONS
 from .core.models import detector_choices
 from .core.outputs import (
@@ -68,6 +69,7 @@ class RunSummary:
     objects: int = 0
     failures: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    stopped: str | None = None  # why the run ended before its last image (a full disk)
 
     def lines(self) -> list[str]:
         rate = self.images / self.seconds if self.seconds > 0 else 0.0
@@ -78,6 +80,8 @@ class RunSummary:
             f"time:             {self.seconds:.1f} s ({rate:.2f} images/s)",
         ]
         lines += [f"  failed: {failure}" for failure in self.failures]
+        if self.stopped:
+            lines.append(f"stopped:          {self.stopped}")
         return lines
 
 
@@ -243,6 +247,13 @@ def label_image_files(args: argparse.Namespace, plan: ImageRunPlan, batch_size: 
         summary.seconds = time.perf_counter() - started
         print("\n".join(summary.lines()) + "\n(interrupted)")
         return stopped_status(stop)
+    except DiskFullError as full:  # every later write would fail too: stop, and say so in the summary
+        # Outcomes come in input order, so the image that hit it is the first without one. run_pipelined
+        # waited for the writes in flight, which removed their temporary files: every file left is complete.
+        ended = summary.images + len(summary.failures) - len(plan.input_errors)
+        summary.failures.append(f"{files[ended]}: {full}")
+        summary.stopped = f"{str(full.strerror).lower()}; {len(files) - ended - 1} images not processed"
+        tqdm.write(f"error: {summary.failures[-1]}; the run stops", file=sys.stderr)
     progress.close()
     summary.seconds = time.perf_counter() - started
     print("\n".join(summary.lines()))

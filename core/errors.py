@@ -22,3 +22,19 @@ class PromptError(InputError):
 
 class ModelLoadError(GroundedSam2Error):
     """A model checkpoint could not be found or loaded."""
+
+
+class OutputError(GroundedSam2Error):
+    """One output file could not be written (a folder in its place, no permission): that item's failure."""
+
+
+class DiskFullError(OSError):
+    """No space (ENOSPC) or quota (EDQUOT) left for an output: every later write would fail too.
+
+    Deliberately not a :class:`GroundedSam2Error`: the pipelined runner takes those
+    for one item's failure and goes on, while this one must stop the run.
+    Made as ``DiskFullError(errno, reason, path)``; ``str()`` is one line naming the file.
+    """
+
+    def __str__(self) -> str:
+        return f"{self.filename}: cannot write it ({self.strerror})"

@@ -6,18 +6,22 @@
 - :func:`check_no_overwrite` refuses outputs that would replace an input;
 - :func:`atomic_write_bytes` / :func:`atomic_save` write to a temporary name in the
   same folder and rename, so a full disk or a kill never leaves a truncated file
-  under the final name.
+  under the final name; a failed write is an :class:`~.errors.OutputError` naming
+  the file, a full disk a :class:`~.errors.DiskFullError`.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import secrets
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
-from .errors import InputError
+from .errors import DiskFullError, InputError, OutputError
 
+# Errors after which every later write fails too: the run stops instead of failing each remaining image.
+DISK_FULL_ERRNOS = frozenset(code for code in (errno.ENOSPC, getattr(errno, "EDQUOT", None)) if code is not None)
 
 
 def check_output_folder(path: str | Path) -> Path:
@@ -102,16 +106,26 @@ def _create_temporary(path: Path) -> Path:
 
 
 def atomic_save(path: Path, write: Callable[[Path], None]) -> None:
-    """Run ``write(temporary_path)``, then rename the result to ``path`` (same folder, so same file system)."""
+    """Run ``write(temporary_path)``, then rename the result to ``path`` (same folder, so same file system).
+
+    Raises:
+        DiskFullError: no space or quota left (the temporary file is removed).
+        OutputError: naming ``path``, for any other failure to write it (e.g. a folder in its place).
+    """
     path = Path(path)
     temporary = None
     try:
         temporary = _create_temporary(path)
         write(temporary)
         os.replace(temporary, path)
-    except BaseException:
+    except BaseException as error:
         if temporary is not None:
             temporary.unlink(missing_ok=True)
+        if isinstance(error, OSError):
+            reason = error.strerror or str(error)
+            if error.errno in DISK_FULL_ERRNOS:
+                raise DiskFullError(error.errno, reason, str(path)) from error
+            raise OutputError(f"{path}: cannot write it ({reason})") from error
         raise
 
 

@@ -32,6 +32,65 @@ def no_model(tmp_path: Path) -> list[str]:
     return ["--detector", str(tmp_path / "no-such-model")]
 
 
+# 6. One failed write is that image's failure; a full disk stops the run cleanly.
+
+
+def test_a_folder_in_the_way_of_one_output_fails_that_image_only(tmp_path, tiny_models):
+    photos(tmp_path / "in", ("img001.png", "img002.png", "img003.png"))
+    out = tmp_path / "out"
+    (out / "img002.json").mkdir(parents=True)
+    result = gsam2("image", "--prompt", "cat.", "--input", str(tmp_path / "in"), "--output", str(out), "--no-draw",
+                   "--quiet", *model_args(tiny_models))
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "images processed: 2" in result.stdout and "failures:         1" in result.stdout
+    [line] = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert "img002.png" in line and str(out / "img002.json") in line
+    assert sorted(p.name for p in out.iterdir()) == ["img001.json", "img002.json", "img003.json"]
+    assert (out / "img002.json").is_dir() and not list((out / "img002.json").iterdir())
+
+
+def test_a_full_disk_stops_the_run_with_its_summary(tmp_path, tiny_models, monkeypatch, capsys):
+    """The disk fills while image c's JSON is written: a and b are kept, c fails, d and e are not started."""
+    photos(tmp_path / "in", ("a.png", "b.png", "c.png", "d.png", "e.png"))
+    out = tmp_path / "out"
+    real = Path.write_bytes
+
+    def full_from_c_on(self, data):
+        if self.name.startswith((".a.", ".b.")):  # the temporary files of a's and b's outputs
+            return real(self, data)
+        real(self, data[: len(data) // 2])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_bytes", full_from_c_on)
+    status = cli.main(["image", "--prompt", "cat.", "--input", str(tmp_path / "in"), "--output", str(out),
+                       "--no-draw", "--quiet", *model_args(tiny_models)])
+    monkeypatch.undo()
+    captured = capsys.readouterr()
+    assert status == 1
+    assert "images processed: 2" in captured.out and "failures:         1" in captured.out
+    assert "no space left on device" in captured.out.lower() and "2 images not processed" in captured.out
+    assert str(out / "c.json") in captured.err
+    assert sorted(p.name for p in out.iterdir()) == ["a.json", "b.json"], "nothing half-written, no temporary file"
+
+
+def test_a_disk_quota_stops_the_run_too(tmp_path, tiny_models, monkeypatch, capsys):
+    if not hasattr(errno, "EDQUOT"):
+        pytest.skip("no disk quotas on this system")
+    photos(tmp_path / "in", ("a.png", "b.png"))
+
+    def over_quota(self, data):
+        raise OSError(errno.EDQUOT, "Disk quota exceeded")
+
+    monkeypatch.setattr(Path, "write_bytes", over_quota)
+    status = cli.main(["image", "--prompt", "cat.", "--input", str(tmp_path / "in"), "--output",
+                       str(tmp_path / "out"), "--no-draw", "--quiet", *model_args(tiny_models)])
+    monkeypatch.undo()
+    captured = capsys.readouterr()
+    assert status == 1 and "1 images not processed" in captured.out and "quota" in captured.out.lower()
+    assert list((tmp_path / "out").iterdir()) == []
+
+
 # 8. Outputs get the mode the user's umask gives.
 
 
