@@ -42,9 +42,11 @@ from .core.errors import DiskFullError
 from .core.images import IMAGE_EXTENSIONS
 from .core.models import detector_choices
 from .core.outputs import (
+    GSAM2_MARK,
     atomic_save,
     atomic_write_text,
     check_no_overwrite,
+    check_not_foreign,
     check_output_folder,
     inside,
     output_names,
@@ -148,6 +150,7 @@ def plan_image_run(args: argparse.Namespace) -> ImageRunPlan:
     if not args.no_draw:
         written += [output / f"{name}.jpg" for name in names]
     check_no_overwrite(written, files)
+    check_not_foreign(written)  # e.g. a user's a.json (a LabelMe sidecar) next to a.png: never replaced
     return ImageRunPlan(files, names, output, errors)
 
 
@@ -284,7 +287,10 @@ def label_batches(
         atomic_write_text(output / f"{stem}.json", json.dumps(record, indent=2))
         if not args.no_draw:
             drawing = Image.fromarray(draw_detections(image, detections))
-            atomic_save(output / f"{stem}.jpg", lambda temporary: drawing.save(temporary, "JPEG", quality=90))
+            atomic_save(  # the comment tells a later run this file is ours to replace (check_not_foreign)
+                output / f"{stem}.jpg",
+                lambda temporary: drawing.save(temporary, "JPEG", quality=90, comment=GSAM2_MARK),
+            )
         return len(detections)
 
     items = list(zip(plan.files, plan.names))
@@ -368,6 +374,7 @@ def run_video(args: argparse.Namespace) -> int:
         written = [output / f"{stem}.jsonl"] + ([] if args.no_draw else [output / f"{stem}.mp4"])
         if isinstance(source, str) and Path(source).exists():
             check_no_overwrite(written, [Path(source)])
+        check_not_foreign(written, folders_refused=True)  # one output each: a folder in the way is refused too
         if uses_sam3:
             check_sam3_video_options(args)
         info = probe_video(source) if isinstance(source, str) else None

@@ -4,6 +4,8 @@
   (a file in the way, a parent that is a file, no write permission);
 - :func:`output_names` gives every input a unique, stable output name;
 - :func:`check_no_overwrite` refuses outputs that would replace an input;
+- :func:`check_not_foreign` refuses outputs that would replace a file gsam2 did
+  not write (:func:`written_by_gsam2` knows ours by their content);
 - :func:`atomic_write_bytes` / :func:`atomic_save` write to a temporary name in the
   same folder and rename, so a full disk or a kill never leaves a truncated file
   under the final name; a failed write is an :class:`~.errors.OutputError` naming
@@ -13,13 +15,17 @@
 from __future__ import annotations
 
 import errno
+import json
 import os
 import secrets
+import stat
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from .errors import DiskFullError, InputError, OutputError
 
+# Written into our drawings (JPEG comment) and videos (MP4 "comment" tag), so that a later run knows them as ours.
+GSAM2_MARK = "written by gsam2 (Grounded SAM 2)"
 # Errors after which every later write fails too: the run stops instead of failing each remaining image.
 DISK_FULL_ERRNOS = frozenset(code for code in (errno.ENOSPC, getattr(errno, "EDQUOT", None)) if code is not None)
 
@@ -87,6 +93,68 @@ def check_no_overwrite(outputs: Iterable[Path], inputs: Iterable[Path]) -> None:
         if Path(output).resolve() in sources:
             raise InputError(
                 f"--output would overwrite the input {output}: choose another output folder"
+            )
+
+
+def written_by_gsam2(path: Path) -> bool:
+    """Whether ``path`` is a regular file one of our commands wrote, judged by its content.
+
+    Ours: an image record (``{"image_path": ...`` as :func:`json.dumps` with
+    ``indent=2`` writes it, with the record's keys), a drawing or video carrying
+    :data:`GSAM2_MARK`, a JSON-lines file of frame records (or an empty one: a
+    video run stopped before its first frame). Anything else, a link included, is not.
+    """
+    path = Path(path)
+    try:
+        if not stat.S_ISREG(path.lstat().st_mode):  # a link, a FIFO (reading it would block), a device
+            return False
+        suffix = path.suffix.lower()
+        if suffix == ".json":
+            with open(path, "rb") as file:
+                if file.read(18) != b'{\n  "image_path": ':
+                    return False
+                file.seek(0)
+                record = json.load(file)
+            keys = {"image_path", "annotations", "box_format", "img_width", "img_height"}
+            return isinstance(record, dict) and keys <= record.keys() and record["box_format"] == "xyxy"
+        if suffix == ".jsonl":
+            with open(path, "rb") as file:
+                first = file.readline()
+            record = json.loads(first) if first else {"frame_index": 0, "objects": []}
+            return isinstance(record, dict) and {"frame_index", "objects"} <= record.keys()
+        if suffix == ".jpg":
+            from PIL import Image
+
+            with Image.open(path) as image:  # reads the header only
+                return image.format == "JPEG" and image.info.get("comment") == GSAM2_MARK.encode()
+        if suffix == ".mp4":
+            import av
+
+            with av.open(str(path)) as container:
+                return container.metadata.get("comment") == GSAM2_MARK
+    except Exception:  # noqa: BLE001 - unreadable, not JSON, not an image or video: not ours
+        return False
+    return False
+
+
+def check_not_foreign(outputs: Iterable[Path], folders_refused: bool = False) -> None:
+    """Raise ``InputError`` naming the first output path that holds something gsam2 did not write.
+
+    A folder in an output's place cannot be replaced (the rename fails, and that
+    output's write is reported); ``folders_refused`` refuses it here instead.
+    """
+    for output in outputs:
+        output = Path(output)
+        if not os.path.lexists(output):
+            continue
+        if output.is_dir() and not output.is_symlink():
+            if folders_refused:
+                raise InputError(f"--output: {output} is a folder: move it away, or choose another output folder")
+            continue
+        if not written_by_gsam2(output):
+            raise InputError(
+                f"--output would replace {output}, which gsam2 did not write: move it away, or choose another "
+                "output folder"
             )
 
 

@@ -17,6 +17,7 @@ from PIL import Image
 
 from .errors import InputError
 from .images import as_rgb_array
+from .outputs import GSAM2_MARK
 
 DEFAULT_FPS = 30.0
 # Seconds to wait for a URL (RTSP, HTTP, TCP...) to answer, then for each read:
@@ -309,6 +310,7 @@ class VideoWriter:
             stream = container.add_stream(codec, rate=self.fps)
             stream.height, stream.width = even
             stream.pix_fmt = "yuv420p"
+            container.metadata["comment"] = GSAM2_MARK  # a later run knows the file as ours (check_not_foreign)
             if codec == "mpeg4":
                 # Its default 200 kbit/s turns HD frames to mush; about 0.2 bit per pixel looks clean.
                 stream.bit_rate = max(1_000_000, int(even[0] * even[1] * float(self.fps) * 0.2))

@@ -32,6 +32,112 @@ def no_model(tmp_path: Path) -> list[str]:
     return ["--detector", str(tmp_path / "no-such-model")]
 
 
+# 1. Never replace a file we did not write.
+
+
+@pytest.mark.parametrize("command", ["image", "autolabel"])
+def test_a_users_json_next_to_the_photos_is_refused_before_any_work(tmp_path, command):
+    photos(tmp_path / "photos", ("a.png", "b.png"))
+    sidecar = tmp_path / "photos" / "a.json"
+    sidecar.write_text(json.dumps(LABELME))
+    before = sidecar.read_bytes()
+    prompt = ["--prompt", "cat."] if command == "image" else []
+    result = gsam2(command, *prompt, "--input", str(tmp_path / "photos"), "--output", str(tmp_path / "photos"),
+                   "--no-draw", *no_model(tmp_path))
+    assert result.returncode == 2, result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert str(sidecar) in line and "did not write" in line and "no-such-model" not in line
+    assert sidecar.read_bytes() == before
+    assert sorted(p.name for p in (tmp_path / "photos").iterdir()) == ["a.json", "a.png", "b.png"]
+
+
+def test_a_users_picture_where_a_drawing_would_go_is_refused(tmp_path):
+    photos(tmp_path / "in", ("a.png",))
+    (tmp_path / "out").mkdir()
+    Image.fromarray(shapes_image(20, 30, seed=9)).save(tmp_path / "out" / "a.jpg")  # the user's, not an input
+    result = gsam2("image", "--prompt", "cat.", "--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"),
+                   *no_model(tmp_path))
+    assert result.returncode == 2 and str(tmp_path / "out" / "a.jpg") in result.stderr, result.stderr
+
+
+def test_our_own_outputs_of_an_earlier_run_are_replaced(tmp_path, tiny_models):
+    photos(tmp_path / "in")
+    out = tmp_path / "out"
+    for _ in range(2):
+        result = gsam2("image", "--prompt", "cat.", "--input", str(tmp_path / "in"), "--output", str(out),
+                       *model_args(tiny_models))
+        assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["a.jpg", "a.json", "b.jpg", "b.json"]
+    assert all(outputs.written_by_gsam2(p) for p in out.iterdir())
+
+
+def test_what_counts_as_ours(tmp_path):
+    from gsam2.core.video_io import VideoWriter
+
+    ours = tmp_path / "ours.json"
+    ours.write_text(json.dumps({"image_path": "a.png", "annotations": [], "box_format": "xyxy",
+                                "img_width": 4, "img_height": 3, "caption": "x"}, indent=2))
+    reference = tmp_path / "reference.json"  # the same record as the reference script writes it (indent=4)
+    reference.write_text(json.dumps(json.loads(ours.read_text()), indent=4))
+    labelme = tmp_path / "labelme.json"
+    labelme.write_text(json.dumps(LABELME, indent=2))
+    truncated = tmp_path / "truncated.json"
+    truncated.write_text(ours.read_text()[:30])
+    frames = tmp_path / "frames.jsonl"
+    frames.write_text(json.dumps({"frame_index": 0, "objects": []}) + "\n")
+    other_lines = tmp_path / "other.jsonl"
+    other_lines.write_text('{"text": "a user\'s data set"}\n')
+    empty_lines = tmp_path / "empty.jsonl"  # a run stopped before its first frame leaves this
+    empty_lines.write_text("")
+    photo = tmp_path / "photo.jpg"
+    Image.fromarray(shapes_image(20, 30)).save(photo)
+    video = tmp_path / "video.mp4"
+    with VideoWriter(video, fps=10) as writer:
+        for frame in moving_squares(3):
+            writer.write(frame)
+    users_video = write_video(tmp_path / "users.mp4", moving_squares(3))
+    link = tmp_path / "link.json"
+    link.symlink_to(ours)
+
+    assert outputs.written_by_gsam2(ours) and outputs.written_by_gsam2(frames)
+    assert outputs.written_by_gsam2(empty_lines) and outputs.written_by_gsam2(video)
+    for path in (reference, labelme, truncated, other_lines, photo, users_video, link):
+        assert not outputs.written_by_gsam2(path), path
+    # Absent: nothing to keep; a folder: its write fails later, as that image's failure.
+    outputs.check_not_foreign([ours, frames, video, tmp_path / "absent.json", tmp_path])
+    with pytest.raises(InputError, match="labelme.json"):
+        outputs.check_not_foreign([ours, labelme])
+    with pytest.raises(InputError, match="is a folder"):
+        outputs.check_not_foreign([tmp_path], folders_refused=True)
+
+
+def test_video_outputs_of_someone_else_are_refused(tmp_path):
+    video = write_video(tmp_path / "clip.mp4", moving_squares(3))
+    out = tmp_path / "out"
+    out.mkdir()
+    for name in ("clip.jsonl", "clip.mp4"):
+        theirs = out / name
+        theirs.write_text('{"text": "a user\'s line"}\n')
+        result = gsam2("video", "--prompt", "cat.", "--input", str(video), "--output", str(out), *no_model(tmp_path))
+        assert result.returncode == 2 and str(theirs) in result.stderr, result.stderr
+        assert theirs.read_text() == '{"text": "a user\'s line"}\n'
+        theirs.unlink()
+    (out / "clip.jsonl").mkdir()
+    result = gsam2("video", "--prompt", "cat.", "--input", str(video), "--output", str(out), *no_model(tmp_path))
+    assert result.returncode == 2 and "is a folder" in result.stderr, result.stderr
+
+
+def test_a_video_run_replaces_its_own_earlier_outputs(tmp_path, tiny_models):
+    from .test_video import gsam2_video
+
+    video = write_video(tmp_path / "clip.mp4", moving_squares(4))
+    for _ in range(2):
+        result = gsam2_video(tiny_models, "--prompt", "red square.", "--input", str(video), "--output",
+                             str(tmp_path / "out"), "--step", "4")
+        assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["clip.jsonl", "clip.mp4"]
+
+
 # 6. One failed write is that image's failure; a full disk stops the run cleanly.
 
 
