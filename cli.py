@@ -87,6 +87,31 @@ class RunSummary:
         return lines
 
 
+def printable(text: str, stream=None) -> str:
+    """``text`` as ``stream`` (default: standard output) can print it, whatever the file names in it.
+
+    A name that is not valid in the file system's encoding reaches us with
+    surrogates in place of its bytes (``os.fsdecode``); they become ``\\xff``
+    escapes, and so does any character the stream's encoding lacks, so a strict
+    stream (``PYTHONIOENCODING=utf-8:strict``, an ASCII terminal) never raises
+    ``UnicodeEncodeError`` on a name.
+    """
+    stream = stream or sys.stdout
+    filesystem = sys.getfilesystemencoding()
+    try:
+        text = text.encode(filesystem, "surrogateescape").decode(filesystem, "backslashreplace")
+    except UnicodeError:  # a surrogate no file name decodes to: escaped below
+        pass
+    encoding = getattr(stream, "encoding", None) or "utf-8"
+    return text.encode(encoding, "backslashreplace").decode(encoding)
+
+
+def report(text: str, stream=None) -> None:
+    """Print ``text`` with :func:`printable` (stdout by default)."""
+    stream = stream or sys.stdout
+    print(printable(text, stream), file=stream)
+
+
 def expand_inputs(
     inputs: Sequence[str], recursive: bool = False, skip_folder: Path | None = None
 ) -> tuple[list[Path], list[str]]:
@@ -163,7 +188,7 @@ def run_image(args: argparse.Namespace) -> int:
         batch_size = args.batch_size or default_batch_size(getattr(detector, "device", None))
         compile_if_asked(args, segmenter, batch_size)
     except GroundedSam2Error as error:
-        print(f"error: {error}", file=sys.stderr)
+        report(f"error: {error}", sys.stderr)
         return EXIT_USAGE
 
     prepare = preparation_steps(phrases, detector, segmenter)  # one batch ahead of the models (core/engine.py)
@@ -198,7 +223,7 @@ def run_autolabel(args: argparse.Namespace) -> int:
         batch_size = args.batch_size or default_batch_size(florence2.device)
         compile_if_asked(args, segmenter, batch_size)
     except GroundedSam2Error as error:
-        print(f"error: {error}", file=sys.stderr)
+        report(f"error: {error}", sys.stderr)
         return EXIT_USAGE
 
     def label_images(images):
@@ -234,7 +259,7 @@ def label_image_files(args: argparse.Namespace, plan: ImageRunPlan, batch_size: 
 
     files, output = plan.files, plan.output
     for failure in plan.input_errors:
-        print(f"error: {failure}", file=sys.stderr)
+        report(f"error: {failure}", sys.stderr)
     summary = RunSummary(failures=list(plan.input_errors))
     if not files:
         print("error: no input images found", file=sys.stderr)
@@ -248,7 +273,7 @@ def label_image_files(args: argparse.Namespace, plan: ImageRunPlan, batch_size: 
     except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM: every file written so far is complete
         progress.close()
         summary.seconds = time.perf_counter() - started
-        print("\n".join(summary.lines()) + "\n(interrupted)")
+        report("\n".join(summary.lines()) + "\n(interrupted)")
         return stopped_status(stop)
     except DiskFullError as full:  # every later write would fail too: stop, and say so in the summary
         # Outcomes come in input order, so the image that hit it is the first without one. run_pipelined
@@ -256,10 +281,10 @@ def label_image_files(args: argparse.Namespace, plan: ImageRunPlan, batch_size: 
         ended = summary.images + len(summary.failures) - len(plan.input_errors)
         summary.failures.append(f"{files[ended]}: {full}")
         summary.stopped = f"{str(full.strerror).lower()}; {len(files) - ended - 1} images not processed"
-        tqdm.write(f"error: {summary.failures[-1]}; the run stops", file=sys.stderr)
+        tqdm.write(printable(f"error: {summary.failures[-1]}; the run stops", sys.stderr), file=sys.stderr)
     progress.close()
     summary.seconds = time.perf_counter() - started
-    print("\n".join(summary.lines()))
+    report("\n".join(summary.lines()))
     return EXIT_FAILURES if summary.failures else EXIT_OK
 
 
@@ -300,7 +325,7 @@ def label_batches(
             # A load error names the file already; a labelling or encoding error gets it prefixed.
             message = outcome.error if outcome.stage == "load" else f"{path}: {outcome.error}"
             summary.failures.append(message)
-            tqdm.write(f"error: {message}", file=sys.stderr)
+            tqdm.write(printable(f"error: {message}", sys.stderr), file=sys.stderr)
         else:
             summary.images += 1
             summary.objects += outcome.value

@@ -213,3 +213,27 @@ def test_outputs_get_the_umasks_mode(tmp_path, tiny_models, umask, mode, capsys)
     assert status == 0, capsys.readouterr().err
     for path in (tmp_path / "plain.json", tmp_path / "out" / "a.json", tmp_path / "out" / "a.jpg"):
         assert stat.S_IMODE(path.stat().st_mode) == mode, path
+
+
+# 10. Names that are not UTF-8 never crash what is printed.
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="needs a file system that takes any bytes in names")
+def test_names_that_are_not_utf8_print_under_strict_utf8(tmp_path, tiny_models):
+    folder = tmp_path / "in"
+    photos(folder, ("good.png",))
+    raw = os.fsencode(folder)
+    Image.fromarray(shapes_image(60, 80, seed=3)).save(os.fsdecode(raw + b"/caf\xe9.png"))  # Latin-1, not UTF-8
+    Path(os.fsdecode(raw + b"/broken\xff.png")).write_bytes(b"not an image")
+    env = {**os.environ, "PYTHONIOENCODING": "utf-8:strict"}
+    result = subprocess.run(
+        [sys.executable, "-m", "gsam2.cli", "image", "--prompt", "cat.", "--input", str(folder), "--output",
+         str(tmp_path / "out"), "--no-draw", *model_args(tiny_models)],
+        capture_output=True, env=env, timeout=300,
+    )
+    stdout, stderr = result.stdout.decode("utf-8"), result.stderr.decode("utf-8")  # strict: all valid UTF-8
+    assert result.returncode == 1, stderr
+    assert "Traceback" not in stderr and "UnicodeEncodeError" not in stderr
+    assert "images processed: 2" in stdout and "failures:         1" in stdout
+    assert "broken\\xff.png" in stdout and "broken\\xff.png" in stderr, (stdout, stderr)
+    assert sorted(os.listdir(os.fsencode(tmp_path / "out"))) == [b"caf\xe9.json", b"good.json"]
