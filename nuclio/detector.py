@@ -28,6 +28,7 @@ from ..core import DEFAULT_BOX_THRESHOLD, DEFAULT_DETECTOR, DEFAULT_SEGMENTER, D
 from ..core import PromptError, ground_and_segment, load_detector, load_segmenter
 from ..core.detections import class_names
 from ..core.masks import mask_crop
+from ..core.prompts import label_phrase
 from .protocol import RequestError, cvat_detector_mask, env, function_spec, polygon_points, request_image, serve
 
 # The label types the detector can answer with (CVAT's ShapeType values).
@@ -95,17 +96,25 @@ def detector_from_env(device: str):
 
 
 def label_types(spec: list[dict[str, Any]]) -> dict[str, str]:
-    """``{lower-cased phrase: label name}`` checks and the type each label answers with.
+    """``{label name: the type it answers with}``, after checking that every label can be told apart.
 
-    CVAT labels are case-sensitive, but the prompt is lower-cased: two labels
-    that differ only in case could never both be returned, so they are refused.
+    A label's phrase is its name as :func:`label_phrase` reads it (case, repeated
+    spaces, end periods, Unicode forms ignored): the prompt is built from these
+    phrases and the detector's phrases are mapped back through them. Two labels
+    with the same phrase (``Car`` and ``car.``) could never both be returned, and a
+    label with no letter or digit names nothing, so both are refused.
     """
     types, seen = {}, {}
     for label in spec:
         name, kind = label["name"], label.get("type", "mask")
-        phrase = name.strip().lower()
+        phrase = label_phrase(name)
+        if not any(character.isalnum() for character in phrase):
+            raise ValueError(f"label {name!r} has no letter or digit to prompt the detector with; rename it")
         if phrase in seen:
-            raise ValueError(f"labels {seen[phrase]!r} and {name!r} differ only in case; rename one of them")
+            raise ValueError(
+                f"labels {seen[phrase]!r} and {name!r} both read as the phrase {phrase!r} "
+                "(case, spaces and end periods do not count); rename one of them"
+            )
         if kind not in LABEL_TYPES:
             raise ValueError(f"label {name!r} has type {kind!r}; the detector answers with {' or '.join(LABEL_TYPES)}")
         seen[phrase], types[name] = name, kind
@@ -122,8 +131,8 @@ def init_context(context) -> None:
     data.segmenter = (
         None if detector.produces_masks else load_segmenter(env("GSAM2_SEGMENTER", DEFAULT_SEGMENTER), device=device)
     )
-    # CVAT matches labels by name; the prompt uses them lower-cased, so keep the way back.
-    data.label_for_phrase = {name.strip().lower(): name for name in data.label_type}
+    # CVAT matches labels by name; the prompt uses their phrases, so keep the way back.
+    data.label_for_phrase = {label_phrase(name): name for name in data.label_type}
     data.groups = phrase_groups(detector, list(data.label_for_phrase))
     data.text_threshold = float(env("GSAM2_TEXT_THRESHOLD", str(DEFAULT_TEXT_THRESHOLD)))
     context.logger.info(f"Grounded SAM 2 detector ready: {len(spec)} labels in {len(data.groups)} prompt(s)")
@@ -163,9 +172,10 @@ def detect(context, body: dict[str, Any]) -> list[dict[str, Any]]:
     results = []
     found = vocabulary_detections(image, data.groups, data.detector, data.segmenter, threshold, data.text_threshold)
     for phrase, confidence, xyxy, mask, offset in found:
-        if phrase not in data.label_for_phrase:
+        # A prompted detector answers with our phrases; a prompt-free one names what it finds in its own spelling.
+        label = data.label_for_phrase.get(label_phrase(phrase))
+        if label is None:
             continue  # a prompt-free detector named something outside the function's labels
-        label = data.label_for_phrase[phrase]
         if (item := cvat_item(label, data.label_type[label], confidence, xyxy, mask, offset)) is not None:
             results.append(item)
     return results

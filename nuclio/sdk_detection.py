@@ -33,6 +33,7 @@ from ..core import (
 )
 from ..core.detectors.sliced import DEFAULT_SLICE_OVERLAP
 from ..core.images import to_rgb_array
+from ..core.prompts import label_phrase
 from .detector import phrase_groups, vocabulary_detections
 from .functions import COCO_LABELS
 from .protocol import mask_bounds, polygon_points
@@ -51,7 +52,10 @@ class GroundedSam2Detection:
         slice_size: int = 0,
         slice_overlap: int = DEFAULT_SLICE_OVERLAP,
     ):
-        self.phrases = parse_prompt(prompt) if prompt.strip() else [name.lower() for name in COCO_LABELS]
+        names = parse_prompt(prompt) if prompt.strip() else COCO_LABELS
+        # The label phrases (core.prompts.label_phrase), which the detector's phrases are mapped back through.
+        self.phrases = list(dict.fromkeys(label_phrase(name) for name in names))
+        self.label_ids = {phrase: index for index, phrase in enumerate(self.phrases)}
         self.detector = load_detector(
             detector,
             device=device,
@@ -78,9 +82,10 @@ class GroundedSam2Detection:
         shapes = []
         found = vocabulary_detections(rgb, self.groups, self.detector, self.segmenter, threshold, self.text_threshold)
         for phrase, confidence, xyxy, mask, offset in found:  # mask: a crop at offset (x, y)
-            if confidence < threshold or phrase not in self.phrases:
+            # A prompt-free detector names what it finds in its own spelling ("Traffic light").
+            label_id = self.label_ids.get(label_phrase(phrase))
+            if confidence < threshold or label_id is None:
                 continue  # below the threshold, or a prompt-free detector's name outside the labels
-            label_id = self.phrases.index(phrase)
             bounds = mask_bounds(mask, offset)
             if bounds is None:
                 shapes.append(cvataa.rectangle(label_id, [float(v) for v in xyxy]))
