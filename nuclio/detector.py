@@ -19,6 +19,7 @@ percentage (35), read as 0.35.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -29,7 +30,18 @@ from ..core import PromptError, ground_and_segment, load_detector, load_segmente
 from ..core.detections import class_names
 from ..core.masks import mask_crop
 from ..core.prompts import label_phrase
-from .protocol import RequestError, cvat_detector_mask, env, function_spec, polygon_points, request_image, serve
+from .protocol import (
+    AnswerBudget,
+    RequestError,
+    check_limits,
+    cvat_detector_mask,
+    env,
+    function_spec,
+    mask_bounds,
+    polygon_points,
+    request_image,
+    serve,
+)
 
 # The label types the detector can answer with (CVAT's ShapeType values).
 LABEL_TYPES = ("mask", "rectangle")
@@ -122,6 +134,7 @@ def label_types(spec: list[dict[str, Any]]) -> dict[str, str]:
 
 
 def init_context(context) -> None:
+    check_limits()
     spec = function_spec()
     data = context.user_data
     data.label_type = label_types(spec)
@@ -146,23 +159,51 @@ def request_threshold(body: dict[str, Any]) -> float:
     return float(threshold) / 100 if threshold > 1 else float(threshold)
 
 
+# JSON bytes of an item besides its "mask" and "points" (label, type, confidence, attributes, keys).
+ITEM_OVERHEAD = 200
+
+
 def cvat_item(
-    label: str, kind: str, confidence: float, xyxy: np.ndarray, mask: np.ndarray, offset: tuple[int, int] = (0, 0)
+    label: str,
+    kind: str,
+    confidence: float,
+    xyxy: np.ndarray,
+    mask: np.ndarray,
+    offset: tuple[int, int] = (0, 0),
+    budget: AnswerBudget | None = None,
 ) -> dict[str, Any] | None:
     """One detection as CVAT's detector item of the label's type, or ``None`` if it has no pixels.
 
     ``mask``: the object's mask, or a crop of it whose top-left pixel is at ``offset`` (x, y).
+
+    CVAT's ``mask`` is one number per pixel of the object's box (about 3 bytes of
+    JSON each): a large object on a large image is megabytes. With a ``budget``, a
+    mask that does not fit in what is left of the answer is sent as its polygon
+    (``type: polygon``: CVAT stores it as such, mask and polygon labels being
+    compatible, ``labels_compatible`` in cvat/apps/lambda_manager/views.py); an
+    object whose polygon does not fit either makes the request a 413.
     """
     item = {"label": label, "confidence": f"{confidence:.4f}", "attributes": []}
     if kind == "rectangle":
+        if budget is not None and not budget.take(ITEM_OVERHEAD):
+            raise budget.refusal(ITEM_OVERHEAD, "the list of objects")
         return {**item, "type": "rectangle", "points": [round(float(v), 2) for v in xyxy]}
-    encoded = cvat_detector_mask(mask, offset)
-    if encoded is None:
+    bounds = mask_bounds(mask, offset)
+    if bounds is None:
         return None
-    item.update(type="mask", mask=encoded)
-    if points := polygon_points(mask, offset):
-        item["points"] = points
-    return item
+    points = polygon_points(mask, offset)
+    points_size = ITEM_OVERHEAD + len(json.dumps(points))
+    xtl, ytl, xbr, ybr = bounds
+    # json.dumps of n small integers: n digits and n - 1 ", " separators; the last four are the box.
+    mask_size = 3 * (xbr - xtl + 1) * (ybr - ytl + 1) + 4 * 8
+    if budget is None or budget.take(points_size + mask_size):
+        item.update(type="mask", mask=cvat_detector_mask(mask, offset))
+        if points:
+            item["points"] = points
+        return item
+    if points and budget.take(points_size):
+        return {**item, "type": "polygon", "points": points}
+    raise budget.refusal(points_size, "the list of objects, even with polygons for the largest masks,")
 
 
 def detect(context, body: dict[str, Any]) -> list[dict[str, Any]]:
@@ -170,13 +211,14 @@ def detect(context, body: dict[str, Any]) -> list[dict[str, Any]]:
     threshold = request_threshold(body)
     data = context.user_data
     results = []
+    budget = AnswerBudget()
     found = vocabulary_detections(image, data.groups, data.detector, data.segmenter, threshold, data.text_threshold)
     for phrase, confidence, xyxy, mask, offset in found:
         # A prompted detector answers with our phrases; a prompt-free one names what it finds in its own spelling.
         label = data.label_for_phrase.get(label_phrase(phrase))
         if label is None:
             continue  # a prompt-free detector named something outside the function's labels
-        if (item := cvat_item(label, data.label_type[label], confidence, xyxy, mask, offset)) is not None:
+        if (item := cvat_item(label, data.label_type[label], confidence, xyxy, mask, offset, budget)) is not None:
             results.append(item)
     return results
 

@@ -43,7 +43,7 @@ from ..core import DEFAULT_SEGMENTER
 from ..core.models import load_tracker
 from ..core.tracker import EncodedFrame, TrackingSession
 from .cache import ExpiringLRU
-from .protocol import RequestError, env, mask_bounds, polygon_points, request_image, serve
+from .protocol import RequestError, check_limits, env, mask_bounds, polygon_points, request_image, serve
 from .tracker_state import SHAPE_TYPES, ObjectState
 
 
@@ -104,6 +104,7 @@ def parse_shape(shape: Any, index: int, width: int, height: int) -> StartShape:
 
 
 def init_context(context) -> None:
+    check_limits()
     context.user_data.tracker = load_tracker(
         env("GSAM2_TRACKER", DEFAULT_SEGMENTER), device=env("GSAM2_DEVICE", "auto")
     )
