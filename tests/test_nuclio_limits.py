@@ -1,4 +1,4 @@
-"""A serving function's own limits: one request cannot exhaust it.
+"""A serving function's own limits: one request cannot exhaust it, and every answer lies on its frame.
 
 Decompression bombs (a small PNG of huge dimensions) go through the real handlers
 (tests/nuclio_harness.py) in a separate process under a memory cap, whose peak
@@ -26,6 +26,7 @@ from gsam2.nuclio.functions import write_function
 from . import cvat_rules
 from .conftest import REPO_ROOT, shapes_image
 from .nuclio_harness import invoke, make_context
+from .test_cvat_conformance import lose_everything
 
 IMAGE = shapes_image(90, 120)
 HEIGHT, WIDTH = IMAGE.shape[:2]
@@ -260,3 +261,79 @@ def test_cvat_sdk_functions_refuse_a_large_image_from_its_header(tiny_models, mo
             else:
                 function.preprocess_image(None, image)
     assert decoded == [], "nothing was decoded"
+
+
+# ------------------------------------------------------------- the tracker's answers lie on the frame
+
+
+SMALL = np.asarray(Image.fromarray(IMAGE).resize((60, 45)))
+
+
+def on_frame(body: dict, width: int, height: int) -> bool:
+    """Every answered coordinate, and every state's box, inside the ``width`` x ``height`` frame."""
+    values = [(v, width if i % 2 == 0 else height) for shape in body["shapes"] for i, v in
+              enumerate(shape["points"] if isinstance(shape, dict) else shape)]
+    values += [(v, width if i % 2 == 0 else height) for state in body["states"] for i, v in enumerate(state["box"])]
+    return all(0 <= v <= limit for v, limit in values)
+
+
+@pytest.mark.parametrize("shape_type", ["rectangle", "polygon"])
+def test_tracker_state_carried_onto_a_smaller_frame_is_clipped(tracker_context, monkeypatch, shape_type):
+    points = [30, 20, 100, 70] if shape_type == "rectangle" else [30, 20, 100, 20, 100, 70, 30, 70]
+    _, body = invoke(tracker, tracker_context, {"image": b64(IMAGE), "shapes": [{"type": shape_type,
+                                                "points": points}], "states": []})
+    states = cvat_rules.cvat_round_trip(body["states"])
+    status, body = invoke(tracker, tracker_context, {"image": b64(SMALL), "shapes": [None], "states": states})
+    assert status == 200 and on_frame(body, 60, 45), body["shapes"]
+    lose_everything(monkeypatch)  # SAM 2 loses it: the last known shape, clipped to this frame
+    status, body = invoke(tracker, tracker_context, {"image": b64(SMALL), "shapes": [None], "states": states})
+    assert status == 200 and on_frame(body, 60, 45), body["shapes"]
+    cvat_rules.check_tracker_response(body, 1, ["rectangle", "polygon"])
+
+
+def test_tracker_state_off_a_smaller_frame_restarts_from_the_shape_or_is_a_400(tracker_context):
+    """120x90 then 60x45: the box [60, 20, 100, 70] has no pixel on the smaller frame."""
+    shape = {"type": "rectangle", "points": [60, 20, 100, 70]}
+    _, body = invoke(tracker, tracker_context, {"image": b64(IMAGE), "shapes": [shape], "states": []})
+    states = cvat_rules.cvat_round_trip(body["states"])
+    status, refused = invoke(tracker, tracker_context, {"image": b64(SMALL), "shapes": [None], "states": states})
+    assert status == 400 and refused["error"] == (
+        "'states[0]' holds the box [60.0, 20.0, 100.0, 70.0], outside this 60x45 frame (a frame of another size?); "
+        "send the object's shape to start again"
+    )
+    restart = {"type": "rectangle", "points": [10, 5, 40, 30]}
+    status, body = invoke(tracker, tracker_context, {"image": b64(SMALL), "shapes": [restart], "states": states})
+    assert status == 200 and body["shapes"] == [restart] and body["states"][0]["token"] != states[0]["token"]
+    assert on_frame(body, 60, 45)
+
+
+def forged(box: list[float], shape_type: str = "rectangle") -> dict:
+    return {"v": 1, "token": "f" * 32, "step": 3, "type": shape_type, "dict": True, "box": box}
+
+
+@pytest.mark.parametrize("shape_type", ["rectangle", "polygon"])
+def test_tracker_forged_state_answers_are_clipped(tracker_context, monkeypatch, shape_type):
+    state = forged([-1e30, -1e30, 1e30, 1e30], shape_type)
+    status, body = invoke(tracker, tracker_context, {"image": b64(IMAGE), "shapes": [None], "states": [state]})
+    assert status == 200 and on_frame(body, WIDTH, HEIGHT), body
+    lose_everything(monkeypatch)
+    status, body = invoke(tracker, tracker_context, {"image": b64(IMAGE), "shapes": [None], "states": [state]})
+    assert status == 200 and on_frame(body, WIDTH, HEIGHT), body
+    assert body["states"][0]["box"] == [0, 0, WIDTH, HEIGHT], "the whole frame: all of the forged box that is on it"
+
+
+def test_tracker_forged_state_off_the_frame_is_a_400(tracker_context):
+    for box in ([1e30, 1e30, 2e30, 2e30], [-50, 10, -1, 20], [10, 90, 20, 95]):
+        status, body = invoke(tracker, tracker_context, {"image": b64(IMAGE), "shapes": [None],
+                                                         "states": [forged(box)]})
+        assert status == 400 and "outside this 120x90 frame" in body["error"] and "\n" not in body["error"], box
+    assert invoke(tracker, tracker_context, ordinary_request("tracker", b64(IMAGE)))[0] == 200
+
+
+def test_tracker_starting_shape_is_answered_inside_the_frame(tracker_context):
+    shape = {"type": "polygon", "points": [-20, 10, 150, 10, 60, 200]}
+    status, body = invoke(tracker, tracker_context, {"image": b64(IMAGE), "shapes": [shape], "states": []})
+    assert status == 200 and body["shapes"][0]["points"] == [0, 10, 120, 10, 60, 90]
+    status, body = invoke(tracker, tracker_context, {"image": b64(IMAGE), "shapes": [[120, 10, 150, 40]],
+                                                     "states": []})
+    assert status == 400 and "does not cover any of the 120x90 image" in body["error"]
