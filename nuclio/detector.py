@@ -11,7 +11,9 @@ object, shaped as its label's declared ``type`` in the spec (CVAT's
 - ``rectangle``: ``{"type": "rectangle", "points": [x1, y1, x2, y2]}``.
 
 An object whose SAM 2 mask comes back empty is dropped from mask labels (a
-rectangle there would be stored as a rectangle in a mask label).
+rectangle there would be stored as a rectangle in a mask label). A mask that does
+not fit in what is left of the answer's size limit (``GSAM2_MAX_RESPONSE_MB``) is
+sent as ``{"type": "polygon", "points"}`` instead (see :func:`cvat_item`).
 
 ``threshold`` is a fraction (0.35); CVAT's "threshold" field also takes a
 percentage (35), read as 0.35.

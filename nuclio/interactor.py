@@ -12,7 +12,8 @@ A full-image mask is the one form that survives CVAT's region-of-interest path
 (``ROIHelper.translate_interactor_response`` pastes ``mask`` into the crop's
 place and does not move ``bounds`` or ``points``); the UI finds the polygon
 from the mask itself when no ``points`` come back (tools-control.tsx,
-``receivePointsFromMask``).
+``receivePointsFromMask``). That mask is about 3 bytes of JSON per pixel: one over
+the function's answer limit (``GSAM2_MAX_RESPONSE_MB``) is a 413 before it is built.
 
 A click may land up to half a pixel outside the image (the canvas accepts
 ``Math.round(x) >= 0``, cvat-canvas interactionHandler.ts): such points are

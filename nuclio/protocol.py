@@ -117,9 +117,9 @@ def check_image_size(data: bytes) -> None:
     ``PIL.Image.open`` is lazy: it reads the header and gives ``size`` without
     decoding (PIL/Image.py, ``open``). It refuses above twice PIL's global
     ``MAX_IMAGE_PIXELS`` (``_decompression_bomb_check``) and warns above it; that
-    global is the CLI's limit (250 MP, core/images.py) and is left alone here,
-    since the function's own limit is smaller. Bytes PIL cannot identify are left
-    to :func:`decode_image`, which names the problem.
+    global is the CLI's limit (core/images.py: 250 MP, or ``GSAM2_MAX_IMAGE_PIXELS``
+    when set) and is not changed here: the function checks its own limit itself.
+    Bytes PIL cannot identify are left to :func:`decode_image`, which names the problem.
     """
     try:
         with warnings.catch_warnings():
