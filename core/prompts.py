@@ -8,6 +8,7 @@ normalised here once and every backend gets the same list of phrases.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Sequence
 
 from .errors import PromptError
@@ -54,3 +55,24 @@ def parse_prompt(prompt: str | Sequence[str]) -> list[str]:
 def prompt_text(phrases: Sequence[str]) -> str:
     """Join phrases the way Grounding DINO was trained on: ``"car. person."``."""
     return " ".join(f"{phrase}." for phrase in phrases)
+
+
+# Invisible format characters (Unicode category Cf: zero-width space and joiners, BOM, bidi marks)
+# that can hide in a label typed or pasted into CVAT; NFKC keeps them.
+_FORMAT_CHARACTERS = re.compile(r"[\u00ad\u061c\u200b-\u200f\u202a-\u202e\u2060-\u2064\ufeff]")
+
+
+def label_phrase(label: str) -> str:
+    """The phrase a class label stands for, the same whichever way it is spelled.
+
+    A label's Unicode is NFKC-normalised (full-width letters, non-breaking spaces,
+    composed accents) and freed of invisible format characters, then cleaned as
+    :func:`parse_prompt` cleans a phrase: ``"Traffic  Light"`` and ``" car. "``
+    become ``"traffic light"`` and ``"car"``. Used both to build a prompt from
+    label names and to map a detector's phrases back to those names, so that the
+    two always agree. ``""`` when nothing is left.
+    """
+    phrase = _FORMAT_CHARACTERS.sub("", unicodedata.normalize("NFKC", label))
+    while (cleaner := _clean_phrase(phrase)) != phrase:  # "a . ." -> "a ." -> "a": until nothing changes
+        phrase = cleaner
+    return phrase

@@ -11,7 +11,9 @@ object, shaped as its label's declared ``type`` in the spec (CVAT's
 - ``rectangle``: ``{"type": "rectangle", "points": [x1, y1, x2, y2]}``.
 
 An object whose SAM 2 mask comes back empty is dropped from mask labels (a
-rectangle there would be stored as a rectangle in a mask label).
+rectangle there would be stored as a rectangle in a mask label). A mask that does
+not fit in what is left of the answer's size limit (``GSAM2_MAX_RESPONSE_MB``) is
+sent as ``{"type": "polygon", "points"}`` instead (see :func:`cvat_item`).
 
 ``threshold`` is a fraction (0.35); CVAT's "threshold" field also takes a
 percentage (35), read as 0.35.
@@ -19,6 +21,7 @@ percentage (35), read as 0.35.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -28,7 +31,19 @@ from ..core import DEFAULT_BOX_THRESHOLD, DEFAULT_DETECTOR, DEFAULT_SEGMENTER, D
 from ..core import PromptError, ground_and_segment, load_detector, load_segmenter
 from ..core.detections import class_names
 from ..core.masks import mask_crop
-from .protocol import RequestError, cvat_detector_mask, env, function_spec, polygon_points, request_image, serve
+from ..core.prompts import label_phrase
+from .protocol import (
+    AnswerBudget,
+    RequestError,
+    check_limits,
+    cvat_detector_mask,
+    env,
+    function_spec,
+    mask_bounds,
+    polygon_points,
+    request_image,
+    serve,
+)
 
 # The label types the detector can answer with (CVAT's ShapeType values).
 LABEL_TYPES = ("mask", "rectangle")
@@ -95,17 +110,25 @@ def detector_from_env(device: str):
 
 
 def label_types(spec: list[dict[str, Any]]) -> dict[str, str]:
-    """``{lower-cased phrase: label name}`` checks and the type each label answers with.
+    """``{label name: the type it answers with}``, after checking that every label can be told apart.
 
-    CVAT labels are case-sensitive, but the prompt is lower-cased: two labels
-    that differ only in case could never both be returned, so they are refused.
+    A label's phrase is its name as :func:`label_phrase` reads it (case, repeated
+    spaces, end periods, Unicode forms ignored): the prompt is built from these
+    phrases and the detector's phrases are mapped back through them. Two labels
+    with the same phrase (``Car`` and ``car.``) could never both be returned, and a
+    label with no letter or digit names nothing, so both are refused.
     """
     types, seen = {}, {}
     for label in spec:
         name, kind = label["name"], label.get("type", "mask")
-        phrase = name.strip().lower()
+        phrase = label_phrase(name)
+        if not any(character.isalnum() for character in phrase):
+            raise ValueError(f"label {name!r} has no letter or digit to prompt the detector with; rename it")
         if phrase in seen:
-            raise ValueError(f"labels {seen[phrase]!r} and {name!r} differ only in case; rename one of them")
+            raise ValueError(
+                f"labels {seen[phrase]!r} and {name!r} both read as the phrase {phrase!r} "
+                "(case, spaces and end periods do not count); rename one of them"
+            )
         if kind not in LABEL_TYPES:
             raise ValueError(f"label {name!r} has type {kind!r}; the detector answers with {' or '.join(LABEL_TYPES)}")
         seen[phrase], types[name] = name, kind
@@ -113,6 +136,7 @@ def label_types(spec: list[dict[str, Any]]) -> dict[str, str]:
 
 
 def init_context(context) -> None:
+    check_limits()
     spec = function_spec()
     data = context.user_data
     data.label_type = label_types(spec)
@@ -122,8 +146,8 @@ def init_context(context) -> None:
     data.segmenter = (
         None if detector.produces_masks else load_segmenter(env("GSAM2_SEGMENTER", DEFAULT_SEGMENTER), device=device)
     )
-    # CVAT matches labels by name; the prompt uses them lower-cased, so keep the way back.
-    data.label_for_phrase = {name.strip().lower(): name for name in data.label_type}
+    # CVAT matches labels by name; the prompt uses their phrases, so keep the way back.
+    data.label_for_phrase = {label_phrase(name): name for name in data.label_type}
     data.groups = phrase_groups(detector, list(data.label_for_phrase))
     data.text_threshold = float(env("GSAM2_TEXT_THRESHOLD", str(DEFAULT_TEXT_THRESHOLD)))
     context.logger.info(f"Grounded SAM 2 detector ready: {len(spec)} labels in {len(data.groups)} prompt(s)")
@@ -137,23 +161,51 @@ def request_threshold(body: dict[str, Any]) -> float:
     return float(threshold) / 100 if threshold > 1 else float(threshold)
 
 
+# JSON bytes of an item besides its "mask" and "points" (label, type, confidence, attributes, keys).
+ITEM_OVERHEAD = 200
+
+
 def cvat_item(
-    label: str, kind: str, confidence: float, xyxy: np.ndarray, mask: np.ndarray, offset: tuple[int, int] = (0, 0)
+    label: str,
+    kind: str,
+    confidence: float,
+    xyxy: np.ndarray,
+    mask: np.ndarray,
+    offset: tuple[int, int] = (0, 0),
+    budget: AnswerBudget | None = None,
 ) -> dict[str, Any] | None:
     """One detection as CVAT's detector item of the label's type, or ``None`` if it has no pixels.
 
     ``mask``: the object's mask, or a crop of it whose top-left pixel is at ``offset`` (x, y).
+
+    CVAT's ``mask`` is one number per pixel of the object's box (about 3 bytes of
+    JSON each): a large object on a large image is megabytes. With a ``budget``, a
+    mask that does not fit in what is left of the answer is sent as its polygon
+    (``type: polygon``: CVAT stores it as such, mask and polygon labels being
+    compatible, ``labels_compatible`` in cvat/apps/lambda_manager/views.py); an
+    object whose polygon does not fit either makes the request a 413.
     """
     item = {"label": label, "confidence": f"{confidence:.4f}", "attributes": []}
     if kind == "rectangle":
+        if budget is not None and not budget.take(ITEM_OVERHEAD):
+            raise budget.refusal(ITEM_OVERHEAD, "the list of objects")
         return {**item, "type": "rectangle", "points": [round(float(v), 2) for v in xyxy]}
-    encoded = cvat_detector_mask(mask, offset)
-    if encoded is None:
+    bounds = mask_bounds(mask, offset)
+    if bounds is None:
         return None
-    item.update(type="mask", mask=encoded)
-    if points := polygon_points(mask, offset):
-        item["points"] = points
-    return item
+    points = polygon_points(mask, offset)
+    points_size = ITEM_OVERHEAD + len(json.dumps(points))
+    xtl, ytl, xbr, ybr = bounds
+    # json.dumps of n small integers: n digits and n - 1 ", " separators; the last four are the box.
+    mask_size = 3 * (xbr - xtl + 1) * (ybr - ytl + 1) + 4 * 8
+    if budget is None or budget.take(points_size + mask_size):
+        item.update(type="mask", mask=cvat_detector_mask(mask, offset))
+        if points:
+            item["points"] = points
+        return item
+    if points and budget.take(points_size):
+        return {**item, "type": "polygon", "points": points}
+    raise budget.refusal(points_size, "the list of objects, even with polygons for the largest masks,")
 
 
 def detect(context, body: dict[str, Any]) -> list[dict[str, Any]]:
@@ -161,12 +213,14 @@ def detect(context, body: dict[str, Any]) -> list[dict[str, Any]]:
     threshold = request_threshold(body)
     data = context.user_data
     results = []
+    budget = AnswerBudget()
     found = vocabulary_detections(image, data.groups, data.detector, data.segmenter, threshold, data.text_threshold)
     for phrase, confidence, xyxy, mask, offset in found:
-        if phrase not in data.label_for_phrase:
+        # A prompted detector answers with our phrases; a prompt-free one names what it finds in its own spelling.
+        label = data.label_for_phrase.get(label_phrase(phrase))
+        if label is None:
             continue  # a prompt-free detector named something outside the function's labels
-        label = data.label_for_phrase[phrase]
-        if (item := cvat_item(label, data.label_type[label], confidence, xyxy, mask, offset)) is not None:
+        if (item := cvat_item(label, data.label_type[label], confidence, xyxy, mask, offset, budget)) is not None:
             results.append(item)
     return results
 

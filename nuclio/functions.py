@@ -23,6 +23,7 @@ import yaml
 from ..core import DEFAULT_DETECTOR, DEFAULT_SEGMENTER
 from ..core.models import parse_detector_spec
 from .detector import label_types
+from .protocol import DEFAULT_MAX_IMAGE_PIXELS, DEFAULT_MAX_RESPONSE_MB
 
 # COCO's 80 classes: a useful default vocabulary for the detector.
 COCO_LABELS = (
@@ -149,6 +150,9 @@ def function_config(
         {"name": "GSAM2_DEVICE", "value": "cuda" if gpu else "cpu"},
         {"name": "HF_HOME", "value": "/opt/hf"},
         {"name": "HF_HUB_OFFLINE", "value": "1"},
+        # The function's own limits (nuclio/protocol.py), written out so that they can be changed here.
+        {"name": "GSAM2_MAX_IMAGE_PIXELS", "value": str(DEFAULT_MAX_IMAGE_PIXELS)},
+        {"name": "GSAM2_MAX_RESPONSE_MB", "value": f"{DEFAULT_MAX_RESPONSE_MB:g}"},
     ]
     preload, pip_target = info["preload"], "./gsam2-src"
     if info["type"] == "detector":

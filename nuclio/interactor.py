@@ -12,7 +12,8 @@ A full-image mask is the one form that survives CVAT's region-of-interest path
 (``ROIHelper.translate_interactor_response`` pastes ``mask`` into the crop's
 place and does not move ``bounds`` or ``points``); the UI finds the polygon
 from the mask itself when no ``points`` come back (tools-control.tsx,
-``receivePointsFromMask``).
+``receivePointsFromMask``). That mask is about 3 bytes of JSON per pixel: one over
+the function's answer limit (``GSAM2_MAX_RESPONSE_MB``) is a 413 before it is built.
 
 A click may land up to half a pixel outside the image (the canvas accepts
 ``Math.round(x) >= 0``, cvat-canvas interactionHandler.ts): such points are
@@ -38,7 +39,7 @@ from ..core import DEFAULT_BOX_THRESHOLD, DEFAULT_DETECTOR, DEFAULT_SEGMENTER, D
 from ..core import load_detector, load_segmenter
 from ..core.prompts import PromptError, parse_prompt
 from .cache import ExpiringLRU
-from .protocol import RequestError, env, request_image, serve
+from .protocol import RequestError, check_limits, env, max_response_bytes, request_image, serve, too_large_answer
 
 # How far outside the image a click may land and still be taken (CVAT rounds to the nearest pixel).
 CLICK_TOLERANCE = 0.5
@@ -98,6 +99,7 @@ def parse_text_prompts(body: dict[str, Any]) -> list[str]:
 
 
 def init_context(context) -> None:
+    check_limits()
     data = context.user_data
     data.device = env("GSAM2_DEVICE", "auto")
     data.segmenter = load_segmenter(env("GSAM2_SEGMENTER", DEFAULT_SEGMENTER), device=data.device)
@@ -171,8 +173,22 @@ def interact(context, body: dict[str, Any]) -> dict[str, Any]:
         masks, scores = segmenter.segment_prompt(embedding, points, labels, box, multimask=multimask)
         for index in np.argsort(-scores, kind="stable"):
             if masks[index].any():
-                return {"mask": (masks[index].astype(np.uint8) * 255).tolist()}
+                return mask_answer(masks[index])
     raise RequestError("SAM 2 found no object at these clicks; click inside the object or draw a box", status=422)
+
+
+def mask_answer(mask: np.ndarray) -> dict[str, Any]:
+    """``{"mask": rows of 0/255}``, refused (413) before it is built if its JSON would be over the limit.
+
+    The answer holds every pixel of the image: ``json.dumps`` writes ``0, `` or
+    ``255, `` for each, so about 3 bytes a pixel (30 MB at 10 MP), and the lists
+    it is made from take 8 bytes a pixel more.
+    """
+    height, width = mask.shape
+    size = 3 * height * width + 2 * int(np.count_nonzero(mask)) + 2 * height + 10
+    if size > max_response_bytes():
+        raise too_large_answer(size, f"the mask of this {width}x{height} image")
+    return {"mask": (mask.astype(np.uint8) * 255).tolist()}
 
 
 def handler(context, event):

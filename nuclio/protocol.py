@@ -3,15 +3,24 @@
 A request CVAT got wrong (missing field, bad base64, not an image, points
 outside the image...) gets a 400 with a one-line message; anything else is a
 500 with the traceback in the function's log. The function keeps serving.
+
+A serving function has its own limits, well below the CLI's 250 MP
+(core/images.py), so that one request cannot exhaust it or the CVAT server
+that reads its answer: images of at most ``GSAM2_MAX_IMAGE_PIXELS`` pixels (40 MP
+by default), checked from the image's header before any pixel is decoded, and
+answers of at most ``GSAM2_MAX_RESPONSE_MB`` (100 MB by default). Both are a 413
+with one line.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import io
 import json
 import os
 import traceback
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,11 +28,17 @@ from typing import Any
 import numpy as np
 import supervision as sv
 import yaml
+from PIL import Image
 
 from ..core.errors import GroundedSam2Error, InputError
 from ..core.images import decode_image
 
 FUNCTION_CONFIG = "/opt/nuclio/function.yaml"
+
+# 40 MP: 120 MB decoded as RGB; a 36 MP camera photo passes, a 12000x12000 PNG of 600 KB does not.
+DEFAULT_MAX_IMAGE_PIXELS = 40_000_000
+# CVAT's lambda manager parses the whole answer in memory (reply.json() in cvat/apps/lambda_manager/views.py).
+DEFAULT_MAX_RESPONSE_MB = 100.0
 
 
 class RequestError(Exception):
@@ -47,7 +62,7 @@ def request_body(event) -> dict[str, Any]:
 
 
 def request_image(body: dict[str, Any]) -> np.ndarray:
-    """The base64 ``image`` of a CVAT request as RGB ``uint8``."""
+    """The base64 ``image`` of a CVAT request as RGB ``uint8``, refused before decoding if it is too large."""
     encoded = body.get("image")
     if not encoded or not isinstance(encoded, str):
         raise RequestError("request has no 'image' (a base64-encoded image is required)")
@@ -55,20 +70,121 @@ def request_image(body: dict[str, Any]) -> np.ndarray:
         data = base64.b64decode(encoded, validate=True)
     except (binascii.Error, ValueError):
         raise RequestError("'image' is not valid base64") from None
+    check_image_size(data)
     try:
         return decode_image(data, name="'image'")
     except InputError as error:
         raise RequestError(str(error)) from None
 
 
+def max_image_pixels() -> int:
+    """The function's pixel limit: ``GSAM2_MAX_IMAGE_PIXELS``, else 40 MP."""
+    return int(_positive_limit("GSAM2_MAX_IMAGE_PIXELS", DEFAULT_MAX_IMAGE_PIXELS, int))
+
+
+def max_response_bytes() -> int:
+    """The largest answer the function sends, in bytes: ``GSAM2_MAX_RESPONSE_MB``, else 100 MB."""
+    return int(_positive_limit("GSAM2_MAX_RESPONSE_MB", DEFAULT_MAX_RESPONSE_MB, float) * 2**20)
+
+
+def _positive_limit(name: str, default: float, kind: type) -> float:
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = kind(text)
+    except ValueError:
+        value = 0
+    if not value > 0:
+        raise ValueError(f"{name}={text!r}: expected a positive {kind.__name__}")
+    return value
+
+
+def check_image_pixels(width: int, height: int, name: str = "'image'", limit: int | None = None) -> None:
+    """Refuse an image of more pixels than ``limit`` (the function's, by default): a 413, one line."""
+    limit = max_image_pixels() if limit is None else limit
+    if width * height > limit:
+        raise RequestError(
+            f"{name} is {width}x{height} ({width * height:,} pixels), more than this function's limit of "
+            f"{limit:,} pixels (GSAM2_MAX_IMAGE_PIXELS)",
+            status=413,
+        )
+
+
+def check_image_size(data: bytes) -> None:
+    """Check the pixels an encoded image would decode to, from its header alone.
+
+    ``PIL.Image.open`` is lazy: it reads the header and gives ``size`` without
+    decoding (PIL/Image.py, ``open``). It refuses above twice PIL's global
+    ``MAX_IMAGE_PIXELS`` (``_decompression_bomb_check``) and warns above it; that
+    global is the CLI's limit (core/images.py: 250 MP, or ``GSAM2_MAX_IMAGE_PIXELS``
+    when set) and is not changed here: the function checks its own limit itself.
+    Bytes PIL cannot identify are left to :func:`decode_image`, which names the problem.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as image:
+                width, height = image.size
+    except Image.DecompressionBombError:
+        raise RequestError(
+            f"'image' has more than {2 * (Image.MAX_IMAGE_PIXELS or 0):,} pixels, more than this function's limit "
+            f"of {max_image_pixels():,} pixels (GSAM2_MAX_IMAGE_PIXELS)",
+            status=413,
+        ) from None
+    except Exception:  # noqa: BLE001 - not an image (or a broken header): decode_image says which
+        return
+    check_image_pixels(width, height)
+
+
+def check_limits() -> None:
+    """Read the limits once at start, so that a wrong value fails the deployment, not every request."""
+    max_image_pixels()
+    max_response_bytes()
+
+
 def respond(context, payload: Any, status: int = 200):
-    return context.Response(body=json.dumps(payload), headers={}, content_type="application/json", status_code=status)
+    return respond_json(context, json.dumps(payload), status)
+
+
+def respond_json(context, body: str, status: int = 200):
+    return context.Response(body=body, headers={}, content_type="application/json", status_code=status)
+
+
+def too_large_answer(size: int, what: str = "the answer") -> RequestError:
+    """The 413 for an answer of ``size`` bytes over the function's limit."""
+    return RequestError(
+        f"{what} would be {size / 2**20:.1f} MB, more than this function's limit of "
+        f"{max_response_bytes() / 2**20:g} MB (GSAM2_MAX_RESPONSE_MB)",
+        status=413,
+    )
+
+
+class AnswerBudget:
+    """The function's answer size (bytes of JSON), counted as items are added to it."""
+
+    def __init__(self) -> None:
+        self.limit, self.used = max_response_bytes(), 0
+
+    def take(self, size: int) -> bool:
+        """Count ``size`` more bytes if they fit; ``False`` (nothing counted) if they do not."""
+        if self.used + size > self.limit:
+            return False
+        self.used += size
+        return True
+
+    def refusal(self, size: int, what: str) -> RequestError:
+        """The 413 for ``size`` more bytes that do not fit."""
+        return too_large_answer(self.used + size, what)
 
 
 def serve(context, event, handle: Callable[[Any, dict[str, Any]], Any]):
     """Run ``handle(context, body)`` and turn every outcome into a response."""
     try:
-        return respond(context, handle(context, request_body(event)))
+        body = json.dumps(handle(context, request_body(event)))
+        if len(body) > max_response_bytes():  # the handlers bound what they build; this bounds what leaves
+            raise too_large_answer(len(body))
+        return respond_json(context, body)
     except RequestError as error:
         context.logger.warn(f"bad request: {error}")
         return respond(context, {"error": str(error)}, error.status)

@@ -13,6 +13,11 @@ own labels detected.
 Any detector works: ``-p detector=str:owlv2``, ``-p detector=str:florence2 -p
 task=str:object_detection``, ``-p detector=str:dinox`` (with ``DDS_API_TOKEN``
 in the environment), and ``-p slice_size=int:640`` for sliced inference.
+
+As an agent serves other users' requests, a frame of more than
+``max_image_pixels`` pixels (``GSAM2_MAX_IMAGE_PIXELS``, else 40 MP, as the
+Nuclio functions) is refused from its header, before it is decoded; ``-p
+max_image_pixels=int:N`` raises it.
 """
 
 from __future__ import annotations
@@ -33,9 +38,11 @@ from ..core import (
 )
 from ..core.detectors.sliced import DEFAULT_SLICE_OVERLAP
 from ..core.images import to_rgb_array
+from ..core.prompts import label_phrase
 from .detector import phrase_groups, vocabulary_detections
 from .functions import COCO_LABELS
-from .protocol import mask_bounds, polygon_points
+from .protocol import check_image_pixels, mask_bounds, polygon_points
+from .protocol import max_image_pixels as serving_max_image_pixels
 
 
 class GroundedSam2Detection:
@@ -50,8 +57,13 @@ class GroundedSam2Detection:
         task: str | None = None,
         slice_size: int = 0,
         slice_overlap: int = DEFAULT_SLICE_OVERLAP,
+        max_image_pixels: int = 0,
     ):
-        self.phrases = parse_prompt(prompt) if prompt.strip() else [name.lower() for name in COCO_LABELS]
+        self.max_image_pixels = max_image_pixels if max_image_pixels > 0 else serving_max_image_pixels()
+        names = parse_prompt(prompt) if prompt.strip() else COCO_LABELS
+        # The label phrases (core.prompts.label_phrase), which the detector's phrases are mapped back through.
+        self.phrases = list(dict.fromkeys(label_phrase(name) for name in names))
+        self.label_ids = {phrase: index for index, phrase in enumerate(self.phrases)}
         self.detector = load_detector(
             detector,
             device=device,
@@ -74,13 +86,15 @@ class GroundedSam2Detection:
         self, context: cvataa.DetectionFunctionContext, image: PIL.Image.Image
     ) -> list[models.LabeledShapeRequest]:
         threshold = context.conf_threshold if context.conf_threshold is not None else self.box_threshold
+        check_image_pixels(*image.size, name=context.frame_name, limit=self.max_image_pixels)  # not decoded yet
         rgb = to_rgb_array(image)
         shapes = []
         found = vocabulary_detections(rgb, self.groups, self.detector, self.segmenter, threshold, self.text_threshold)
         for phrase, confidence, xyxy, mask, offset in found:  # mask: a crop at offset (x, y)
-            if confidence < threshold or phrase not in self.phrases:
+            # A prompt-free detector names what it finds in its own spelling ("Traffic light").
+            label_id = self.label_ids.get(label_phrase(phrase))
+            if confidence < threshold or label_id is None:
                 continue  # below the threshold, or a prompt-free detector's name outside the labels
-            label_id = self.phrases.index(phrase)
             bounds = mask_bounds(mask, offset)
             if bounds is None:
                 shapes.append(cvataa.rectangle(label_id, [float(v) for v in xyxy]))

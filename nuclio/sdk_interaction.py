@@ -5,7 +5,8 @@
 
 Needs cvat-sdk >= 2.71 (InteractionFunction), with the ``masks`` extra.
 ``preprocess_image`` runs SAM 2's image encoder once; the agent reuses its
-result for every click on that image.
+result for every click on that image. An image of more than ``max_image_pixels``
+pixels (``GSAM2_MAX_IMAGE_PIXELS``, else 40 MP) is refused before it is decoded.
 """
 
 from __future__ import annotations
@@ -18,15 +19,19 @@ from cvat_sdk.masks import encode_mask
 from ..core import DEFAULT_SEGMENTER, load_segmenter
 from ..core.images import to_rgb_array
 from ..core.segmenter import ImageEmbedding
+from .protocol import check_image_pixels
+from .protocol import max_image_pixels as serving_max_image_pixels
 
 
 class Sam2Interaction:
     spec = cvataa.InteractionFunctionSpec(min_pos_points=1, min_neg_points=0)
 
-    def __init__(self, segmenter: str = DEFAULT_SEGMENTER, device: str = "auto"):
+    def __init__(self, segmenter: str = DEFAULT_SEGMENTER, device: str = "auto", max_image_pixels: int = 0):
         self.segmenter = load_segmenter(segmenter, device=device)
+        self.max_image_pixels = max_image_pixels if max_image_pixels > 0 else serving_max_image_pixels()
 
     def preprocess_image(self, context, image: PIL.Image.Image) -> ImageEmbedding:
+        check_image_pixels(*image.size, name="the image", limit=self.max_image_pixels)  # not decoded yet
         [embedding] = self.segmenter.embed([to_rgb_array(image)])
         return embedding
 

@@ -5,7 +5,8 @@
 
 Needs cvat-sdk >= 2.42 (TrackingFunction). Rectangles and polygons are tracked;
 each shape's state is its own SAM 2 streaming session (memory bounded, see
-``gsam2.core.tracker``).
+``gsam2.core.tracker``). A frame of more than ``max_image_pixels`` pixels
+(``GSAM2_MAX_IMAGE_PIXELS``, else 40 MP) is refused before it is decoded.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from ..core import DEFAULT_SEGMENTER
 from ..core.images import to_rgb_array
 from ..core.models import load_tracker
 from ..core.tracker import TrackingSession
-from .protocol import mask_bounds, polygon_points
+from .protocol import check_image_pixels, mask_bounds, polygon_points
+from .protocol import max_image_pixels as serving_max_image_pixels
 
 
 @dataclass
@@ -33,10 +35,12 @@ class ShapeState:
 class Sam2Tracking:
     spec = cvataa.TrackingFunctionSpec(supported_shape_types=["rectangle", "polygon"])
 
-    def __init__(self, tracker: str = DEFAULT_SEGMENTER, device: str = "auto"):
+    def __init__(self, tracker: str = DEFAULT_SEGMENTER, device: str = "auto", max_image_pixels: int = 0):
         self.tracker = load_tracker(tracker, device=device)
+        self.max_image_pixels = max_image_pixels if max_image_pixels > 0 else serving_max_image_pixels()
 
     def preprocess_image(self, context, image: PIL.Image.Image) -> np.ndarray:
+        check_image_pixels(*image.size, name="the image", limit=self.max_image_pixels)  # not decoded yet
         return to_rgb_array(image)
 
     def init_tracking_state(self, context, pp_image: np.ndarray, shape: cvataa.TrackableShape) -> ShapeState:

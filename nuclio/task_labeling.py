@@ -29,7 +29,7 @@ import supervision as sv
 from ..core.errors import InputError
 from ..core.images import decode_image
 from ..core.masks import mask_crop
-from ..core.prompts import parse_prompt
+from ..core.prompts import label_phrase, parse_prompt
 from .protocol import mask_bounds, polygon_points
 
 MARK = "auto"  # the source of what we upload, and of what --replace removes
@@ -92,19 +92,43 @@ def task_labels(task) -> list[TaskLabel]:
 
 
 def phrase_labels(labels: list[TaskLabel], prompt: str | None, task_id: int) -> dict[str, TaskLabel]:
-    """``{phrase: task label}``: the task's label names, or the prompt's phrases matched to them by name."""
+    """``{phrase: task label}``: the task's label names, or the prompt's phrases matched to them.
+
+    Names and phrases are compared as :func:`label_phrase` reads them (case,
+    repeated spaces, end periods and Unicode forms do not count), the form the
+    detector is prompted with and its phrases are mapped back through: a label
+    ``Traffic  Light`` is prompted as ``traffic light`` and gets its objects.
+    """
     usable = [label for label in labels if label.type not in ("skeleton", "points", "tag", "cuboid", "ellipse")]
-    by_name = {label.name.strip().lower(): label for label in usable}
+    by_phrase: dict[str, list[TaskLabel]] = {}
+    for label in usable:
+        by_phrase.setdefault(label_phrase(label.name), []).append(label)
+
+    def the_label(phrase: str) -> TaskLabel:
+        found = by_phrase[phrase]
+        if len(found) > 1:
+            names = " and ".join(repr(label.name) for label in found)
+            raise InputError(
+                f"task {task_id}: labels {names} both read as {phrase!r}; rename one, or leave it out with --prompt"
+            )
+        if not any(character.isalnum() for character in phrase):
+            raise InputError(
+                f"task {task_id}: label {found[0].name!r} has no letter or digit to prompt the detector with; "
+                "name the labels to detect with --prompt"
+            )
+        return found[0]
+
     if not prompt:
-        if not by_name:
+        if not by_phrase:
             raise InputError(f"task {task_id} has no label that can hold a mask, polygon or box")
-        return dict(by_name)
+        return {phrase: the_label(phrase) for phrase in by_phrase}
     mapping = {}
     for phrase in parse_prompt(prompt):
-        if phrase not in by_name:
+        phrase = label_phrase(phrase)
+        if phrase not in by_phrase:
             names = ", ".join(label.name for label in usable) or "none"
             raise InputError(f"prompt phrase {phrase!r} matches no label of task {task_id} (its labels: {names})")
-        mapping[phrase] = by_name[phrase]
+        mapping[phrase] = the_label(phrase)
     return mapping
 
 
@@ -254,7 +278,7 @@ def annotate_task(task, mapping: dict[str, TaskLabel], label_frames, progress=No
     for frame, image in stream_frames(task, frames):
         [detections] = label_frames([image])
         for index, phrase in enumerate(class_names(detections)):
-            label = mapping.get(phrase)
+            label = mapping.get(label_phrase(phrase))  # a prompt-free detector's names are in its own spelling
             shape = shape_for(label, detections, index) if label else None
             if shape is None:
                 continue
@@ -300,7 +324,7 @@ def track_task(task, mapping: dict[str, TaskLabel], track_frames, progress=None,
         detections = result.detections
         names = class_names(detections)
         for index, object_id in enumerate(detections.tracker_id.tolist()):
-            label = mapping.get(names[index])
+            label = mapping.get(label_phrase(names[index]))
             shape = shape_for(label, detections, index, in_track=True) if label else None
             if shape is None:
                 continue

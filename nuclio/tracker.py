@@ -43,7 +43,7 @@ from ..core import DEFAULT_SEGMENTER
 from ..core.models import load_tracker
 from ..core.tracker import EncodedFrame, TrackingSession
 from .cache import ExpiringLRU
-from .protocol import RequestError, env, mask_bounds, polygon_points, request_image, serve
+from .protocol import RequestError, check_limits, env, mask_bounds, polygon_points, request_image, serve
 from .tracker_state import SHAPE_TYPES, ObjectState
 
 
@@ -90,10 +90,10 @@ def parse_shape(shape: Any, index: int, width: int, height: int) -> StartShape:
         )
     xs, ys = np.array(points[0::2], float), np.array(points[1::2], float)
     box = np.array([xs.min(), ys.min(), xs.max(), ys.max()], np.float32)
-    if box[2] < 0 or box[3] < 0 or box[0] > width or box[1] > height or box[2] <= box[0] or box[3] <= box[1]:
-        raise RequestError(f"'shapes[{index}]' {points} does not cover any of the {width}x{height} image")
     box[[0, 2]] = box[[0, 2]].clip(0, width)
     box[[1, 3]] = box[[1, 3]].clip(0, height)
+    if box[2] <= box[0] or box[3] <= box[1]:
+        raise RequestError(f"'shapes[{index}]' {points} does not cover any of the {width}x{height} image")
     mask = None
     if shape_type == "polygon":
         canvas = Image.new("1", (width, height), 0)
@@ -104,6 +104,7 @@ def parse_shape(shape: Any, index: int, width: int, height: int) -> StartShape:
 
 
 def init_context(context) -> None:
+    check_limits()
     context.user_data.tracker = load_tracker(
         env("GSAM2_TRACKER", DEFAULT_SEGMENTER), device=env("GSAM2_DEVICE", "auto")
     )
@@ -147,12 +148,21 @@ def request_objects(body: dict[str, Any], width: int, height: int) -> list[Start
     objects: list[StartShape | ObjectState] = []
     for index, (shape, state) in enumerate(zip(shapes, states)):
         known = None if state is None else ObjectState.from_json(state)
-        if known is not None:
-            objects.append(known)
-        elif shape is not None:  # a new object, or a state of another tracker version: start from the shape
+        on_frame = None if known is None else known.on_frame(width, height)
+        if on_frame is not None:
+            objects.append(on_frame)
+        elif shape is not None:
+            # A new object, a state of another tracker version, or one whose box lies off this
+            # (smaller) frame: start from the shape.
             objects.append(parse_shape(shape, index, width, height))
         elif state is None:
             raise RequestError(f"'shapes[{index}]' and 'states[{index}]' are both null: nothing to track")
+        elif known is not None:
+            box = [round(v, 2) for v in known.box]
+            raise RequestError(
+                f"'states[{index}]' holds the box {box}, outside this {width}x{height} frame "
+                "(a frame of another size?); send the object's shape to start again"
+            )
         else:
             raise RequestError(f"'states[{index}]' is not a state of this tracker and no shape came with it")
     return objects
@@ -184,6 +194,11 @@ def shape_of(state: ObjectState, mask: np.ndarray | None, height: int, width: in
     if state.shape_type == "rectangle":
         return [float(x1), float(y1), float(x2 + 1), float(y2 + 1)]
     return polygon_points(mask) or box_polygon((x1, y1, x2 + 1, y2 + 1))
+
+
+def clipped_points(points: list[float], width: int, height: int) -> list[float]:
+    """``[x1, y1, x2, y2, ...]`` with every x inside ``[0, width]`` and every y inside ``[0, height]``."""
+    return [min(max(float(v), 0.0), float(width if i % 2 == 0 else height)) for i, v in enumerate(points)]
 
 
 def box_polygon(box) -> list[float]:
@@ -231,6 +246,7 @@ def track(context, body: dict[str, Any]) -> dict[str, Any]:
         else:
             state, memory, mask = go_on(context, encoded, item, held.get(item.token))
             points = shape_of(state, mask, height, width)
+        points = clipped_points(points, width, height)  # the user's own shape may reach past the frame's edge
         kept.append((state.token, memory))
         out_shapes.append({"type": state.shape_type, "points": points} if state.dict_form else points)
         out_states.append(state.to_json())

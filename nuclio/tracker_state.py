@@ -54,6 +54,19 @@ class ObjectState:
         """The same object under a new token, for a new SAM 2 memory."""
         return replace(self, token=secrets.token_hex(16), step=0)
 
+    def on_frame(self, width: int, height: int) -> ObjectState | None:
+        """This state on a ``width`` x ``height`` frame: its box clipped to the frame, ``None`` if none of it is on it.
+
+        A box of ours always lies inside the frame it was found on; one that does
+        not was carried from a frame of another size, or forged. Its coarse mask
+        covers the whole unclipped box, so it is dropped with the clipping.
+        """
+        x1, y1, x2, y2 = self.box
+        box = (min(max(x1, 0.0), width), min(max(y1, 0.0), height), min(max(x2, 0.0), width), min(max(y2, 0.0), height))
+        if box[2] <= box[0] or box[3] <= box[1]:
+            return None
+        return self if box == self.box else replace(self, box=_box(box), mask=None)
+
     def to_json(self) -> dict[str, Any]:
         state = {
             "v": VERSION,
