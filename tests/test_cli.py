@@ -149,7 +149,12 @@ def test_zero_detections_is_a_success(tmp_path, tiny_models):
 
 @pytest.mark.parametrize(
     ("prompt", "message"),
-    [(" . ", "is empty"), (". ".join(f"thing{i}" for i in range(200)), "prompt is too long")],
+    [
+        (" . ", "is empty"),
+        (". ".join(f"thing{i}" for i in range(200)), "prompt is too long"),
+        ("!!! ??? ---", "has no letter or digit"),
+        ("\u200b", "has no letter or digit"),  # a zero-width space
+    ],
 )
 def test_bad_prompt_is_a_usage_error_before_any_output(tmp_path, tiny_models, prompt, message):
     Image.fromarray(shapes_image()).save(tmp_path / "a.png")
