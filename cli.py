@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import glob
 import json
+import os
 import signal
 import sys
 import threading
@@ -38,7 +39,7 @@ from .core import (
 )
 from .core.detectors.sliced import DEFAULT_SLICE_OVERLAP
 from .core.devices import DEVICE_CHOICES
-from .core.images import IMAGE_EXTENSIONS
+from .core.images import IMAGE_EXTENSIONS, special_file_kind
 from .core.models import detector_choices
 from .core.outputs import (
     atomic_save,
@@ -88,25 +89,39 @@ def expand_inputs(
 
     Files found in ``skip_folder`` (the run's output folder, when it lies inside an
     input folder) are left out, so a run never reads what an earlier run wrote.
-    Returns the files and one error line for every input that matched nothing.
+    Returns the files and one error line for every input that matched nothing, and
+    for every FIFO, device or socket a folder or pattern holds (opening one could
+    block the run forever). A file reached twice (through a symlinked folder, say)
+    is one input.
+
+    Raises:
+        InputError: an input named explicitly is a FIFO, a device or a socket.
     """
     files: list[Path] = []
     errors: list[str] = []
 
     def keep(found: Path) -> bool:
-        return found.is_file() and not (skip_folder is not None and inside(found, skip_folder))
+        if skip_folder is not None and inside(found, skip_folder):
+            return False
+        kind = special_file_kind(found)
+        if kind is not None:
+            errors.append(f"{found}: is {kind}, not an image file; skipped")
+        return found.is_file()
 
     for raw in inputs:
         path = Path(raw)
         if not raw.strip():
             errors.append("--input '': an empty path names no file")
         elif path.is_dir():
-            pattern = "**/*" if recursive else "*"
-            found = sorted(p for p in path.glob(pattern) if keep(p) and p.suffix.lower() in IMAGE_EXTENSIONS)
+            entries = folder_entries(path, recursive)
+            found = sorted(p for p in entries if p.suffix.lower() in IMAGE_EXTENSIONS and keep(p))
             if not found:
                 errors.append(f"{raw}: folder holds no image files ({', '.join(sorted(IMAGE_EXTENSIONS))})")
             files.extend(found)
         elif path.exists():
+            kind = special_file_kind(path)
+            if kind is not None:  # refused before anything opens it: reading it could block forever
+                raise InputError(f"--input {raw}: is {kind}, not an image file")
             files.append(path)  # an explicit file is tried whatever its extension
         elif glob.has_magic(raw):
             found = sorted(Path(p) for p in glob.glob(raw, recursive=recursive) if keep(Path(p)))
@@ -117,6 +132,27 @@ def expand_inputs(
             errors.append(f"{raw}: no such file or folder")
     unique = list(dict.fromkeys(p.resolve() for p in files))
     return unique, errors
+
+
+def folder_entries(folder: Path, recursive: bool) -> list[Path]:
+    """The entries of ``folder`` that are not folders; with ``recursive``, those of every sub-folder too.
+
+    Symlinked sub-folders (``rec/linked -> ../other``) are followed, which
+    ``Path.glob("**")`` does not do; each real folder is listed once, so a link
+    back up the tree ends there instead of looping.
+    """
+    if not recursive:
+        return [entry for entry in folder.iterdir() if not entry.is_dir()]
+    entries: list[Path] = []
+    listed: set[tuple[int, int]] = set()
+    for root, subfolders, names in os.walk(folder, followlinks=True):
+        status = os.stat(root)
+        if (status.st_dev, status.st_ino) in listed:
+            subfolders.clear()  # listed already: os.walk itself would follow a loop until paths grow too long
+            continue
+        listed.add((status.st_dev, status.st_ino))
+        entries.extend(Path(root) / name for name in names)
+    return entries
 
 
 @dataclass
@@ -344,7 +380,7 @@ def frame_record(frame_index: int, detections) -> dict:
 def run_video(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from .core.engine import WriteBehind, read_ahead
+    from .core.engine import WriteBehind, interruptible, read_ahead
     from .core.models import load_sam3_tracker, load_tracker, parse_sam3_tracker_spec
     from .core.video_io import VideoWriter, iter_frames, probe_video
     from .core.video_pipeline import ground_and_track
@@ -359,7 +395,8 @@ def run_video(args: argparse.Namespace) -> int:
             check_no_overwrite(written, [Path(source)])
         if uses_sam3:
             check_sam3_video_options(args)
-        info = probe_video(source) if isinstance(source, str) else None
+        # A URL that does not answer holds the open for its timeout: Ctrl-C and SIGTERM must still stop it.
+        info = interruptible(probe_video, source) if isinstance(source, str) else None
         if info is not None and info.frame_count and args.start_frame >= info.frame_count:
             raise InputError(f"--start-frame {args.start_frame}: {source} has {info.frame_count} frames (0-based)")
         if isinstance(source, int):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import os
+import stat
 import warnings
 from pathlib import Path
 
@@ -32,6 +33,29 @@ DEFAULT_MAX_IMAGE_PIXELS = 250_000_000
 _PILLOW_DEFAULT_LIMIT = int(1024 * 1024 * 1024 // 4 // 3)
 if Image.MAX_IMAGE_PIXELS == _PILLOW_DEFAULT_LIMIT:  # left alone if the application chose its own
     Image.MAX_IMAGE_PIXELS = int(os.environ.get("GSAM2_MAX_IMAGE_PIXELS", DEFAULT_MAX_IMAGE_PIXELS))
+
+
+_SPECIAL_FILES = (
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def special_file_kind(path: str | Path) -> str | None:
+    """What ``path`` is when it exists but is neither a regular file nor a folder (``"a FIFO (named pipe)"``,
+    a device, a socket); ``None`` otherwise.
+
+    Opening or reading such a file can block forever (a FIFO nobody writes to, a
+    terminal) or never end (``/dev/zero``), so inputs are checked with this before
+    they are opened: ``os.stat`` follows symlinks and never opens the file.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):  # missing, unreadable folder, a NUL in the name: the open reports it
+        return None
+    return next((kind for test, kind in _SPECIAL_FILES if test(mode)), None)
 
 
 def to_rgb_array(image: Image.Image) -> np.ndarray:
@@ -109,6 +133,9 @@ def load_image(path: str | Path) -> np.ndarray:
         raise InputError(f"{path}: no such file")
     if path.is_dir():
         raise InputError(f"{path}: is a folder, not an image file")
+    kind = special_file_kind(path)
+    if kind is not None:
+        raise InputError(f"{path}: is {kind}, not an image file")
     return _decode(lambda: Image.open(path), str(path))
 
 

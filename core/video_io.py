@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image
 
 from .errors import InputError
-from .images import as_rgb_array
+from .images import as_rgb_array, special_file_kind
 
 DEFAULT_FPS = 30.0
 # Seconds to wait for a URL (RTSP, HTTP, TCP...) to answer, then for each read:
@@ -157,6 +157,9 @@ def _check_source(source: str | Path) -> str:
         raise InputError(f"{text}: no such file")
     if path.is_dir():
         raise InputError(f"{text}: is a folder, not a video file")
+    kind = special_file_kind(path)  # FFmpeg would wait forever on a FIFO nobody writes to
+    if kind is not None:
+        raise InputError(f"{text}: is {kind}, not a video file (a camera is read by its index, a stream by its URL)")
     return text
 
 
