@@ -425,8 +425,18 @@ def run_video(args: argparse.Namespace) -> int:
             skipped_frames.append(frame_index)
         tqdm.write(f"warning: {source}: skipped undecodable data ({message})", file=sys.stderr)
 
+    cut_short: list[tuple[float, float]] = []  # (seconds of data, seconds the header gives): a truncated MKV, WebM
+
     # Decoded in a background thread, a few frames ahead of the tracker (core/engine.py).
-    frames = read_ahead(iter_frames(source, start_frame=args.start_frame, stride=args.stride, on_skip=on_skip))
+    frames = read_ahead(
+        iter_frames(
+            source,
+            start_frame=args.start_frame,
+            stride=args.stride,
+            on_skip=on_skip,
+            on_truncated=lambda *seconds: cut_short.append(seconds),
+        )
+    )
     if uses_sam3:
         results = tracks.track(frames, args.box_threshold, keep_frames=not args.no_draw)
     else:
@@ -482,12 +492,19 @@ def run_video(args: argparse.Namespace) -> int:
     print(f"frames skipped:   {len(skipped)}")
     if missing > 0:
         print(f"frames missing:   {missing} of {total} (the file ends before its index says: truncated?)")
+    cut_short = cut_short if not interrupted else []
+    if cut_short:  # no frame count in the file (Matroska): its header's duration says how much is missing
+        read, header = cut_short[0]
+        print(
+            f"frames missing:   about {max(1, round((header - read) * fps))} (the file ends at {read:.2f} s, "
+            f"its header says {header:.2f} s: truncated?)"
+        )
     if writer is not None and writer.frames_resized:
         print(f"frames resized:   {writer.frames_resized} (the resolution changed; drawn at the first size)")
     print(f"time:             {seconds:.1f} s ({frames_done / seconds if seconds else 0:.2f} frames/s)")
     if interrupted:
         return stopped_status(interrupted)
-    return EXIT_FAILURES if missing > 0 else EXIT_OK
+    return EXIT_FAILURES if missing > 0 or cut_short else EXIT_OK
 
 
 def check_camera(index: int) -> None:

@@ -285,6 +285,21 @@ def test_a_truncated_video_reports_its_missing_frames_and_exits_1(tmp_path, tiny
     assert f"frames missing:   {40 - processed} of 40" in result.stdout
 
 
+def test_a_truncated_mkv_reports_its_missing_frames_and_exits_1(tmp_path, tiny_models):
+    """Its header says 1.6 s (40 frames at 25 fps) and has no frame count; half the file is left."""
+    full = write_video(tmp_path / "full.mkv", moving_squares(40), codec="ffv1", pix_fmt="bgr0")
+    data = full.read_bytes()
+    cut = tmp_path / "cut.mkv"
+    cut.write_bytes(data[: len(data) // 2])
+    result = gsam2("video", "--input", str(cut), "--output", str(tmp_path / "out"), "--no-draw",
+                   *video_args(tiny_models, "--box-threshold", "1"))  # nothing to track: only the reading matters
+    assert result.returncode == 1, result.stderr
+    processed = int(next(line for line in result.stdout.splitlines() if line.startswith("frames processed")).split()[2])
+    assert 0 < processed < 40
+    assert (f"frames missing:   about {40 - processed} (the file ends at {processed / 25:.2f} s, its header says "
+            "1.60 s: truncated?)") in result.stdout
+
+
 @pytest.mark.parametrize(("start", "message"), [("40", "has 10 frames"), ("-1", "is negative")])
 def test_start_frame_out_of_range_is_a_usage_error_before_any_work(tmp_path, tiny_models, start, message):
     video = write_video(tmp_path / "v.mp4", moving_squares(10))
