@@ -69,6 +69,7 @@ class RunSummary:
     objects: int = 0
     failures: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    first_frame_only: list[str] = field(default_factory=list)  # inputs of several frames (animated GIF, TIFF pages)
 
     def lines(self) -> list[str]:
         rate = self.images / self.seconds if self.seconds > 0 else 0.0
@@ -78,6 +79,12 @@ class RunSummary:
             f"failures:         {len(self.failures)}",
             f"time:             {self.seconds:.1f} s ({rate:.2f} images/s)",
         ]
+        if self.first_frame_only:
+            count, shown = len(self.first_frame_only), ", ".join(self.first_frame_only[:5])
+            more = f" and {count - 5} more" if count > 5 else ""
+            lines.append(
+                f"{count} input{'s' if count > 1 else ''} had several frames; their first frame was used: {shown}{more}"
+            )
         lines += [f"  failed: {failure}" for failure in self.failures]
         return lines
 
@@ -298,8 +305,10 @@ def label_batches(
     output = plan.output
     reuse_freed_buffers()  # no page faults on every batch's large buffers (a bulk process keeps its peak)
 
+    several_frames: set[Path] = set()
+
     def load(item):
-        return load_image(item[0])
+        return load_image(item[0], on_several_frames=lambda: several_frames.add(item[0]))
 
     def write(item, image, labelled) -> int:
         """Encode (RLE, JSON, drawing) and write one image's files; return its number of objects."""
@@ -323,6 +332,8 @@ def label_batches(
         else:
             summary.images += 1
             summary.objects += outcome.value
+            if path in several_frames:  # in input order (the decode workers finish in any order)
+                summary.first_frame_only.append(str(path))
         progress.update(1)
 
 

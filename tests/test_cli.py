@@ -257,6 +257,20 @@ def test_a_fifo_in_an_input_folder_is_reported_and_the_run_goes_on(tmp_path, tin
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.json"]
 
 
+def test_inputs_of_several_frames_are_named_once_in_the_summary(tmp_path, tiny_models):
+    (tmp_path / "in").mkdir()
+    first, second = (Image.fromarray(shapes_image(seed=seed)) for seed in (1, 2))
+    first.save(tmp_path / "in" / "a.gif", save_all=True, append_images=[second], duration=100, loop=0)
+    first.save(tmp_path / "in" / "b.tif", save_all=True, append_images=[second])
+    first.save(tmp_path / "in" / "c.png")
+    result = gsam2("image", "--prompt", "car", "--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"),
+                   "--no-draw", "--quiet", *model_args(tiny_models))
+    assert result.returncode == 0, result.stderr
+    real = (tmp_path / "in").resolve()
+    line = f"2 inputs had several frames; their first frame was used: {real / 'a.gif'}, {real / 'b.tif'}"
+    assert result.stdout.splitlines().count(line) == 1, result.stdout
+
+
 def test_output_names_are_unique_and_stable():
     # The issue's case: a-2.jpg, a.jpg and a.png once mapped to a-2, a, a-2.
     assert output_names([Path("a-2.jpg"), Path("a.jpg"), Path("a.png")]) == ["a-2", "a.jpg", "a.png"]

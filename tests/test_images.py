@@ -143,6 +143,19 @@ def test_a_fifo_is_refused_without_being_opened(tmp_path, read):
     assert isinstance(error, InputError) and "pipe.png: is a FIFO (named pipe), not a" in str(error)
 
 
+def test_several_frames_give_the_first_and_say_so(tmp_path):
+    """An animated GIF and a multi-page TIFF, made by PIL: the first frame is read, and the caller is told."""
+    red, blue = Image.new("RGB", (6, 4), (255, 0, 0)), Image.new("RGB", (6, 4), (0, 0, 255))
+    red.save(tmp_path / "a.gif", save_all=True, append_images=[blue], duration=100, loop=0)
+    red.save(tmp_path / "b.tif", save_all=True, append_images=[blue])
+    red.save(tmp_path / "c.gif")
+    for name, several in (("a.gif", True), ("b.tif", True), ("c.gif", False)):
+        told = []
+        image = load_image(tmp_path / name, on_several_frames=lambda: told.append(name))
+        assert tuple(image[0, 0]) == (255, 0, 0), name
+        assert told == ([name] if several else []), name
+
+
 def test_not_an_image(tmp_path):
     (tmp_path / "notes.jpg").write_text("these are not pixels")
     with pytest.raises(InputError, match=r"notes\.jpg: not an image"):
