@@ -503,9 +503,9 @@ def run_video(args: argparse.Namespace) -> int:
     print(f"frames skipped:   {len(skipped)}")
     if missing > 0:
         print(f"frames missing:   {missing} of {total} (the file ends before its index says: truncated?)")
-    cut_short = cut_short if not interrupted else []
-    if cut_short:  # no frame count in the file (Matroska): its header's duration says how much is missing
-        read, header = cut_short[0]
+    truncated = cut_short[0] if cut_short and not interrupted else None
+    if truncated:  # no frame count in the file (Matroska): its header's duration says how much is missing
+        read, header = truncated
         print(
             f"frames missing:   about {max(1, round((header - read) * fps))} (the file ends at {read:.2f} s, "
             f"its header says {header:.2f} s: truncated?)"
@@ -515,7 +515,7 @@ def run_video(args: argparse.Namespace) -> int:
     print(f"time:             {seconds:.1f} s ({frames_done / seconds if seconds else 0:.2f} frames/s)")
     if interrupted:
         return stopped_status(interrupted)
-    return EXIT_FAILURES if missing > 0 or cut_short else EXIT_OK
+    return EXIT_FAILURES if missing > 0 or truncated else EXIT_OK
 
 
 def check_camera(index: int) -> None:

@@ -242,9 +242,10 @@ def _file_frames(
         # Only files without a frame count (an MP4's index has one) are checked against their header's duration.
         header = None if stream.frames else _header_seconds(container, stream)
         rate = float(stream.average_rate or stream.guessed_rate or DEFAULT_FPS)
+        time_base, start = stream.time_base, stream.start_time or 0  # read now: the stream goes with the container
         for packet in container.demux(stream):
             if packet.size and packet.pts is not None:  # decode order: with B-frames a later packet may end earlier
-                end = packet.pts + (packet.duration or round(1 / (rate * stream.time_base)))
+                end = packet.pts + (packet.duration or round(1 / (rate * time_base)))
                 data_end = end if data_end is None else max(data_end, end)
             try:
                 decoded = packet.decode()
@@ -269,7 +270,7 @@ def _file_frames(
         container.close()
     # Read to the end (a consumer that stops early never gets here): did the data reach the header's duration?
     if on_truncated is not None and header is not None:
-        read = float((data_end - (stream.start_time or 0)) * stream.time_base) if data_end is not None else 0.0
+        read = float((data_end - start) * time_base) if data_end is not None else 0.0
         if header - read > 1.5 / rate:
             on_truncated(read, header)
 

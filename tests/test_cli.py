@@ -232,7 +232,7 @@ def gsam2_within(seconds: float, *args: str) -> subprocess.CompletedProcess:
 
 @pytest.mark.parametrize("command", ["image", "autolabel", "video"])
 def test_a_fifo_as_input_is_refused_before_any_work(tmp_path, command):
-    """Opening a FIFO nobody writes to blocks forever: a hang that ignored SIGTERM. Refused at once, exit 2, one line."""
+    """Opening a FIFO nobody writes to blocks forever (a hang that ignored SIGTERM): refused at once, one line."""
     fifo = tmp_path / "pipe.png"
     os.mkfifo(fifo)
     args = [command, "--input", str(fifo), "--output", str(tmp_path / "out"), "--detector", str(tmp_path / "no-model")]

@@ -191,5 +191,5 @@ def test_a_strip_too_thin_for_the_detector_whole_is_detected_in_tiles(detector):
 def test_tiles_that_are_themselves_too_thin_are_refused_by_name(detector):
     strip = np.zeros((2, 20000, 3), dtype=np.uint8)
     sliced = SlicedDetector(detector, slice_wh=(512, 512), overlap_wh=(128, 128))
-    with pytest.raises(InputError, match=r"image 1 \(20000x2\) is too elongated for grounding-dino even in 512x2 tiles"):
+    with pytest.raises(InputError, match=r"image 1 \(20000x2\) is too elongated for grounding-dino even in 512x2 tile"):
         sliced.detect([strip], ["car"], 0.3, 0.25)

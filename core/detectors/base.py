@@ -51,7 +51,7 @@ class Detector(Protocol):
 
 
 def resized_side(height: int, width: int, scale_of) -> float:
-    """The shorter side of a ``width`` x ``height`` image once the detector has resized it (``scale_of(height, width)``)."""
+    """The shorter side of a ``width`` x ``height`` image once resized by the detector (``scale_of(height, width)``)."""
     return min(height, width) * scale_of(height, width)
 
 
