@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import glob
 import json
+import os
 import signal
 import sys
 import threading
@@ -39,7 +40,7 @@ from .core import (
 from .core.detectors.sliced import DEFAULT_SLICE_OVERLAP
 from .core.devices import DEVICE_CHOICES
 from .core.errors import DiskFullError
-from .core.images import IMAGE_EXTENSIONS
+from .core.images import IMAGE_EXTENSIONS, special_file_kind
 from .core.models import detector_choices
 from .core.outputs import (
     GSAM2_MARK,
@@ -72,6 +73,7 @@ class RunSummary:
     failures: list[str] = field(default_factory=list)
     seconds: float = 0.0
     stopped: str | None = None  # why the run ended before its last image (a full disk)
+    first_frame_only: list[str] = field(default_factory=list)  # inputs of several frames (animated GIF, TIFF pages)
 
     def lines(self) -> list[str]:
         rate = self.images / self.seconds if self.seconds > 0 else 0.0
@@ -81,6 +83,12 @@ class RunSummary:
             f"failures:         {len(self.failures)}",
             f"time:             {self.seconds:.1f} s ({rate:.2f} images/s)",
         ]
+        if self.first_frame_only:
+            count, shown = len(self.first_frame_only), ", ".join(self.first_frame_only[:5])
+            more = f" and {count - 5} more" if count > 5 else ""
+            lines.append(
+                f"{count} input{'s' if count > 1 else ''} had several frames; their first frame was used: {shown}{more}"
+            )
         lines += [f"  failed: {failure}" for failure in self.failures]
         if self.stopped:
             lines.append(f"stopped:          {self.stopped}")
@@ -119,25 +127,39 @@ def expand_inputs(
 
     Files found in ``skip_folder`` (the run's output folder, when it lies inside an
     input folder) are left out, so a run never reads what an earlier run wrote.
-    Returns the files and one error line for every input that matched nothing.
+    Returns the files and one error line for every input that matched nothing, and
+    for every FIFO, device or socket a folder or pattern holds (opening one could
+    block the run forever). A file reached twice (through a symlinked folder, say)
+    is one input.
+
+    Raises:
+        InputError: an input named explicitly is a FIFO, a device or a socket.
     """
     files: list[Path] = []
     errors: list[str] = []
 
     def keep(found: Path) -> bool:
-        return found.is_file() and not (skip_folder is not None and inside(found, skip_folder))
+        if skip_folder is not None and inside(found, skip_folder):
+            return False
+        kind = special_file_kind(found)
+        if kind is not None:
+            errors.append(f"{found}: is {kind}, not an image file; skipped")
+        return found.is_file()
 
     for raw in inputs:
         path = Path(raw)
         if not raw.strip():
             errors.append("--input '': an empty path names no file")
         elif path.is_dir():
-            pattern = "**/*" if recursive else "*"
-            found = sorted(p for p in path.glob(pattern) if keep(p) and p.suffix.lower() in IMAGE_EXTENSIONS)
+            entries = folder_entries(path, recursive)
+            found = sorted(p for p in entries if p.suffix.lower() in IMAGE_EXTENSIONS and keep(p))
             if not found:
                 errors.append(f"{raw}: folder holds no image files ({', '.join(sorted(IMAGE_EXTENSIONS))})")
             files.extend(found)
         elif path.exists():
+            kind = special_file_kind(path)
+            if kind is not None:  # refused before anything opens it: reading it could block forever
+                raise InputError(f"--input {raw}: is {kind}, not an image file")
             files.append(path)  # an explicit file is tried whatever its extension
         elif glob.has_magic(raw):
             found = sorted(Path(p) for p in glob.glob(raw, recursive=recursive) if keep(Path(p)))
@@ -148,6 +170,27 @@ def expand_inputs(
             errors.append(f"{raw}: no such file or folder")
     unique = list(dict.fromkeys(p.resolve() for p in files))
     return unique, errors
+
+
+def folder_entries(folder: Path, recursive: bool) -> list[Path]:
+    """The entries of ``folder`` that are not folders; with ``recursive``, those of every sub-folder too.
+
+    Symlinked sub-folders (``rec/linked -> ../other``) are followed, which
+    ``Path.glob("**")`` does not do; each real folder is listed once, so a link
+    back up the tree ends there instead of looping.
+    """
+    if not recursive:
+        return [entry for entry in folder.iterdir() if not entry.is_dir()]
+    entries: list[Path] = []
+    listed: set[tuple[int, int]] = set()
+    for root, subfolders, names in os.walk(folder, followlinks=True):
+        status = os.stat(root)
+        if (status.st_dev, status.st_ino) in listed:
+            subfolders.clear()  # listed already: os.walk itself would follow a loop until paths grow too long
+            continue
+        listed.add((status.st_dev, status.st_ino))
+        entries.extend(Path(root) / name for name in names)
+    return entries
 
 
 @dataclass
@@ -301,8 +344,10 @@ def label_batches(
     output = plan.output
     reuse_freed_buffers()  # no page faults on every batch's large buffers (a bulk process keeps its peak)
 
+    several_frames: set[Path] = set()
+
     def load(item):
-        return load_image(item[0])
+        return load_image(item[0], on_several_frames=lambda: several_frames.add(item[0]))
 
     def write(item, image, labelled) -> int:
         """Encode (RLE, JSON, drawing) and write one image's files; return its number of objects."""
@@ -329,6 +374,8 @@ def label_batches(
         else:
             summary.images += 1
             summary.objects += outcome.value
+            if path in several_frames:  # in input order (the decode workers finish in any order)
+                summary.first_frame_only.append(str(path))
         progress.update(1)
 
 
@@ -386,7 +433,7 @@ def frame_record(frame_index: int, detections) -> dict:
 def run_video(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from .core.engine import WriteBehind, read_ahead
+    from .core.engine import WriteBehind, interruptible, read_ahead
     from .core.models import load_sam3_tracker, load_tracker, parse_sam3_tracker_spec
     from .core.video_io import VideoWriter, iter_frames, probe_video
     from .core.video_pipeline import ground_and_track
@@ -402,7 +449,8 @@ def run_video(args: argparse.Namespace) -> int:
         check_not_foreign(written, folders_refused=True)  # one output each: a folder in the way is refused too
         if uses_sam3:
             check_sam3_video_options(args)
-        info = probe_video(source) if isinstance(source, str) else None
+        # A URL that does not answer holds the open for its timeout: Ctrl-C and SIGTERM must still stop it.
+        info = interruptible(probe_video, source) if isinstance(source, str) else None
         if info is not None and info.frame_count and args.start_frame >= info.frame_count:
             raise InputError(f"--start-frame {args.start_frame}: {source} has {info.frame_count} frames (0-based)")
         if isinstance(source, int):
@@ -431,8 +479,18 @@ def run_video(args: argparse.Namespace) -> int:
             skipped_frames.append(frame_index)
         tqdm.write(f"warning: {source}: skipped undecodable data ({message})", file=sys.stderr)
 
+    cut_short: list[tuple[float, float]] = []  # (seconds of data, seconds the header gives): a truncated MKV, WebM
+
     # Decoded in a background thread, a few frames ahead of the tracker (core/engine.py).
-    frames = read_ahead(iter_frames(source, start_frame=args.start_frame, stride=args.stride, on_skip=on_skip))
+    frames = read_ahead(
+        iter_frames(
+            source,
+            start_frame=args.start_frame,
+            stride=args.stride,
+            on_skip=on_skip,
+            on_truncated=lambda *seconds: cut_short.append(seconds),
+        )
+    )
     if uses_sam3:
         results = tracks.track(frames, args.box_threshold, keep_frames=not args.no_draw)
     else:
@@ -488,12 +546,19 @@ def run_video(args: argparse.Namespace) -> int:
     print(f"frames skipped:   {len(skipped)}")
     if missing > 0:
         print(f"frames missing:   {missing} of {total} (the file ends before its index says: truncated?)")
+    truncated = cut_short[0] if cut_short and not interrupted else None
+    if truncated:  # no frame count in the file (Matroska): its header's duration says how much is missing
+        read, header = truncated
+        print(
+            f"frames missing:   about {max(1, round((header - read) * fps))} (the file ends at {read:.2f} s, "
+            f"its header says {header:.2f} s: truncated?)"
+        )
     if writer is not None and writer.frames_resized:
         print(f"frames resized:   {writer.frames_resized} (the resolution changed; drawn at the first size)")
     print(f"time:             {seconds:.1f} s ({frames_done / seconds if seconds else 0:.2f} frames/s)")
     if interrupted:
         return stopped_status(interrupted)
-    return EXIT_FAILURES if missing > 0 else EXIT_OK
+    return EXIT_FAILURES if missing > 0 or truncated else EXIT_OK
 
 
 def check_camera(index: int) -> None:

@@ -282,6 +282,39 @@ def read_ahead(iterable: Iterable[Item], depth: int = 8) -> Iterator[Item]:
         producer.join(timeout=5)
 
 
+Result = TypeVar("Result")
+
+
+def interruptible(call: Callable[..., Result], *args: Any) -> Result:
+    """``call(*args)`` in a daemon thread, waited for here, so that Ctrl-C and SIGTERM stop the wait at once.
+
+    For calls that block in C code which never checks for signals: PyAV waiting for
+    a URL to answer checks only its own timeouts (``interrupt_cb`` in
+    av/container/core.py), and a signal handler's exception raised when it
+    returns is lost in its error check (``err_check`` in av/error.py), so the run
+    went on. The main thread runs Python's signal handlers; here it only waits
+    (in short joins: a plain ``join`` is not woken by signals everywhere), and the
+    call ends in the background within its own timeout. Its result is returned,
+    its exception raised here.
+    """
+    outcome: list[tuple[bool, Any]] = []
+
+    def run() -> None:
+        try:
+            outcome.append((True, call(*args)))
+        except BaseException as error:  # noqa: BLE001 - raised in the caller's thread
+            outcome.append((False, error))
+
+    worker = threading.Thread(target=run, name="gsam2-interruptible", daemon=True)
+    worker.start()
+    while worker.is_alive():
+        worker.join(0.1)
+    ok, value = outcome[0]
+    if not ok:
+        raise value
+    return value
+
+
 class WriteBehind:
     """Run output jobs in order, in one background thread, at most ``depth`` jobs behind the caller.
 

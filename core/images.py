@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import io
 import os
+import stat
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +34,29 @@ DEFAULT_MAX_IMAGE_PIXELS = 250_000_000
 _PILLOW_DEFAULT_LIMIT = int(1024 * 1024 * 1024 // 4 // 3)
 if Image.MAX_IMAGE_PIXELS == _PILLOW_DEFAULT_LIMIT:  # left alone if the application chose its own
     Image.MAX_IMAGE_PIXELS = int(os.environ.get("GSAM2_MAX_IMAGE_PIXELS", DEFAULT_MAX_IMAGE_PIXELS))
+
+
+_SPECIAL_FILES = (
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def special_file_kind(path: str | Path) -> str | None:
+    """What ``path`` is when it exists but is neither a regular file nor a folder (``"a FIFO (named pipe)"``,
+    a device, a socket); ``None`` otherwise.
+
+    Opening or reading such a file can block forever (a FIFO nobody writes to, a
+    terminal) or never end (``/dev/zero``), so inputs are checked with this before
+    they are opened: ``os.stat`` follows symlinks and never opens the file.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):  # missing, unreadable folder, a NUL in the name: the open reports it
+        return None
+    return next((kind for test, kind in _SPECIAL_FILES if test(mode)), None)
 
 
 def to_rgb_array(image: Image.Image) -> np.ndarray:
@@ -97,8 +122,12 @@ def decode_image(data: bytes, name: str = "image") -> np.ndarray:
     return _decode(lambda: Image.open(io.BytesIO(data)), name)
 
 
-def load_image(path: str | Path) -> np.ndarray:
+def load_image(path: str | Path, on_several_frames: Callable[[], None] | None = None) -> np.ndarray:
     """Read an image file into an RGB ``uint8`` array in display orientation.
+
+    A file of several frames (an animated GIF, WebP or PNG, a multi-page TIFF)
+    gives its first frame; ``on_several_frames()`` is then called, so that a
+    caller can say so.
 
     Raises:
         InputError: naming the file, if it is missing, not an image, truncated,
@@ -109,10 +138,22 @@ def load_image(path: str | Path) -> np.ndarray:
         raise InputError(f"{path}: no such file")
     if path.is_dir():
         raise InputError(f"{path}: is a folder, not an image file")
-    return _decode(lambda: Image.open(path), str(path))
+    kind = special_file_kind(path)
+    if kind is not None:
+        raise InputError(f"{path}: is {kind}, not an image file")
+    return _decode(lambda: Image.open(path), str(path), on_several_frames)
 
 
-def _decode(open_image, name: str) -> np.ndarray:
+def _several_frames(image: Image.Image) -> bool:
+    """Whether the file holds more frames than the one read (PIL's ``is_animated``: GIF, WebP, PNG, TIFF, MPO)."""
+    try:
+        # GIF finds out by reading the second frame's header (GifImagePlugin.is_animated); TIFF knows from its IFDs.
+        return bool(getattr(image, "is_animated", False))
+    except (OSError, EOFError, SyntaxError, ValueError):  # a damaged later frame: the first was read all the same
+        return False
+
+
+def _decode(open_image, name: str, on_several_frames: Callable[[], None] | None = None) -> np.ndarray:
     try:
         with warnings.catch_warnings():
             # PIL only warns between 1x and 2x its pixel limit; treat both as errors
@@ -120,7 +161,10 @@ def _decode(open_image, name: str) -> np.ndarray:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with open_image() as image:
                 image.load()
-                return to_rgb_array(image)
+                rgb = to_rgb_array(image)
+                if on_several_frames is not None and _several_frames(image):
+                    on_several_frames()
+                return rgb
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
         raise InputError(
             f"{name}: image is larger than the {Image.MAX_IMAGE_PIXELS:,}-pixel safety limit "

@@ -25,14 +25,17 @@ def parse_prompt(prompt: str | Sequence[str]) -> list[str]:
 
     ``prompt`` is either one string of period-separated phrases
     (``"Car. person.  dog"``; if it has no period but has commas, commas
-    separate the phrases) or a list of class names (``["car", "person"]``).
+    separate the phrases; line breaks always do: one class per line works)
+    or a list of class names (``["car", "person"]``).
 
     Raises:
-        PromptError: if no phrase is left after normalisation.
+        PromptError: if no phrase is left after normalisation, or a phrase has
+            no letter or digit (``"!!! ???"``, a zero-width space): nothing a
+            detector could ground.
     """
     if isinstance(prompt, str):
         separator = "." if "." in prompt or "," not in prompt else ","
-        pieces = prompt.split(separator)
+        pieces = [piece for line in prompt.splitlines() for piece in line.split(separator)]
     elif isinstance(prompt, Sequence):
         pieces = []
         for item in prompt:
@@ -45,6 +48,10 @@ def parse_prompt(prompt: str | Sequence[str]) -> list[str]:
     phrases: list[str] = []
     for piece in pieces:
         phrase = _clean_phrase(piece)
+        if phrase and not any(character.isalnum() for character in phrase):
+            raise PromptError(
+                f"prompt {prompt!r}: {phrase!r} has no letter or digit; name a class, e.g. \"car. person.\""
+            )
         if phrase and phrase not in phrases:
             phrases.append(phrase)
     if not phrases:

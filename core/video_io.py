@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image
 
 from .errors import InputError
-from .images import as_rgb_array
+from .images import as_rgb_array, special_file_kind
 from .outputs import GSAM2_MARK
 
 DEFAULT_FPS = 30.0
@@ -25,6 +25,7 @@ DEFAULT_FPS = 30.0
 URL_TIMEOUTS = (10.0, 30.0)
 
 OnSkip = Callable[[int | None, str], None]
+OnTruncated = Callable[[float, float], None]
 
 
 @dataclass(frozen=True)
@@ -91,6 +92,7 @@ def iter_frames(
     stride: int = 1,
     max_frames: int | None = None,
     on_skip: OnSkip | None = None,
+    on_truncated: OnTruncated | None = None,
 ) -> Iterator[tuple[int, np.ndarray]]:
     """Yield ``(frame_index, rgb)`` one frame at a time: ``rgb`` is an ``(H, W, 3)`` ``uint8`` array,
     upright as a player shows it (a rotation in the container's display matrix is applied).
@@ -110,6 +112,12 @@ def iter_frames(
     demuxer drops without an error (a damaged MKV block) cannot be counted, and
     FFmpeg's H.264 and MPEG-4 decoders often conceal damage silently: those
     frames come out, damaged, and nothing is reported.
+
+    A file read to its end whose container records a duration but no frame
+    count (Matroska, WebM, FLV) and whose data stops more than a frame and a
+    half before that duration was cut off: ``on_truncated(seconds of data,
+    seconds the header gives)`` is told. (An MP4's frame count comes from its
+    index: compare it with the frames decoded, :attr:`VideoInfo.frame_count`.)
 
     Like any generator, nothing is opened or checked until the first frame is
     asked for; the file is closed when the generator ends or is dropped.
@@ -132,7 +140,7 @@ def iter_frames(
     if isinstance(source, int):
         frames = _camera_frames(source, wanted)
     else:
-        frames = _file_frames(_check_source(source), wanted, on_skip)
+        frames = _file_frames(_check_source(source), wanted, on_skip, on_truncated)
     yielded = 0
     try:
         for item in frames:
@@ -158,6 +166,9 @@ def _check_source(source: str | Path) -> str:
         raise InputError(f"{text}: no such file")
     if path.is_dir():
         raise InputError(f"{text}: is a folder, not a video file")
+    kind = special_file_kind(path)  # FFmpeg would wait forever on a FIFO nobody writes to
+    if kind is not None:
+        raise InputError(f"{text}: is {kind}, not a video file (a camera is read by its index, a stream by its URL)")
     return text
 
 
@@ -195,17 +206,48 @@ def _open(source: str):
     return container
 
 
+def _header_seconds(container, stream) -> float | None:
+    """How long the header says the video stream lasts, where it says so; ``None`` otherwise.
+
+    Matroska records a duration, not a frame count: FFmpeg's and mkvmerge's
+    muxers tag each track with its own (``DURATION: 00:00:04.000000000``, read by
+    FFmpeg's matroskadec into the stream's metadata). Otherwise the container's
+    duration is the video's only when the video is its one stream (an audio
+    track may outlast it).
+    """
+    import av
+
+    tag = stream.metadata.get("DURATION")
+    if tag:
+        try:
+            hours, minutes, seconds = tag.split(":")
+            return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+        except ValueError:
+            return None
+    if container.duration and len(container.streams) == 1:
+        return container.duration / av.time_base
+    return None
+
+
 def _file_frames(
-    source: str, wanted: Callable[[int], bool], on_skip: OnSkip | None
+    source: str, wanted: Callable[[int], bool], on_skip: OnSkip | None, on_truncated: OnTruncated | None = None
 ) -> Iterator[tuple[int, np.ndarray]]:
     import av
 
     container = _open(source)
     index = 0
+    data_end = None  # in the stream's time base: where the packets read so far end
     try:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"  # frame and slice threads: several times faster on big videos
+        # Only files without a frame count (an MP4's index has one) are checked against their header's duration.
+        header = None if stream.frames else _header_seconds(container, stream)
+        rate = float(stream.average_rate or stream.guessed_rate or DEFAULT_FPS)
+        time_base, start = stream.time_base, stream.start_time or 0  # read now: the stream goes with the container
         for packet in container.demux(stream):
+            if packet.size and packet.pts is not None:  # decode order: with B-frames a later packet may end earlier
+                end = packet.pts + (packet.duration or round(1 / (rate * time_base)))
+                data_end = end if data_end is None else max(data_end, end)
             try:
                 decoded = packet.decode()
             except av.FFmpegError as error:
@@ -227,6 +269,11 @@ def _file_frames(
             on_skip(None, f"stopped reading at frame {index} ({_reason(error)})")
     finally:
         container.close()
+    # Read to the end (a consumer that stops early never gets here): did the data reach the header's duration?
+    if on_truncated is not None and header is not None:
+        read = float((data_end - start) * time_base) if data_end is not None else 0.0
+        if header - read > 1.5 / rate:
+            on_truncated(read, header)
 
 
 def _camera_frames(camera: int, wanted: Callable[[int], bool]) -> Iterator[tuple[int, np.ndarray]]:

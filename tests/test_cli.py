@@ -149,7 +149,12 @@ def test_zero_detections_is_a_success(tmp_path, tiny_models):
 
 @pytest.mark.parametrize(
     ("prompt", "message"),
-    [(" . ", "is empty"), (". ".join(f"thing{i}" for i in range(200)), "prompt is too long")],
+    [
+        (" . ", "is empty"),
+        (". ".join(f"thing{i}" for i in range(200)), "prompt is too long"),
+        ("!!! ??? ---", "has no letter or digit"),
+        ("\u200b", "has no letter or digit"),  # a zero-width space
+    ],
 )
 def test_bad_prompt_is_a_usage_error_before_any_output(tmp_path, tiny_models, prompt, message):
     Image.fromarray(shapes_image()).save(tmp_path / "a.png")
@@ -199,6 +204,71 @@ def test_inputs_expand_from_files_folders_and_globs(tmp_path):
     assert errors == [f"{tmp_path / 'none-*.png'}: pattern matched no files"]
     files, _ = expand_inputs([str(tmp_path)], recursive=True)
     assert sorted(f.name for f in files) == ["a.jpg", "b.PNG", "c.png"]
+
+
+def test_recursive_follows_symlinked_folders_once(tmp_path):
+    """``rec/linked -> ../other`` was skipped silently; a loop and a second link to a folder must not repeat files."""
+    for name in ("rec/a.png", "rec/sub/b.png", "other/x.png", "other/deeper/y.png"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"x")
+    (tmp_path / "rec" / "linked").symlink_to("../other", target_is_directory=True)
+    (tmp_path / "rec" / "sub" / "again").symlink_to("../../other", target_is_directory=True)  # the same real folder
+    (tmp_path / "rec" / "sub" / "loop").symlink_to("..", target_is_directory=True)  # back up the tree
+    files, errors = expand_inputs([str(tmp_path / "rec")], recursive=True)
+    assert errors == []
+    real = tmp_path.resolve()
+    assert sorted(files) == sorted(
+        real / name for name in ("rec/a.png", "rec/sub/b.png", "other/x.png", "other/deeper/y.png")
+    )
+    files, _ = expand_inputs([str(tmp_path / "rec")])  # without --recursive, sub-folders stay out, linked or not
+    assert files == [real / "rec" / "a.png"]
+
+
+def gsam2_within(seconds: float, *args: str) -> subprocess.CompletedProcess:
+    """``gsam2 ARGS`` that must end within ``seconds`` (``subprocess.TimeoutExpired`` if it hangs)."""
+    command = [sys.executable, "-m", "gsam2.cli", *args]
+    return subprocess.run(command, capture_output=True, text=True, env=os.environ.copy(), timeout=seconds)
+
+
+@pytest.mark.parametrize("command", ["image", "autolabel", "video"])
+def test_a_fifo_as_input_is_refused_before_any_work(tmp_path, command):
+    """Opening a FIFO nobody writes to blocks forever (a hang that ignored SIGTERM): refused at once, one line."""
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    args = [command, "--input", str(fifo), "--output", str(tmp_path / "out"), "--detector", str(tmp_path / "no-model")]
+    result = gsam2_within(120, *args, *([] if command == "autolabel" else ["--prompt", "car"]))
+    assert result.returncode == 2, result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("error: ") and f"{fifo}: is a FIFO (named pipe), not a" in line
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_fifo_in_an_input_folder_is_reported_and_the_run_goes_on(tmp_path, tiny_models):
+    (tmp_path / "in").mkdir()
+    Image.fromarray(shapes_image()).save(tmp_path / "in" / "a.png")
+    os.mkfifo(tmp_path / "in" / "pipe.png")
+    result = gsam2_within(
+        300, "image", "--prompt", "car", "--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"),
+        "--no-draw", "--quiet", *model_args(tiny_models)
+    )
+    assert result.returncode == 1, result.stderr
+    assert "images processed: 1" in result.stdout and "failures:         1" in result.stdout
+    assert f"error: {tmp_path / 'in' / 'pipe.png'}: is a FIFO (named pipe), not an image file; skipped" in result.stderr
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.json"]
+
+
+def test_inputs_of_several_frames_are_named_once_in_the_summary(tmp_path, tiny_models):
+    (tmp_path / "in").mkdir()
+    first, second = (Image.fromarray(shapes_image(seed=seed)) for seed in (1, 2))
+    first.save(tmp_path / "in" / "a.gif", save_all=True, append_images=[second], duration=100, loop=0)
+    first.save(tmp_path / "in" / "b.tif", save_all=True, append_images=[second])
+    first.save(tmp_path / "in" / "c.png")
+    result = gsam2("image", "--prompt", "car", "--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"),
+                   "--no-draw", "--quiet", *model_args(tiny_models))
+    assert result.returncode == 0, result.stderr
+    real = (tmp_path / "in").resolve()
+    line = f"2 inputs had several frames; their first frame was used: {real / 'a.gif'}, {real / 'b.tif'}"
+    assert result.stdout.splitlines().count(line) == 1, result.stdout
 
 
 def test_output_names_are_unique_and_stable():

@@ -89,6 +89,7 @@ def test_interactor_click_half_a_pixel_out_is_the_edge_pixel(interactor_context)
         ({**ui_click([(5, 5)]), "obj_bbox": [[1, 2]]}, "'obj_bbox' must be"),
         (ui_click([(5, 5)], text_prompts=[3]), "'text_prompts' must be"),
         (ui_click([(5, 5)], text_prompts=" . "), "'text_prompts'"),
+        (ui_click([(5, 5)], text_prompts="!!! ??? ---"), "has no letter or digit"),
     ],
 )
 def test_interactor_bad_requests_get_400_and_it_keeps_serving(interactor_context, payload, message):

@@ -1,10 +1,14 @@
 """Every kind of image a user has: masks must line up with what a viewer shows."""
 
+import os
+import threading
+
 import numpy as np
 import pytest
 from PIL import Image
 
 from gsam2.core import InputError, as_rgb_array, decode_image, load_image
+from gsam2.core.video_io import probe_video
 
 
 def test_grayscale(tmp_path):
@@ -113,6 +117,43 @@ def test_missing_file_is_named(tmp_path):
 def test_folder_is_not_an_image(tmp_path):
     with pytest.raises(InputError, match="is a folder"):
         load_image(tmp_path)
+
+
+@pytest.mark.parametrize("read", [load_image, probe_video], ids=["load_image", "probe_video"])
+def test_a_fifo_is_refused_without_being_opened(tmp_path, read):
+    """Opening a FIFO nobody writes to blocks forever, in every entry point (a FiftyOne sample's filepath too)."""
+    fifo = tmp_path / "pipe.png"
+    os.mkfifo(fifo)
+    errors: list[Exception] = []
+
+    def attempt():
+        try:
+            read(fifo)
+        except Exception as error:  # noqa: BLE001 - checked below
+            errors.append(error)
+
+    reader = threading.Thread(target=attempt, daemon=True)
+    reader.start()
+    reader.join(timeout=30)
+    if reader.is_alive():  # blocked in open(): a writer lets it go, then the test fails
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        reader.join(timeout=30)
+        pytest.fail(f"{read.__name__} blocked opening a FIFO")
+    [error] = errors
+    assert isinstance(error, InputError) and "pipe.png: is a FIFO (named pipe), not a" in str(error)
+
+
+def test_several_frames_give_the_first_and_say_so(tmp_path):
+    """An animated GIF and a multi-page TIFF, made by PIL: the first frame is read, and the caller is told."""
+    red, blue = Image.new("RGB", (6, 4), (255, 0, 0)), Image.new("RGB", (6, 4), (0, 0, 255))
+    red.save(tmp_path / "a.gif", save_all=True, append_images=[blue], duration=100, loop=0)
+    red.save(tmp_path / "b.tif", save_all=True, append_images=[blue])
+    red.save(tmp_path / "c.gif")
+    for name, several in (("a.gif", True), ("b.tif", True), ("c.gif", False)):
+        told = []
+        image = load_image(tmp_path / name, on_several_frames=lambda: told.append(name))
+        assert tuple(image[0, 0]) == (255, 0, 0), name
+        assert told == ([name] if several else []), name
 
 
 def test_not_an_image(tmp_path):

@@ -34,3 +34,21 @@ def test_malformed_prompt_names_the_problem(prompt):
 
 def test_prompt_text_is_the_reference_format():
     assert prompt_text(["car", "traffic light"]) == "car. traffic light."
+
+
+@pytest.mark.parametrize(
+    ("prompt", "phrases"),
+    [
+        ("car\nperson", ["car", "person"]),
+        ("Car.\r\nperson\n\ntraffic light", ["car", "person", "traffic light"]),
+        ("car, truck\nperson", ["car", "truck", "person"]),  # commas still separate on each line
+    ],
+)
+def test_line_breaks_separate_phrases(prompt, phrases):
+    assert parse_prompt(prompt) == phrases
+
+
+@pytest.mark.parametrize("prompt", ["!!! ??? ---", "?", "\u200b", "car. ?", ["car", "--"]])
+def test_a_phrase_without_letters_or_digits_is_refused(prompt):
+    with pytest.raises(PromptError, match="has no letter or digit"):
+        parse_prompt(prompt)

@@ -176,3 +176,20 @@ def test_load_detector_slices_any_backend(tiny_models):
 def test_bad_slice_settings_are_refused(slice_wh, overlap_wh):
     with pytest.raises(InputError, match="overlap"):
         SlicedDetector(DownscalingDetector(), slice_wh=slice_wh, overlap_wh=overlap_wh)
+
+
+def test_a_strip_too_thin_for_the_detector_whole_is_detected_in_tiles(detector):
+    """20000x100 is refused whole by Grounding DINO (a line at its input size) but its 512 px tiles are normal."""
+    strip = np.random.default_rng(1).integers(0, 255, (100, 20000, 3), dtype=np.uint8)
+    with pytest.raises(InputError, match=r"too elongated for Grounding DINO.*detect over tiles") as refused:
+        detector.detect([strip], ["car"], 0.3, 0.25)
+    assert "--" not in str(refused.value), "the core names no CLI option"
+    [found] = SlicedDetector(detector, slice_wh=(512, 512), overlap_wh=(128, 128)).detect([strip], ["car"], 0.3, 0.25)
+    assert len(found) == 0 or (found.xyxy[:, [0, 2]].max() <= 20000 and found.xyxy[:, [1, 3]].max() <= 100)
+
+
+def test_tiles_that_are_themselves_too_thin_are_refused_by_name(detector):
+    strip = np.zeros((2, 20000, 3), dtype=np.uint8)
+    sliced = SlicedDetector(detector, slice_wh=(512, 512), overlap_wh=(128, 128))
+    with pytest.raises(InputError, match=r"image 1 \(20000x2\) is too elongated for grounding-dino even in 512x2 tile"):
+        sliced.detect([strip], ["car"], 0.3, 0.25)

@@ -192,6 +192,33 @@ def test_ctrl_c_or_sigterm_stops_cleanly_and_keeps_what_was_done(tmp_path, tiny_
     assert len(list(iter_frames(out / "live.mp4"))) == len(lines), "the MP4 is finalised, not cut off"
 
 
+@pytest.mark.parametrize(("signal_name", "status"), [("SIGINT", 130), ("SIGTERM", 143)])
+def test_a_signal_stops_the_wait_for_a_stream_that_does_not_answer(tmp_path, signal_name, status):
+    """PyAV held the open of a silent URL for its 10 s timeout and lost a signal that came meanwhile (exit 2)."""
+    import signal
+    import socket
+    import time
+
+    with socket.socket() as probe:  # a free port, for FFmpeg to listen on: nobody ever connects
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [sys.executable, "-m", "gsam2.cli", "video", "--input", f"tcp://127.0.0.1:{port}?listen=1",
+               "--output", str(tmp_path / "out"), "--prompt", "car", "--detector", str(tmp_path / "no-model")]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    listening = False
+    deadline = time.monotonic() + 120
+    while not listening and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+        connections = psutil.Process(process.pid).net_connections(kind="tcp")
+        listening = any(c.status == psutil.CONN_LISTEN and c.laddr.port == port for c in connections)
+    assert listening, "gsam2 video never waited on the stream"
+    process.send_signal(getattr(signal, signal_name))
+    sent = time.monotonic()
+    stdout, stderr = process.communicate(timeout=60)
+    assert process.returncode == status, stderr
+    assert time.monotonic() - sent < 5 and "interrupted" in stderr
+
+
 def test_pruned_memory_gives_the_same_masks_as_full_memory_when_a_keyframe_is_re_run(tiny_models):
     """New objects on a late keyframe re-run that frame without a new image (streaming off).
 
@@ -256,6 +283,21 @@ def test_a_truncated_video_reports_its_missing_frames_and_exits_1(tmp_path, tiny
     processed = int(next(line for line in result.stdout.splitlines() if line.startswith("frames processed")).split()[2])
     assert 0 < processed < 40
     assert f"frames missing:   {40 - processed} of 40" in result.stdout
+
+
+def test_a_truncated_mkv_reports_its_missing_frames_and_exits_1(tmp_path, tiny_models):
+    """Its header says 1.6 s (40 frames at 25 fps) and has no frame count; half the file is left."""
+    full = write_video(tmp_path / "full.mkv", moving_squares(40), codec="ffv1", pix_fmt="bgr0")
+    data = full.read_bytes()
+    cut = tmp_path / "cut.mkv"
+    cut.write_bytes(data[: len(data) // 2])
+    result = gsam2("video", "--input", str(cut), "--output", str(tmp_path / "out"), "--no-draw",
+                   *video_args(tiny_models, "--box-threshold", "1"))  # nothing to track: only the reading matters
+    assert result.returncode == 1, result.stderr
+    processed = int(next(line for line in result.stdout.splitlines() if line.startswith("frames processed")).split()[2])
+    assert 0 < processed < 40
+    assert (f"frames missing:   about {40 - processed} (the file ends at {processed / 25:.2f} s, its header says "
+            "1.60 s: truncated?)") in result.stdout
 
 
 @pytest.mark.parametrize(("start", "message"), [("40", "has 10 frames"), ("-1", "is negative")])

@@ -160,6 +160,21 @@ def test_truncated_mp4_is_an_error_but_truncated_avi_and_mkv_keep_their_frames(t
         assert all(close_to(frame, originals[i]) for i, frame in frames[:-1]), name  # the last may be partial
 
 
+@pytest.mark.parametrize(("codec", "pix_fmt"), [("ffv1", "bgr0"), ("mpeg4", "yuv420p")])
+def test_a_truncated_mkv_is_told_by_its_header_duration(tmp_path, codec, pix_fmt):
+    """Matroska records a duration, not a frame count: a cut-off file used to end early without a word."""
+    path = write_video(tmp_path / "t.mkv", moving_squares(100), codec=codec, pix_fmt=pix_fmt)
+    told = []
+    assert len(list(iter_frames(path, on_truncated=lambda *seconds: told.append(seconds)))) == 100
+    assert told == [], "a whole file is not truncated"
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    frames = list(iter_frames(path, on_skip=lambda *_: None, on_truncated=lambda *seconds: told.append(seconds)))
+    assert 0 < len(frames) < 100
+    [(read, header)] = told
+    assert header == pytest.approx(4.0) and read == pytest.approx(len(frames) / 25, abs=0.1)
+
+
 def test_a_corrupt_frame_is_skipped_and_later_frames_keep_their_index(tmp_path):
     originals = list(moving_squares(30))
     path = write_video(tmp_path / "c.avi", originals, codec="mjpeg", pix_fmt="yuvj420p")

@@ -50,14 +50,19 @@ class Detector(Protocol):
         """Detect in a batch of RGB ``uint8`` images with one forward pass where the backend allows."""
 
 
+def resized_side(height: int, width: int, scale_of) -> float:
+    """The shorter side of a ``width`` x ``height`` image once resized by the detector (``scale_of(height, width)``)."""
+    return min(height, width) * scale_of(height, width)
+
+
 def check_resized_shapes(images: Sequence[np.ndarray], scale_of, detector: str) -> None:
     """Refuse, naming the image, any image whose shorter side ``scale_of(height, width)`` would shrink below
     :data:`MIN_RESIZED_SIDE` pixels at the detector's input size (a 20000x10 strip, say)."""
     for index, image in enumerate(images):
         height, width = image.shape[:2]
-        side = min(height, width) * scale_of(height, width)
+        side = resized_side(height, width, scale_of)
         if side < MIN_RESIZED_SIDE:
             raise InputError(
                 f"image {index + 1} ({width}x{height}) is too elongated for {detector}: at its input size it would be "
-                f"{side:.1f} px across; crop it, or detect over tiles with --slice-size"
+                f"{side:.1f} px across; crop it, or detect over tiles (sliced detection)"
             )

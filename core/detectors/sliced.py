@@ -25,7 +25,7 @@ import supervision as sv
 
 from ..detections import empty_detections
 from ..errors import InputError
-from .base import Detector
+from .base import MIN_RESIZED_SIDE, Detector, resized_side
 
 DEFAULT_SLICE_SIZE = 640
 DEFAULT_SLICE_OVERLAP = 128
@@ -91,11 +91,25 @@ class SlicedDetector:
         box_threshold: float,
         text_threshold: float,
     ) -> list[sv.Detections]:
-        return [self._detect_one(image, phrases, box_threshold, text_threshold) for image in images]
+        return [
+            self._detect_one(index, image, phrases, box_threshold, text_threshold) for index, image in enumerate(images)
+        ]
 
-    def _detect_one(self, image: np.ndarray, phrases, box_threshold: float, text_threshold: float) -> sv.Detections:
+    def _detect_one(
+        self, index: int, image: np.ndarray, phrases, box_threshold: float, text_threshold: float
+    ) -> sv.Detections:
         height, width = image.shape[:2]
         class_ids = _ClassIds(phrases)
+        # What the detector shrinks an image to (Grounding DINO, OWL): a strip too thin for it whole (20000x100)
+        # is still detected in tiles, which supervision cuts all alike, at most slice_wh (inference_slicer.py,
+        # _generate_offset); only a tile that is itself too thin is refused.
+        scale_of = getattr(self.detector, "resize_scale", None)
+        tile_width, tile_height = min(width, self.slice_wh[0]), min(height, self.slice_wh[1])
+        if scale_of is not None and resized_side(tile_height, tile_width, scale_of) < MIN_RESIZED_SIDE:
+            raise InputError(
+                f"image {index + 1} ({width}x{height}) is too elongated for {self.detector.name} even in "
+                f"{tile_width}x{tile_height} tiles; crop it, or use smaller tiles"
+            )
 
         def detect_tile(tile: np.ndarray) -> sv.Detections:
             found = self.detector.detect([tile], phrases, box_threshold, text_threshold)[0]
@@ -109,7 +123,10 @@ class SlicedDetector:
             overlap_filter=sv.OverlapFilter.NONE,  # merged once below, over tiles and the whole image together
         )
         parts = [slicer(image)]
-        if self.full_image and (width > self.slice_wh[0] or height > self.slice_wh[1]):
+        whole = self.full_image and (width > self.slice_wh[0] or height > self.slice_wh[1])
+        if whole and scale_of is not None and resized_side(height, width, scale_of) < MIN_RESIZED_SIDE:
+            whole = False  # shrunk to a line, the whole image shows nothing: the tiles are the detection
+        if whole:
             parts.append(detect_tile(image))
         parts = [_plain(part) for part in parts if len(part)]
         if not parts:
