@@ -7,9 +7,10 @@ from .detections import class_names, empty_detections
 from .errors import GroundedSam2Error, InputError, ModelLoadError, PromptError
 from .exports import detections_to_record, draw_detections, mask_to_rle, rle_to_mask
 from .images import as_rgb_array, decode_image, load_image
-from .models import DEFAULT_DETECTOR, DEFAULT_SEGMENTER, SAM2_CHECKPOINTS, load_detector, load_segmenter
-from .pipeline import DEFAULT_BOX_THRESHOLD, DEFAULT_TEXT_THRESHOLD, ground_and_segment
+from .models import SAM2_CHECKPOINTS, load_detector, load_segmenter
 from .prompts import parse_prompt, prompt_text
+from .run import Run, ground_and_segment
+from .spec import DEFAULT_BOX_THRESHOLD, DEFAULT_DETECTOR, DEFAULT_SEGMENTER, DEFAULT_TEXT_THRESHOLD, RunSpec
 
 __all__ = [
     "DEFAULT_BOX_THRESHOLD",
@@ -21,6 +22,8 @@ __all__ = [
     "InputError",
     "ModelLoadError",
     "PromptError",
+    "Run",
+    "RunSpec",
     "as_rgb_array",
     "class_names",
     "decode_image",

@@ -22,10 +22,7 @@ from .errors import InputError, ModelLoadError
 from .segmenter import Sam2ImageSegmenter
 from .tracker import Sam2VideoTracker
 
-DEFAULT_DETECTOR = "IDEA-Research/grounding-dino-tiny"
-DEFAULT_SEGMENTER = "facebook/sam2.1-hiera-tiny"
-
-DEFAULT_TRACKER = "facebook/sam2.1-hiera-tiny"
+from .spec import DEFAULT_DETECTOR, DEFAULT_SEGMENTER, DEFAULT_TRACKER
 
 #: SAM 2.1 image checkpoints on the hub, by the size names the reference uses.
 SAM2_CHECKPOINTS = {

@@ -17,37 +17,41 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import supervision as sv
+from PIL import Image
 
+from . import pipeline
+from .autolabel import CaptionedDetections, auto_label
 from .detectors import Detector
+from .detectors.base import detector_phrases
+from .images import as_rgb_array
 from .models import load_detector, load_sam3_tracker, load_segmenter, load_tracker
-from .pipeline import PreparedBatch, default_batch_size, detector_phrases, ground_and_segment, preparation_steps
-from .spec import RunSpec
+from .pipeline import PreparedBatch, default_batch_size, preparation_steps
+from .spec import DEFAULT_BOX_THRESHOLD, DEFAULT_DETECTOR, DEFAULT_SEGMENTER, DEFAULT_TEXT_THRESHOLD, RunSpec
 from .video_pipeline import FrameResult, ground_and_track
 
-
-@dataclass
-class CaptionedDetections:
-    """One auto-labelled image: the caption Florence-2 wrote and the objects grounded from it."""
-
-    caption: str
-    detections: sv.Detections
+#: The models a run holds, which a caller may hand in already loaded (``Run(spec, detector=...)``).
+MODEL_ROLES = ("detector", "segmenter", "video_tracker", "sam3_tracker")
 
 
 class Run:
     """The models of one :class:`~.spec.RunSpec` and the work they do.
 
     Example:
-        >>> run = RunSpec.build(prompt="car. person.", device="cpu").load()  # doctest: +SKIP
+        >>> run = Run(RunSpec.build(prompt="car. person.", device="cpu"))  # doctest: +SKIP
         >>> [detections] = run.label_images([image])  # doctest: +SKIP
     """
 
-    def __init__(self, spec: RunSpec):
+    def __init__(self, spec: RunSpec, **loaded: Any):
+        """``loaded``: models already in memory for some roles (:data:`MODEL_ROLES`); the others load by name."""
+        unknown = sorted(set(loaded) - set(MODEL_ROLES))
+        if unknown:
+            raise TypeError(f"Run() got models for unknown roles: {', '.join(unknown)}")
         self.spec = spec.check()
+        self.__dict__.update(loaded)  # what functools.cached_property would have stored
 
     # ------------------------------------------------------------------ models
 
@@ -127,7 +131,7 @@ class Run:
         self,
         images: Sequence[np.ndarray],
         prompt: str | Sequence[str] | None = None,
-        prepared: Sequence[Any] | None = None,
+        prepared: PreparedBatch | Sequence[Any] | None = None,
         compact_masks: bool = True,
         defer_masks: bool = False,
     ) -> list[sv.Detections]:
@@ -136,7 +140,9 @@ class Run:
         ``prepared`` is what :meth:`preparation_steps` made for these images (one batch).
         """
         spec = self.spec
-        return ground_and_segment(
+        if prepared is not None and not isinstance(prepared, PreparedBatch):
+            prepared = PreparedBatch(*prepared)
+        return pipeline.ground_and_segment(
             images,
             self.phrases(prompt),
             detector=self.detector,
@@ -144,15 +150,13 @@ class Run:
             box_threshold=spec.box_threshold,
             text_threshold=spec.text_threshold,
             batch_size=self.batch_size,
-            prepared=PreparedBatch(*prepared) if prepared else None,
+            prepared=prepared,
             compact_masks=compact_masks,
             defer_masks=defer_masks,
         )
 
     def auto_label(self, images: Sequence[np.ndarray], compact_masks: bool = True) -> list[CaptionedDetections]:
         """Caption, ground the caption's phrases, segment (:func:`~.autolabel.auto_label`)."""
-        from .autolabel import auto_label
-
         return auto_label(
             images,
             self.detector,
@@ -206,3 +210,41 @@ class Run:
             "reverse": spec.reverse,
             "end_after": spec.end_after,
         }
+
+
+def ground_and_segment(
+    images: Sequence[np.ndarray | Image.Image],
+    prompt: str | Sequence[str] | None,
+    detector: Detector | str = DEFAULT_DETECTOR,
+    segmenter: Any | str | None = DEFAULT_SEGMENTER,
+    box_threshold: float = DEFAULT_BOX_THRESHOLD,
+    text_threshold: float = DEFAULT_TEXT_THRESHOLD,
+    batch_size: int | None = None,
+    device: str = "auto",
+    prepared: PreparedBatch | None = None,
+    compact_masks: bool = False,
+    defer_masks: bool = False,
+) -> list[sv.Detections]:
+    """Detect what ``prompt`` names in every image and segment it with SAM 2: the one-call convenience.
+
+    Models may be named (``detector="florence2"``, ``segmenter="large"``: they
+    load once per process, through a :class:`~.spec.RunSpec`) or handed in
+    loaded. The other arguments and the result are those of
+    :func:`~.pipeline.ground_and_segment`.
+
+    Example:
+        >>> from gsam2.core import ground_and_segment, load_image  # doctest: +SKIP
+        >>> [found] = ground_and_segment([load_image("street.jpg")], "car. person.")  # doctest: +SKIP
+    """
+    spec = RunSpec.build(
+        detector=detector if isinstance(detector, str) else None,
+        segmenter=segmenter if isinstance(segmenter, str) else None,
+        box_threshold=box_threshold,
+        text_threshold=text_threshold,
+        batch_size=batch_size,
+        device=device,
+    )
+    loaded = {role: model for role, model in (("detector", detector), ("segmenter", segmenter)) if not isinstance(model, str)}
+    run = Run(spec, **loaded)
+    arrays = [as_rgb_array(image) for image in images]
+    return run.label_images(arrays, prompt, prepared, compact_masks=compact_masks, defer_masks=defer_masks)

@@ -3,7 +3,8 @@
 Every entry point (``gsam2 image|autolabel|video|cvat``, the FiftyOne operators
 and ``GroundedSam2Model``, the CVAT functions) turns its own spelling of a
 setting (``--slice-size``, ``slice_size``, ``GSAM2_SLICE_SIZE``) into one
-:class:`RunSpec`, then runs it (:meth:`RunSpec.load` gives a :class:`~.run.Run`).
+:class:`RunSpec`, then runs it (``Run(spec)``, :class:`~.run.Run`, loads its models). The spec
+knows nothing of running, so it imports nothing heavy and no module it names.
 So a setting means the same thing everywhere, and a spec can travel: as JSON
 to another process or machine (:meth:`RunSpec.to_dict`), or as a CVAT
 function's environment (:meth:`RunSpec.to_env`).
@@ -28,13 +29,10 @@ import math
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .errors import InputError
 from .prompts import parse_prompt, prompt_text
-
-if TYPE_CHECKING:
-    from .run import Run
 
 DEFAULT_DETECTOR = "IDEA-Research/grounding-dino-tiny"
 DEFAULT_SEGMENTER = "facebook/sam2.1-hiera-tiny"
@@ -253,14 +251,6 @@ class RunSpec:
                         "a SAM 3 tracker detects and tracks by itself; this applies only to a detector + SAM 2 run",
                     )
         return self
-
-    # ------------------------------------------------------------------ running
-
-    def load(self) -> Run:
-        """The run's models, loaded once per process (:class:`~.run.Run`)."""
-        from .run import Run
-
-        return Run(self)
 
 
 def _is_unset(value: Any) -> bool:
