@@ -128,7 +128,7 @@ def test_end_after_must_be_positive(sam3):
 
 
 def test_sam3_is_not_a_box_tracker():
-    with pytest.raises(ModelLoadError, match="SAM 3, which follows text prompts"):
+    with pytest.raises(ModelLoadError, match="SAM 3, which finds and follows what a text prompt names by itself"):
         load_tracker("sam3")
 
 
