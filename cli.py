@@ -41,7 +41,7 @@ from .core.detectors.sliced import DEFAULT_SLICE_OVERLAP
 from .core.devices import DEVICE_CHOICES
 from .core.errors import DiskFullError
 from .core.images import IMAGE_EXTENSIONS, special_file_kind
-from .core.models import detector_choices
+from .core.models import detector_choices, tracker_choices
 from .core.outputs import (
     GSAM2_MARK,
     atomic_save,
@@ -803,7 +803,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--tracker",
         default=DEFAULT_SEGMENTER,
         help=(
-            f"SAM 2 video checkpoint: hub id, local folder or size (default: {DEFAULT_SEGMENTER}); or sam3 "
+            f"tracker: a backend or size ({', '.join(tracker_choices())}), BACKEND:CHECKPOINT (e.g. "
+            f"edgetam:PATH), or a SAM 2 video hub id or local folder (default: {DEFAULT_SEGMENTER}); sam3 "
             "(sam3:CHECKPOINT) to find and track with SAM 3 alone, detecting on every frame (no --detector, "
             "--step, --iou-threshold, --prompt-type, --reverse; --box-threshold hides objects SAM 3 scores lower)"
         ),
