@@ -31,11 +31,7 @@ from .core import (
     InputError,
     detections_to_record,
     draw_detections,
-    ground_and_segment,
-    load_detector,
     load_image,
-    load_segmenter,
-    parse_prompt,
 )
 from .core.detectors.sliced import DEFAULT_SLICE_OVERLAP
 from .core.devices import DEVICE_CHOICES
@@ -53,13 +49,12 @@ from .core.outputs import (
     output_names,
     prepare_output_folder,
 )
-from .core.pipeline import (
-    DEFAULT_BATCH_SIZE,
-    PreparedBatch,
-    default_batch_size,
-    detector_phrases,
-    preparation_steps,
-)
+from .core.pipeline import DEFAULT_BATCH_SIZE
+from .core.run import Run
+from .core.spec import RunSpec, SettingError, cli_name
+
+#: The run settings an option of the same name sets (``--slice-size`` -> ``slice_size``).
+RUN_SETTINGS = tuple(name for name in RunSpec.__dataclass_fields__ if name != "api_token")
 
 EXIT_OK, EXIT_FAILURES, EXIT_USAGE = 0, 1, 2
 
@@ -222,72 +217,65 @@ def plan_image_run(args: argparse.Namespace) -> ImageRunPlan:
     return ImageRunPlan(files, names, output, errors)
 
 
+#: Where a CLI option's name is not ``--`` plus the setting's name with dashes.
+CLI_OPTION_OF = {"caption_task": "--caption"}
+
+
+def cli_option(setting: str) -> str:
+    """How the command line spells a run setting: ``slice_overlap`` -> ``--slice-overlap``."""
+    return CLI_OPTION_OF.get(setting) or cli_name(setting)
+
+
+def spec_from_args(args: argparse.Namespace) -> RunSpec:
+    """The run the command's options describe; every command builds its run here.
+
+    Options a command does not have keep the spec's defaults (``gsam2 image``
+    has no ``--tracker``; ``gsam2 video`` no ``--batch-size``).
+    """
+    settings = {name: getattr(args, name) for name in RUN_SETTINGS if hasattr(args, name)}
+    if hasattr(args, "caption"):
+        settings["caption_task"] = args.caption
+    return RunSpec.build(**settings)
+
+
+def usage_error(error: GroundedSam2Error) -> int:
+    """Print a usage error (a run setting named by its option) and return the usage exit status."""
+    message = error.spelled(cli_option) if isinstance(error, SettingError) else str(error)
+    report(f"error: {message}", sys.stderr)
+    return EXIT_USAGE
+
+
 def run_image(args: argparse.Namespace) -> int:
     try:
         plan = plan_image_run(args)
-        detector = detector_from_args(args)
-        phrases = detector_phrases(detector, args.prompt)
-        segmenter = None if detector.produces_masks else load_segmenter(args.segmenter, device=args.device)
-        batch_size = args.batch_size or default_batch_size(getattr(detector, "device", None))
-        compile_if_asked(args, segmenter, batch_size)
+        run = Run(spec_from_args(args)).load_for_images()
+        prepare = run.preparation_steps()  # one batch ahead of the models (core/engine.py); checks the prompt
     except GroundedSam2Error as error:
-        report(f"error: {error}", sys.stderr)
-        return EXIT_USAGE
-
-    prepare = preparation_steps(phrases, detector, segmenter)  # one batch ahead of the models (core/engine.py)
+        return usage_error(error)
 
     def label_images(images, prepared=None):
-        results = ground_and_segment(
+        results = run.label_images(
             images,
-            phrases,
-            detector=detector,
-            segmenter=segmenter,
-            box_threshold=args.box_threshold,
-            text_threshold=args.text_threshold,
-            batch_size=batch_size,
-            prepared=PreparedBatch(*prepared) if prepared else None,
+            prepared=prepared,
             compact_masks=True,  # crops: the JSON's RLE and the drawing never need full frames
             defer_masks=True,  # made in the encode workers (write), not in the model's thread
         )
         return [(detections, {}) for detections in results]
 
-    return label_image_files(args, plan, batch_size, label_images, prepare)
+    return label_image_files(args, plan, run.batch_size, label_images, prepare)
 
 
 def run_autolabel(args: argparse.Namespace) -> int:
-    from .core.autolabel import auto_label
-    from .core.detectors.florence2 import CAPTION_TASKS, task_token
-
     try:
         plan = plan_image_run(args)
-        task_token(args.caption, CAPTION_TASKS)
-        florence2 = load_detector(args.detector, device=args.device, task="phrase_grounding")
-        segmenter = load_segmenter(args.segmenter, device=args.device)
-        batch_size = args.batch_size or default_batch_size(florence2.device)
-        compile_if_asked(args, segmenter, batch_size)
+        run = Run(spec_from_args(args)).load_for_images()
     except GroundedSam2Error as error:
-        report(f"error: {error}", sys.stderr)
-        return EXIT_USAGE
+        return usage_error(error)
 
     def label_images(images):
-        results = auto_label(
-            images, florence2, segmenter, caption_task=args.caption, batch_size=batch_size, compact_masks=True
-        )
-        return [(result.detections, {"caption": result.caption}) for result in results]
+        return [(result.detections, {"caption": result.caption}) for result in run.auto_label(images)]
 
-    return label_image_files(args, plan, batch_size, label_images)
-
-
-def compile_if_asked(args: argparse.Namespace, segmenter, batch_size: int) -> None:
-    """``--compile``: compile SAM 2's image encoder for this run's batch size; a usage error where there is none."""
-    if not args.compile:
-        return
-    if segmenter is None or not hasattr(segmenter, "compile_encoder"):
-        raise InputError(
-            "--compile compiles the image encoder of a transformers SAM 2 checkpoint; this run has none "
-            "(SAM 3 makes its own masks, and original .pt checkpoints are not compiled)"
-        )
-    segmenter.compile_encoder(batch_size)
+    return label_image_files(args, plan, run.batch_size, label_images)
 
 
 def label_image_files(args: argparse.Namespace, plan: ImageRunPlan, batch_size: int, label_images, prepare=None) -> int:
@@ -379,36 +367,6 @@ def label_batches(
         progress.update(1)
 
 
-def tracking_options(args: argparse.Namespace) -> dict:
-    """The detect-and-track options ``gsam2 video`` and ``gsam2 cvat track`` share (``GroundedTracker``'s)."""
-    return {
-        "step": args.step,
-        "iou_threshold": args.iou_threshold,
-        "prompt_type": args.prompt_type,
-        "box_threshold": args.box_threshold,
-        "text_threshold": args.text_threshold,
-        "reverse": args.reverse,
-    }
-
-
-def check_sam3_video_options(args: argparse.Namespace) -> None:
-    """``--tracker sam3`` finds objects itself: refuse the options that would pick or steer another detector."""
-    conflicts = []
-    if args.detector != DEFAULT_DETECTOR:
-        conflicts.append("--detector")
-    if getattr(args, "task", None):
-        conflicts.append("--task")
-    if args.slice_size is not None:
-        conflicts.append("--slice-size")
-    if args.reverse:
-        conflicts.append("--reverse")
-    if conflicts:
-        raise InputError(
-            f"--tracker sam3 detects and tracks with SAM 3 alone; {', '.join(conflicts)} "
-            "only applies to the detector + SAM 2 pipeline"
-        )
-
-
 def frame_record(frame_index: int, detections) -> dict:
     """One JSON line of ``gsam2 video``'s output."""
     from .core.detections import class_names
@@ -434,12 +392,9 @@ def run_video(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from .core.engine import WriteBehind, interruptible, read_ahead
-    from .core.models import load_sam3_tracker, load_tracker, parse_sam3_tracker_spec
     from .core.video_io import VideoWriter, iter_frames, probe_video
-    from .core.video_pipeline import ground_and_track
 
     source: str | int = int(args.input) if args.input.isdigit() else args.input
-    uses_sam3 = parse_sam3_tracker_spec(args.tracker) is not None
     stem = Path(str(source)).stem if isinstance(source, str) else f"camera{source}"
     try:
         output = check_output_folder(args.output)
@@ -447,26 +402,16 @@ def run_video(args: argparse.Namespace) -> int:
         if isinstance(source, str) and Path(source).exists():
             check_no_overwrite(written, [Path(source)])
         check_not_foreign(written, folders_refused=True)  # one output each: a folder in the way is refused too
-        if uses_sam3:
-            check_sam3_video_options(args)
+        spec = spec_from_args(args).check_for_video()
         # A URL that does not answer holds the open for its timeout: Ctrl-C and SIGTERM must still stop it.
         info = interruptible(probe_video, source) if isinstance(source, str) else None
         if info is not None and info.frame_count and args.start_frame >= info.frame_count:
             raise InputError(f"--start-frame {args.start_frame}: {source} has {info.frame_count} frames (0-based)")
         if isinstance(source, int):
             check_camera(source)
-        if uses_sam3:
-            phrases = parse_prompt(args.prompt or "")
-            sam3 = load_sam3_tracker(args.tracker, device=args.device)
-            tracks = sam3.start(phrases)  # a phrase SAM 3 cannot take fails here, before decoding
-        else:
-            detector = detector_from_args(args)
-            phrases = detector_phrases(detector, args.prompt)
-            segmenter = None if detector.produces_masks else load_segmenter(args.segmenter, device=args.device)
-            tracker = load_tracker(args.tracker, device=args.device)
+        run = Run(spec).load_for_video()  # a prompt the models cannot take fails here, before decoding
     except GroundedSam2Error as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_USAGE
+        return usage_error(error)
 
     prepare_output_folder(output)
     skipped: list[str] = []
@@ -491,12 +436,7 @@ def run_video(args: argparse.Namespace) -> int:
             on_truncated=lambda *seconds: cut_short.append(seconds),
         )
     )
-    if uses_sam3:
-        results = tracks.track(frames, args.box_threshold, keep_frames=not args.no_draw)
-    else:
-        results = ground_and_track(
-            frames, phrases, detector, segmenter, tracker, keep_frames=not args.no_draw, **tracking_options(args)
-        )
+    results = run.track(frames, keep_frames=not args.no_draw)
     fps = (info.fps / args.stride) if info else 30.0
     total = None
     if info and info.frame_count:
@@ -573,17 +513,6 @@ def check_camera(index: int) -> None:
         capture.release()
 
 
-def detector_from_args(args: argparse.Namespace):
-    """The detector that ``--detector``, ``--task`` and ``--slice-size`` describe."""
-    return load_detector(
-        args.detector,
-        device=args.device,
-        task=getattr(args, "task", None),
-        slice_size=args.slice_size,
-        slice_overlap=args.slice_overlap,
-    )
-
-
 def add_model_options(
     parser: argparse.ArgumentParser,
     detector_default: str = DEFAULT_DETECTOR,
@@ -639,6 +568,16 @@ def add_model_options(
         metavar="PIXELS",
         help="overlap between tiles; at least the size of the objects you want "
         f"(default: {DEFAULT_SLICE_OVERLAP}, or a quarter of the slice if that is smaller)",
+    )
+
+
+def add_end_after_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--end-after",
+        type=positive_int,
+        metavar="FRAMES",
+        help="end an object's track after this many processed frames unseen; a later sighting is a new id "
+        "(default: 2*STEP; with SAM 3, 40)",
     )
 
 
@@ -795,6 +734,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="also track newly found objects backwards (up to 2*STEP frames) so tracks start "
         "where objects appear; delays output by 2*STEP frames",
     )
+    add_end_after_option(video)
     video.add_argument(
         "--start-frame", type=non_negative_int, default=0, help="first frame to process (0-based, default 0)"
     )
@@ -849,6 +789,7 @@ def build_parser() -> argparse.ArgumentParser:
                 help="mask IoU above which a detection is an object already tracked (default 0.8)",
             )
             action.add_argument("--reverse", action="store_true", help="also track new objects backwards")
+            add_end_after_option(action)
             action.add_argument(
                 "--prompt-type",
                 choices=("mask", "box", "point"),
@@ -877,17 +818,10 @@ def run_cvat(args: argparse.Namespace) -> int:
         mapping = task_labeling.phrase_labels(task_labeling.task_labels(task), args.prompt, task_id)
         if args.cvat_command == "track":
             task_labeling.check_trackable(task, mapping)
-        detector = detector_from_args(args)
-        phrases = detector_phrases(detector, list(mapping))
-        segmenter = None if detector.produces_masks else load_segmenter(args.segmenter, device=args.device)
-        tracker = None
-        if args.cvat_command == "track":
-            from .core.models import load_tracker
-
-            tracker = load_tracker(args.tracker, device=args.device)
+        run = Run(spec_from_args(args).replace(prompt=list(mapping)))  # the prompt: the labels' phrases
+        run.load_for_video() if args.cvat_command == "track" else run.load_for_images()
     except GroundedSam2Error as error:
-        print(f"error: {error}", file=sys.stderr)
-        return EXIT_USAGE
+        return usage_error(error)
     started = time.perf_counter()
     total = int(task.size) if frames.last is None else min(frames.last, int(task.size) - 1) - frames.first + 1
     progress = tqdm(total=total, desc="frames", unit="frame", disable=args.quiet)
@@ -895,27 +829,14 @@ def run_cvat(args: argparse.Namespace) -> int:
         if args.cvat_command == "annotate":
 
             def label_frames(images):
-                return ground_and_segment(
-                    images,
-                    phrases,
-                    detector=detector,
-                    segmenter=segmenter,
-                    box_threshold=args.box_threshold,
-                    text_threshold=args.text_threshold,
-                    compact_masks=True,  # CVAT's masks and polygons are made from the crops
-                )
+                return run.label_images(images, compact_masks=True)  # CVAT's masks and polygons from the crops
 
             summary = task_labeling.annotate_task(
                 task, mapping, label_frames, progress, replace=args.replace, frames=frames
             )
         else:
-            from .core.video_pipeline import ground_and_track
-
-            def track_frames(frames):
-                return ground_and_track(frames, phrases, detector, segmenter, tracker, **tracking_options(args))
-
             summary = task_labeling.track_task(
-                task, mapping, track_frames, progress, replace=args.replace, frames=frames
+                task, mapping, run.track, progress, replace=args.replace, frames=frames
             )
     except GroundedSam2Error as error:
         print(f"error: {error}", file=sys.stderr)

@@ -30,7 +30,15 @@ from .detectors.base import detector_phrases
 from .images import as_rgb_array
 from .models import load_detector, load_sam3_tracker, load_segmenter, load_tracker
 from .pipeline import PreparedBatch, default_batch_size, preparation_steps
-from .spec import DEFAULT_BOX_THRESHOLD, DEFAULT_DETECTOR, DEFAULT_SEGMENTER, DEFAULT_TEXT_THRESHOLD, RunSpec
+from .prompts import parse_prompt
+from .spec import (
+    DEFAULT_BOX_THRESHOLD,
+    DEFAULT_DETECTOR,
+    DEFAULT_SEGMENTER,
+    DEFAULT_TEXT_THRESHOLD,
+    RunSpec,
+    SettingError,
+)
 from .video_pipeline import FrameResult, ground_and_track
 
 #: The models a run holds, which a caller may hand in already loaded (``Run(spec, detector=...)``).
@@ -97,23 +105,27 @@ class Run:
         return self
 
     def load_for_video(self) -> Run:
-        """Load what tracking needs; errors here are usage errors."""
+        """Load what tracking needs and check the prompt; errors here are usage errors."""
         self.spec.check_for_video()
         if self.spec.tracks_with_sam3:
-            self.sam3_tracker.check_phrases(list(self.spec.prompt or ()))
+            self.sam3_tracker.check_phrases(self._sam3_phrases(None))
         else:
+            self.phrases()
             self.segmenter  # noqa: B018
             self.video_tracker  # noqa: B018
         return self
 
+    def _sam3_phrases(self, prompt: str | Sequence[str] | None) -> list[str]:
+        return parse_prompt(prompt if prompt is not None else list(self.spec.prompt or ()) or "")
+
     def compile_segmenter(self) -> None:
         """Compile SAM 2's image encoder for this run's batch size (``compile``)."""
-        from .errors import InputError
-
         if self.segmenter is None or not hasattr(self.segmenter, "compile_encoder"):
-            raise InputError(
-                "compile: only the image encoder of a transformers SAM 2 checkpoint is compiled; this run has none "
-                "(SAM 3 makes its own masks, and original .pt checkpoints are not compiled)"
+            raise SettingError(
+                "compile",
+                True,
+                "compiles the image encoder of a transformers SAM 2 checkpoint; this run has none "
+                "(SAM 3 makes its own masks, and original .pt checkpoints are not compiled)",
             )
         self.segmenter.compile_encoder(self.batch_size)
 
@@ -183,9 +195,7 @@ class Run:
         """
         spec = self.spec.check_for_video()
         if spec.tracks_with_sam3:
-            from .prompts import parse_prompt
-
-            phrases = parse_prompt(prompt if prompt is not None else (spec.prompt or ""))
+            phrases = self._sam3_phrases(prompt)
             session = self.sam3_tracker.start(phrases, **({"end_after": spec.end_after} if spec.end_after else {}))
             return session.track(frames, spec.box_threshold, keep_frames=keep_frames)
         return ground_and_track(

@@ -62,7 +62,9 @@ class SettingError(InputError):
         super().__init__(self.spelled(neutral_name))
 
     def spelled(self, name_of: Callable[[str], str]) -> str:
-        """The one-line message with the setting named by ``name_of(setting)``."""
+        """The one-line message with the setting named by ``name_of(setting)`` (a switch that is on: its name alone)."""
+        if self.value is True:
+            return f"{name_of(self.setting)}: {self.problem}"
         return f"{name_of(self.setting)} {self.value!r}: {self.problem}"
 
 
@@ -139,6 +141,10 @@ class RunSpec:
         if unknown:
             raise SettingError(unknown[0], settings[unknown[0]], f"is not a setting; settings: {', '.join(_KINDS)}")
         values = {name: _coerce(name, value) for name, value in settings.items() if not _is_unset(value)}
+        if values.get("slice_size") == 0:  # how forms and environments say "no slicing"
+            del values["slice_size"]
+        if "slice_size" not in values:
+            values.pop("slice_overlap", None)  # an overlap means nothing without tiles (a form keeps its default)
         spec = cls(**values)
         spec.check()
         return spec
@@ -221,9 +227,7 @@ class RunSpec:
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise SettingError(name, value, "must be at least 1")
-        if self.slice_overlap is not None:
-            if self.slice_size is None:
-                raise SettingError("slice_overlap", self.slice_overlap, "needs a slice size")
+        if self.slice_overlap is not None and self.slice_size is not None:
             if not 0 <= self.slice_overlap < self.slice_size:
                 raise SettingError(
                     "slice_overlap", self.slice_overlap, f"must be at least 0 and smaller than the slice size ({self.slice_size})"

@@ -51,10 +51,9 @@ def test_the_api_token_never_travels_and_never_shows():
         ({"box_threshold": 1.5}, "box_threshold", "between 0 and 1"),
         ({"text_threshold": math.nan}, "text_threshold", "between 0 and 1"),
         ({"iou_threshold": "high"}, "iou_threshold", "must be a number"),
-        ({"slice_size": 0}, "slice_size", "at least 1"),
+        ({"slice_size": -1}, "slice_size", "at least 1"),
         ({"slice_size": 2.5}, "slice_size", "whole number"),
         ({"slice_size": 512, "slice_overlap": 512}, "slice_overlap", "smaller than the slice size"),
-        ({"slice_overlap": 64}, "slice_overlap", "needs a slice size"),
         ({"batch_size": True}, "batch_size", "whole number"),
         ({"step": -1}, "step", "at least 1"),
         ({"prompt_type": "polygon"}, "prompt_type", "mask, box, point"),
@@ -72,6 +71,11 @@ def test_a_bad_setting_is_one_line_naming_it_in_each_spelling(settings, setting,
     assert str(error).startswith(setting.replace("_", " "))  # neutral words in the core
     assert error.spelled(cli_name).startswith(cli_name(setting))
     assert error.spelled(env_name).startswith("GSAM2_" + setting.upper())
+
+
+def test_no_slicing_is_spelled_none_or_zero_and_then_has_no_overlap():
+    assert RunSpec.build(slice_size=0, slice_overlap=128) == RunSpec.build() == RunSpec.build(slice_size="0")
+    assert RunSpec.build(slice_size=512, slice_overlap=0).slice_overlap == 0
 
 
 def test_an_empty_prompt_is_refused_by_the_prompt_parser():
