@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from gsam2.cli import expand_inputs
+from gsam2.cli.inputs import expand_inputs
 from gsam2.core.outputs import output_names
 from gsam2.core import rle_to_mask
 

@@ -118,3 +118,15 @@ def test_every_core_module_imports_in_isolation():
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == "", result.stdout
+
+
+def test_a_spec_is_built_without_importing_torch():
+    """A driver that only plans a run (or reads a CVAT function's environment) never pays for torch."""
+    code = (
+        "import sys; from gsam2.core.spec import RunSpec; RunSpec.from_dict(RunSpec.build(prompt='car').to_dict()); "
+        "from gsam2.core import RunSpec as exported; assert exported is RunSpec; "
+        "print(sorted(m for m in ('torch', 'transformers', 'supervision') if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
