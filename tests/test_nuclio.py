@@ -384,3 +384,43 @@ def test_deploy_script_passes_the_cloud_token_only_from_the_environment(tmp_path
         arguments = log.read_text().splitlines()
         assert ("DDS_API_TOKEN=secret-token" in arguments) == bool(token)
         assert not any("DDS_API_TOKEN" in argument for argument in arguments if not token)
+
+
+@pytest.mark.parametrize("module", [detector, interactor, tracker])
+def test_a_bad_setting_fails_at_init_naming_the_variable(models_env, tmp_path, module):
+    """The handlers build their run from RunSpec.from_env: a wrong value is one line at deployment, not per request."""
+    folder = write_function(tmp_path, "grounded-sam2-detector", "bad", ["car"])
+    models_env.setenv("GSAM2_FUNCTION_CONFIG", str(folder / "function.yaml"))
+    models_env.setenv("GSAM2_SLICE_SIZE", "512")
+    models_env.setenv("GSAM2_SLICE_OVERLAP", "600")
+    with pytest.raises(ValueError) as raised:
+        module.init_context(make_context())
+    message = str(raised.value)
+    assert "\n" not in message and message.startswith("GSAM2_SLICE_OVERLAP 600:") and "512" in message
+
+
+def test_detector_function_runs_the_environments_spec(models_env, tmp_path):
+    """Slicing with its overlap, the text threshold and the box threshold's default come from the environment."""
+    folder = write_function(tmp_path, "grounded-sam2-detector", "sliced", ["car", "person"])
+    models_env.setenv("GSAM2_FUNCTION_CONFIG", str(folder / "function.yaml"))
+    for name, value in {"GSAM2_SLICE_SIZE": "64", "GSAM2_SLICE_OVERLAP": "16", "GSAM2_TEXT_THRESHOLD": "0",
+                        "GSAM2_BOX_THRESHOLD": "0"}.items():
+        models_env.setenv(name, value)
+    context = make_context()
+    detector.init_context(context)
+    spec = context.user_data.run.spec
+    assert (spec.slice_size, spec.slice_overlap, spec.text_threshold, spec.box_threshold) == (64, 16, 0.0, 0.0)
+    assert "Sliced" in type(context.user_data.detector).__name__
+    status, body = call(detector, context, {"image": b64(IMAGE)})
+    assert status == 200 and body, "threshold 0 from GSAM2_BOX_THRESHOLD: every tile's boxes come back"
+
+
+def test_tracker_function_with_edgetam(models_env, tiny_models):
+    models_env.setenv("GSAM2_TRACKER", f"edgetam:{tiny_models['edgetam-video']}")
+    context = make_context()
+    tracker.init_context(context)
+    status, body = call(tracker, context, {"image": b64(IMAGE), "shapes": [[10, 10, 50, 40]], "states": []})
+    assert status == 200, body
+    next_frame = b64(np.roll(IMAGE, 2, axis=1))
+    status, body = call(tracker, context, {"image": next_frame, "shapes": [None], "states": body["states"]})
+    assert status == 200 and len(body["shapes"]) == 1, body
