@@ -855,7 +855,13 @@ def build_parser() -> argparse.ArgumentParser:
                 default="mask",
                 help="how detections prompt SAM 2's tracker (default: mask)",
             )
-            action.add_argument("--tracker", default=DEFAULT_SEGMENTER, help="SAM 2 video checkpoint")
+            action.add_argument(
+                "--tracker",
+                default=DEFAULT_SEGMENTER,
+                help=f"tracker: a backend or size ({', '.join(tracker_choices())}), BACKEND:CHECKPOINT (e.g. "
+                "edgetam:PATH), a SAM 2 video hub id or local folder, or sam3 (sam3:CHECKPOINT) to find and "
+                "track with SAM 3 alone",
+            )
         add_model_options(action, florence2_task_option="--florence2-task")  # --task is the CVAT task here
         action.set_defaults(run=run_cvat)
     return parser
@@ -877,14 +883,30 @@ def run_cvat(args: argparse.Namespace) -> int:
         mapping = task_labeling.phrase_labels(task_labeling.task_labels(task), args.prompt, task_id)
         if args.cvat_command == "track":
             task_labeling.check_trackable(task, mapping)
-        detector = detector_from_args(args)
-        phrases = detector_phrases(detector, list(mapping))
-        segmenter = None if detector.produces_masks else load_segmenter(args.segmenter, device=args.device)
-        tracker = None
-        if args.cvat_command == "track":
-            from .core.models import load_tracker
+        from .core.run import Run
+        from .core.spec import RunSpec, SettingError, cli_name
 
-            tracker = load_tracker(args.tracker, device=args.device)
+        try:
+            spec = RunSpec.build(
+                prompt=list(mapping),
+                detector=args.detector,
+                task=getattr(args, "task", None),
+                slice_size=args.slice_size,
+                slice_overlap=args.slice_overlap,
+                segmenter=args.segmenter,
+                device=args.device,
+                box_threshold=args.box_threshold,
+                text_threshold=args.text_threshold,
+                batch_size=getattr(args, "batch_size", None),
+                compile=getattr(args, "compile", False),
+                **({} if args.cvat_command != "track" else {
+                    "tracker": args.tracker, "step": args.step, "iou_threshold": args.iou_threshold,
+                    "prompt_type": args.prompt_type, "reverse": args.reverse}),
+            )
+        except SettingError as error:
+            raise InputError(error.spelled(cli_name)) from None
+        run = Run(spec)
+        run.load_for_video() if args.cvat_command == "track" else run.load_for_images()
     except GroundedSam2Error as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
@@ -894,29 +916,14 @@ def run_cvat(args: argparse.Namespace) -> int:
     try:
         if args.cvat_command == "annotate":
 
-            def label_frames(images):
-                return ground_and_segment(
-                    images,
-                    phrases,
-                    detector=detector,
-                    segmenter=segmenter,
-                    box_threshold=args.box_threshold,
-                    text_threshold=args.text_threshold,
-                    compact_masks=True,  # CVAT's masks and polygons are made from the crops
-                )
+            def report(message: str) -> None:
+                tqdm.write(printable(f"error: {message}", sys.stderr), file=sys.stderr)
 
             summary = task_labeling.annotate_task(
-                task, mapping, label_frames, progress, replace=args.replace, frames=frames
+                task, mapping, run, progress, replace=args.replace, frames=frames, on_failure=report
             )
         else:
-            from .core.video_pipeline import ground_and_track
-
-            def track_frames(frames):
-                return ground_and_track(frames, phrases, detector, segmenter, tracker, **tracking_options(args))
-
-            summary = task_labeling.track_task(
-                task, mapping, track_frames, progress, replace=args.replace, frames=frames
-            )
+            summary = task_labeling.track_task(task, mapping, run, progress, replace=args.replace, frames=frames)
     except GroundedSam2Error as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_FAILURES
@@ -927,8 +934,10 @@ def run_cvat(args: argparse.Namespace) -> int:
     print(f"{what + ':':17} {summary.objects}")
     if args.replace:
         print(f"removed first:    {summary.removed} (automatic shapes and tracks of these labels)")
+    if summary.failures:
+        print(f"frames failed:    {len(summary.failures)}")
     print(f"time:             {time.perf_counter() - started:.1f} s")
-    return EXIT_OK
+    return EXIT_FAILURES if summary.failures else EXIT_OK
 
 
 class Terminated(KeyboardInterrupt):
