@@ -242,3 +242,32 @@ def test_gsam2_cvat_annotate_reports_a_failing_frame_and_labels_the_others():
     assert summary.frames == 3 and summary.objects == 3 * len(LABELS)
     stored = standin.tasks[TASK_ID].annotations["shapes"]
     assert sorted({shape["frame"] for shape in stored}) == [0, 2, 3]
+
+
+@pytest.mark.parametrize("tracker", ["sam3", "edgetam"])
+def test_gsam2_cvat_track_with_sam3_and_edgetam(tiny_models, tracker):
+    """``gsam2 cvat track --tracker sam3|edgetam`` (run.track): one CVAT track per object, uploaded to the task."""
+    frames = [np.roll(IMAGE, 3 * k, axis=1) for k in range(4)]
+    labels = [{"id": 30, "name": "car", "type": "polygon"}, {"id": 31, "name": "red square", "type": "rectangle"}]
+    standin = CvatStandIn("token").start()
+    try:
+        standin.add_task(TASK_ID, frames, labels, chunk_size=2)
+        client = cvat_sdk.make_client(host="http://127.0.0.1", port=standin.port, access_token="token")
+        cvat_task = client.tasks.retrieve(TASK_ID)
+        mapping = task_labeling.phrase_labels(task_labeling.task_labels(cvat_task), None, TASK_ID)
+        if tracker == "sam3":
+            settings = {"tracker": f"sam3:{tiny_models['sam3-video']}", "box_threshold": 0.0}
+        else:
+            settings = {"tracker": f"edgetam:{tiny_models['edgetam-video']}", "step": 2, "box_threshold": 0.0,
+                        "text_threshold": 0.0, "detector": f"mm-grounding-dino:{tiny_models['mm-grounding-dino']}",
+                        "segmenter": str(tiny_models["sam2"])}
+        run = Run(RunSpec.build(prompt=list(mapping), device="cpu", **settings)).load_for_video()
+        summary = task_labeling.track_task(cvat_task, mapping, run)
+        client.close()
+    finally:
+        standin.stop()
+    assert summary.frames == len(frames) and not summary.failures
+    tracks = standin.tasks[TASK_ID].annotations["tracks"]
+    assert len(tracks) == summary.objects > 0, "threshold 0: the tiny models find and follow something"
+    for track in tracks:
+        assert track["label_id"] in (30, 31) and track["source"] == "auto"
