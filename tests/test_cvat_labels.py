@@ -271,3 +271,27 @@ def test_gsam2_cvat_track_with_sam3_and_edgetam(tiny_models, tracker):
     assert len(tracks) == summary.objects > 0, "threshold 0: the tiny models find and follow something"
     for track in tracks:
         assert track["label_id"] in (30, 31) and track["source"] == "auto"
+
+
+@pytest.mark.parametrize("command", [["annotate"], ["track", "--tracker", "edgetam:{edgetam}", "--step", "2"]])
+def test_gsam2_cvat_command_against_the_standin(tiny_models, monkeypatch, capsys, command):
+    """``gsam2 cvat annotate|track`` end to end (cli.run_cvat builds the Run) against the CVAT stand-in."""
+    from gsam2 import cli
+
+    frames = [np.roll(IMAGE, 3 * k, axis=1) for k in range(3)]
+    labels = [{"id": 30, "name": "car", "type": "polygon"}, {"id": 31, "name": "red square", "type": "mask"}]
+    standin = CvatStandIn("token").start()
+    try:
+        standin.add_task(TASK_ID, frames, labels, chunk_size=2)
+        client = cvat_sdk.make_client(host="http://127.0.0.1", port=standin.port, access_token="token")
+        monkeypatch.setattr(task_labeling, "connect", lambda: client)  # the stand-in has no users/self
+        command = [part.format(edgetam=tiny_models["edgetam-video"]) for part in command]
+        status = cli.main(["cvat", *command, "--task", str(TASK_ID), "--detector", str(tiny_models["grounding-dino"]),
+                           "--segmenter", str(tiny_models["sam2"]), "--device", "cpu", "--quiet",
+                           "--box-threshold", "0", "--text-threshold", "0"])
+    finally:
+        standin.stop()
+    captured = capsys.readouterr()
+    assert status == 0 and "frames processed: 3" in captured.out, captured.err
+    stored = standin.tasks[TASK_ID].annotations["shapes" if command[0] == "annotate" else "tracks"]
+    assert stored and {item["label_id"] for item in stored} <= {30, 31}
