@@ -8,7 +8,7 @@ import time
 
 from ..core import GroundedSam2Error
 from ..core.run import Run
-from .console import EXIT_FAILURES, EXIT_OK, usage_error
+from .console import EXIT_FAILURES, EXIT_OK, printable, report, usage_error
 from .options import spec_from_args
 
 
@@ -38,18 +38,16 @@ def run_cvat(args: argparse.Namespace) -> int:
     try:
         if args.cvat_command == "annotate":
 
-            def label_frames(images):
-                return run.label_images(images, compact_masks=True)  # CVAT's masks and polygons from the crops
+            def report_failure(message: str) -> None:  # a frame that failed; the others are still labelled
+                tqdm.write(printable(f"error: {message}", sys.stderr), file=sys.stderr)
 
             summary = task_labeling.annotate_task(
-                task, mapping, label_frames, progress, replace=args.replace, frames=frames
+                task, mapping, run, progress, replace=args.replace, frames=frames, on_failure=report_failure
             )
         else:
-            summary = task_labeling.track_task(
-                task, mapping, run.track, progress, replace=args.replace, frames=frames
-            )
+            summary = task_labeling.track_task(task, mapping, run, progress, replace=args.replace, frames=frames)
     except GroundedSam2Error as error:
-        print(f"error: {error}", file=sys.stderr)
+        report(f"error: {error}", sys.stderr)
         return EXIT_FAILURES
     finally:
         progress.close()
@@ -58,5 +56,7 @@ def run_cvat(args: argparse.Namespace) -> int:
     print(f"{what + ':':17} {summary.objects}")
     if args.replace:
         print(f"removed first:    {summary.removed} (automatic shapes and tracks of these labels)")
+    if summary.failures:
+        print(f"frames failed:    {len(summary.failures)}")
     print(f"time:             {time.perf_counter() - started:.1f} s")
-    return EXIT_OK
+    return EXIT_FAILURES if summary.failures else EXIT_OK

@@ -174,7 +174,13 @@ def build_parser() -> argparse.ArgumentParser:
                 default="mask",
                 help="how detections prompt SAM 2's tracker (default: mask)",
             )
-            action.add_argument("--tracker", default=DEFAULT_SEGMENTER, help="SAM 2 video checkpoint")
+            action.add_argument(
+                "--tracker",
+                default=DEFAULT_SEGMENTER,
+                help=f"tracker: a backend or size ({', '.join(tracker_choices())}), BACKEND:CHECKPOINT (e.g. "
+                "edgetam:PATH), a SAM 2 video hub id or local folder, or sam3 (sam3:CHECKPOINT) to find and "
+                "track with SAM 3 alone",
+            )
         add_model_options(action, florence2_task_option="--florence2-task")  # --task is the CVAT task here
         action.set_defaults(run=run_cvat)
     return parser

@@ -42,7 +42,7 @@ from .spec import (
 from .video_pipeline import FrameResult, ground_and_track
 
 #: The models a run holds, which a caller may hand in already loaded (``Run(spec, detector=...)``).
-MODEL_ROLES = ("detector", "segmenter", "video_tracker", "sam3_tracker")
+MODEL_ROLES = ("detector", "segmenter", "image_segmenter", "video_tracker", "sam3_tracker")
 
 
 class Run:
@@ -80,7 +80,12 @@ class Run:
     @functools.cached_property
     def segmenter(self):
         """SAM 2's image model, or ``None`` where the detector makes its own masks (SAM 3)."""
-        return None if self.detector.produces_masks else load_segmenter(self.spec.segmenter, device=self.spec.device)
+        return None if self.detector.produces_masks else self.image_segmenter
+
+    @functools.cached_property
+    def image_segmenter(self):
+        """SAM 2's image model by the spec's name, whatever the detector (clicks and boxes: CVAT's interactor)."""
+        return load_segmenter(self.spec.segmenter, device=self.spec.device)
 
     @functools.cached_property
     def video_tracker(self):
