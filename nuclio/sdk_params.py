@@ -12,13 +12,10 @@ from ..core.spec import RunSpec, SettingError
 def spec_from_params(params: Mapping[str, Any]) -> RunSpec:
     """``RunSpec.build(**params)``: strings (``-p slice_size=str:640``) are parsed, typed values taken as they are.
 
-    ``slice_size`` 0 means no slicing, as it did before the spec. A setting the
+    ``slice_size`` 0 means no slicing (as the spec reads it). A setting the
     spec cannot take is one line naming the parameter (``slice_overlap 600: ...``).
     """
-    settings = dict(params)
-    if str(settings.get("slice_size", "")).strip() == "0":
-        settings["slice_size"] = None
     try:
-        return RunSpec.build(**settings)
+        return RunSpec.build(**params)
     except SettingError as error:
         raise InputError(error.spelled(str)) from None
