@@ -3,13 +3,35 @@
 Nothing in here imports FiftyOne, CVAT or nuclio; the adapters do.
 """
 
-from .detections import class_names, empty_detections
-from .errors import GroundedSam2Error, InputError, ModelLoadError, PromptError
-from .exports import detections_to_record, draw_detections, mask_to_rle, rle_to_mask
-from .images import as_rgb_array, decode_image, load_image
-from .models import DEFAULT_DETECTOR, DEFAULT_SEGMENTER, SAM2_CHECKPOINTS, load_detector, load_segmenter
-from .pipeline import DEFAULT_BOX_THRESHOLD, DEFAULT_TEXT_THRESHOLD, ground_and_segment
-from .prompts import parse_prompt, prompt_text
+import importlib
+from typing import Any
+
+# Exports load on first use (PEP 562), so that ``import gsam2.core.spec`` (a driver planning a
+# run, a CVAT function reading its environment) imports neither torch nor transformers.
+_EXPORTED_FROM = {
+    ".detections": ("class_names", "empty_detections"),
+    ".errors": ("GroundedSam2Error", "InputError", "ModelLoadError", "PromptError"),
+    ".exports": ("detections_to_record", "draw_detections", "mask_to_rle", "rle_to_mask"),
+    ".images": ("as_rgb_array", "decode_image", "load_image"),
+    ".models": ("SAM2_CHECKPOINTS", "load_detector", "load_segmenter"),
+    ".prompts": ("parse_prompt", "prompt_text"),
+    ".run": ("Run", "ground_and_segment"),
+    ".spec": ("DEFAULT_BOX_THRESHOLD", "DEFAULT_DETECTOR", "DEFAULT_SEGMENTER", "DEFAULT_TEXT_THRESHOLD", "RunSpec"),
+}
+_MODULE_OF = {name: module for module, names in _EXPORTED_FROM.items() for name in names}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _MODULE_OF:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_MODULE_OF[name], __name__), name)
+    globals()[name] = value  # the next access is a plain lookup
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(list(globals()) + list(_MODULE_OF))
+
 
 __all__ = [
     "DEFAULT_BOX_THRESHOLD",
@@ -21,6 +43,8 @@ __all__ = [
     "InputError",
     "ModelLoadError",
     "PromptError",
+    "Run",
+    "RunSpec",
     "as_rgb_array",
     "class_names",
     "decode_image",

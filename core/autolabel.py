@@ -16,7 +16,6 @@ from PIL import Image
 
 from .detectors.florence2 import CAPTION_TASKS, Florence2Detector, task_token
 from .images import as_rgb_array
-from .models import DEFAULT_SEGMENTER, load_detector, load_segmenter
 from .pipeline import batched, default_batch_size, segment_detections
 from .segmenter import Sam2ImageSegmenter
 
@@ -24,7 +23,7 @@ DEFAULT_CAPTION_TASK = "more_detailed_caption"
 
 
 @dataclass
-class AutoLabel:
+class CaptionedDetections:
     """One image's result: the caption Florence-2 wrote and the objects grounded from it."""
 
     caption: str
@@ -33,44 +32,38 @@ class AutoLabel:
 
 def auto_label(
     images: Sequence[np.ndarray | Image.Image],
-    florence2: Florence2Detector | str = "florence2",
-    segmenter: Sam2ImageSegmenter | str = DEFAULT_SEGMENTER,
+    florence2: Florence2Detector,
+    segmenter: Sam2ImageSegmenter,
     caption_task: str = DEFAULT_CAPTION_TASK,
     batch_size: int | None = None,
-    device: str | None = "auto",
     compact_masks: bool = False,
-) -> list[AutoLabel]:
+) -> list[CaptionedDetections]:
     """Caption every image, ground the caption's phrases, and segment each grounded region.
 
     Args:
         images: RGB arrays or PIL images (any mode; converted to RGB).
-        florence2: a loaded Florence-2 detector, or a detector name such as
-            ``"florence2"`` or ``"florence2:florence-community/Florence-2-base"``.
-        segmenter: a loaded SAM 2 segmenter or a checkpoint.
+        florence2: a loaded Florence-2 detector (``Run(RunSpec.build(detector="florence2",
+            caption_task=...))`` loads one; see :meth:`~.run.Run.auto_label`).
+        segmenter: a loaded SAM 2 segmenter.
         caption_task: ``caption``, ``detailed_caption`` or ``more_detailed_caption``
             (longer captions name more objects, and take longer).
         batch_size: images per forward pass (default: 4 on CUDA, 1 elsewhere).
-        device: used when loading by name.
         compact_masks: masks as ``supervision.CompactMask`` crops (see :func:`~.pipeline.ground_and_segment`).
 
     Returns:
-        One :class:`AutoLabel` per image; detections are labelled with the
+        One :class:`CaptionedDetections` per image; detections are labelled with the
         grounded phrase (``"a black cat"``), have SAM 2 masks, and confidence 1.0
         (Florence-2 gives no scores).
     """
     task_token(caption_task, CAPTION_TASKS)  # an unknown caption task fails before any model loads
-    if isinstance(florence2, str):
-        florence2 = load_detector(florence2, device=device, task="phrase_grounding")
     if not isinstance(florence2, Florence2Detector):
         raise TypeError(f"auto_label needs a Florence-2 detector, got {type(florence2).__name__}")
-    if isinstance(segmenter, str):
-        segmenter = load_segmenter(segmenter, device=device)
     if batch_size is None:
         batch_size = default_batch_size(florence2.device)
-    results: list[AutoLabel] = []
+    results: list[CaptionedDetections] = []
     for batch in batched([as_rgb_array(image) for image in images], batch_size):
         captions = florence2.florence2.caption(batch, caption_task)
         grounded = florence2.detect_with_caption(batch, captions)
         detections = segment_detections(batch, grounded, segmenter, compact_masks=compact_masks)
-        results.extend(AutoLabel(caption, found) for caption, found in zip(captions, detections))
+        results.extend(CaptionedDetections(caption, found) for caption, found in zip(captions, detections))
     return results

@@ -22,10 +22,7 @@ from .errors import InputError, ModelLoadError
 from .segmenter import Sam2ImageSegmenter
 from .tracker import Sam2VideoTracker
 
-DEFAULT_DETECTOR = "IDEA-Research/grounding-dino-tiny"
-DEFAULT_SEGMENTER = "facebook/sam2.1-hiera-tiny"
-
-DEFAULT_TRACKER = "facebook/sam2.1-hiera-tiny"
+from .spec import DEFAULT_DETECTOR, DEFAULT_SEGMENTER, DEFAULT_TRACKER
 
 #: SAM 2.1 image checkpoints on the hub, by the size names the reference uses.
 SAM2_CHECKPOINTS = {
@@ -55,6 +52,12 @@ class DetectorBackend:
 
 def _grounding_dino(checkpoint: str, device: torch.device) -> Detector:
     return GroundingDinoDetector.from_pretrained(checkpoint, device)
+
+
+def _mm_grounding_dino(checkpoint: str, device: torch.device) -> Detector:
+    from .detectors.mm_grounding_dino import MMGroundingDinoDetector
+
+    return MMGroundingDinoDetector.from_pretrained(checkpoint, device)
 
 
 def _owlv2(checkpoint: str, device: torch.device) -> Detector:
@@ -105,6 +108,12 @@ DETECTOR_BACKENDS: dict[str, DetectorBackend] = {
             DEFAULT_DETECTOR,
             _grounding_dino,
             "Grounding DINO (transformers): the default open-vocabulary detector",
+        ),
+        DetectorBackend(
+            "mm-grounding-dino",
+            "openmmlab-community/mm_grounding_dino_tiny_o365v1_goldg_v3det",
+            _mm_grounding_dino,
+            "MM-Grounding-DINO (transformers): OpenMMLab's open re-training of Grounding DINO, better zero-shot",
         ),
         DetectorBackend(
             "florence2",
@@ -262,6 +271,12 @@ def is_original_sam2_checkpoint(checkpoint: str) -> bool:
     return checkpoint.strip().lower().endswith(".pt")
 
 
+def _edgetam_video(checkpoint: str, device: torch.device):
+    from .edgetam_video import EdgeTamVideoTracker
+
+    return EdgeTamVideoTracker.from_pretrained(checkpoint, device)
+
+
 def _original_sam2(checkpoint: str, device: torch.device):
     from .original_checkpoints import OriginalSam2Segmenter
 
@@ -314,21 +329,70 @@ def load_sam3_tracker(
     return _load_once("tracker", "sam3-video", checkpoint, resolve_device(device), Sam3VideoTracker.from_pretrained)
 
 
+@dataclass(frozen=True)
+class TrackerBackend:
+    """How to load one kind of video tracker that follows the boxes and masks it is given (SAM 2's interface:
+    :class:`~.tracker.Sam2VideoTracker`). SAM 3, which finds objects from text by itself, is :func:`load_sam3_tracker`."""
+
+    name: str
+    default_checkpoint: str
+    load_model: Callable[[str, torch.device], Any]
+    summary: str
+
+
+TRACKER_BACKENDS: dict[str, TrackerBackend] = {
+    backend.name: backend
+    for backend in (
+        TrackerBackend(
+            "sam2",
+            DEFAULT_TRACKER,
+            Sam2VideoTracker.from_pretrained,
+            "SAM 2 / 2.1 video (transformers): the default; a hub id, a local folder or a size name",
+        ),
+        TrackerBackend(
+            "edgetam",
+            "yonigozlan/EdgeTAM-hf",
+            _edgetam_video,
+            "EdgeTAM video (transformers): SAM 2's on-device variant (published 150.9 FPS on an A100, SAM 2.1-T 91.2)",
+        ),
+    )
+}
+
+
+def parse_tracker_spec(spec: str) -> tuple[str, str]:
+    """``(backend, checkpoint)`` for a box-following tracker: ``"BACKEND[:CHECKPOINT]"``, a size name, a hub id."""
+    spec = spec.strip()
+    backend, separator, checkpoint = spec.partition(":")
+    if backend.lower() in TRACKER_BACKENDS and (separator or spec.lower() == backend.lower()):
+        backend = backend.lower()
+        return backend, checkpoint.strip() or TRACKER_BACKENDS[backend].default_checkpoint
+    return "sam2", SAM2_CHECKPOINTS.get(spec, spec)
+
+
+def tracker_choices() -> list[str]:
+    """Every tracker name taken without a checkpoint, for help texts and drop-downs (SAM 3 included)."""
+    return list(TRACKER_BACKENDS) + [SAM3_TRACKER_PREFIX, *SAM2_CHECKPOINTS]
+
+
 def load_tracker(
     checkpoint: str = DEFAULT_TRACKER,
     device: str | torch.device | None = "auto",
 ) -> Sam2VideoTracker:
-    """The SAM 2 video tracker for ``checkpoint`` (hub id, local folder or size name).
+    """The video tracker that follows given boxes and masks, for ``checkpoint``.
 
-    The hub's SAM 2.1 checkpoints load both as image and as video models.
+    ``checkpoint``: a SAM 2 hub id, local folder or size name (the hub's SAM 2.1
+    checkpoints load both as image and as video models), or ``BACKEND[:CHECKPOINT]``
+    of :data:`TRACKER_BACKENDS`.
     """
     if parse_sam3_tracker_spec(checkpoint) is not None:
         raise ModelLoadError(
-            f"tracker {checkpoint!r} is SAM 3, which follows text prompts by itself (gsam2 video --tracker sam3, "
-            f"load_sam3_tracker); following boxes or detections needs a SAM 2 video checkpoint such as "
-            f"{DEFAULT_TRACKER!r}"
+            f"tracker {checkpoint!r} is SAM 3, which finds and follows what a text prompt names by itself; "
+            f"following given boxes or shapes needs a tracker such as {DEFAULT_TRACKER!r}"
         )
-    checkpoint = SAM2_CHECKPOINTS.get(checkpoint, checkpoint)
+    backend, checkpoint = parse_tracker_spec(checkpoint)
+    if backend != "sam2":
+        loader = TRACKER_BACKENDS[backend].load_model
+        return _load_once("tracker", backend, checkpoint, resolve_device(device), loader)
     if is_original_sam2_checkpoint(checkpoint):
         # The sam2 package's video predictor wants the whole video as a JPEG folder up front;
         # tracking streams frames through transformers' Sam2VideoModel instead.

@@ -13,15 +13,13 @@ from PIL import Image
 
 from .detections import empty_detections
 from .detectors import Detector
+from .detectors.base import detector_phrases
 from .errors import GroundedSam2Error
 from .images import as_rgb_array
 from .masks import PENDING_MASKS, PendingMasks
-from .models import DEFAULT_DETECTOR, DEFAULT_SEGMENTER, load_detector, load_segmenter
-from .prompts import parse_prompt
 from .segmenter import Sam2ImageSegmenter
+from .spec import DEFAULT_BOX_THRESHOLD, DEFAULT_TEXT_THRESHOLD
 
-DEFAULT_BOX_THRESHOLD = 0.35
-DEFAULT_TEXT_THRESHOLD = 0.25
 DEFAULT_BATCH_SIZE = 4
 
 
@@ -76,12 +74,11 @@ def _ready(value: Any) -> Any:
 def ground_and_segment(
     images: Sequence[np.ndarray | Image.Image],
     prompt: str | Sequence[str] | None,
-    detector: Detector | str = DEFAULT_DETECTOR,
-    segmenter: Sam2ImageSegmenter | str = DEFAULT_SEGMENTER,
+    detector: Detector,
+    segmenter: Sam2ImageSegmenter | None = None,
     box_threshold: float = DEFAULT_BOX_THRESHOLD,
     text_threshold: float = DEFAULT_TEXT_THRESHOLD,
     batch_size: int | None = None,
-    device: str | None = "auto",
     prepared: PreparedBatch | None = None,
     compact_masks: bool = False,
     defer_masks: bool = False,
@@ -92,15 +89,14 @@ def ground_and_segment(
         images: RGB arrays or PIL images (any mode; converted to RGB).
         prompt: ``"car. person. dog."`` or ``["car", "person", "dog"]``
             (ignored by prompt-free detectors, see :func:`detector_phrases`).
-        detector: a loaded detector or a detector name (see
-            :func:`~.models.parse_detector_spec`: ``"florence2"``, ``"owlv2"``, a hub id, ...).
-        segmenter: a loaded SAM 2 segmenter or a checkpoint (not loaded for
-            detectors that make their own masks, such as SAM 3).
+        detector: a loaded detector (models are loaded by name in :class:`~.run.Run`;
+            :func:`gsam2.core.ground_and_segment` takes names too).
+        segmenter: a loaded SAM 2 segmenter; ``None`` only for detectors that make
+            their own masks (SAM 3).
         box_threshold: minimum detector score of a box.
         text_threshold: minimum score of the phrase a box is labelled with.
         batch_size: images per detector / image-encoder forward pass
             (default: :func:`default_batch_size` of the detector's device).
-        device: ``"auto"``, ``"cuda"``, ``"mps"`` or ``"cpu"`` (used when loading by checkpoint).
         prepared: the images' preprocessing, done ahead (:func:`preparation_steps`;
             the images are then one batch).
         compact_masks: carry SAM 2's masks as ``supervision.CompactMask`` (crops of
@@ -121,11 +117,7 @@ def ground_and_segment(
         prompt's phrases), ``data["class_name"]`` and ``data["mask_score"]``
         (SAM 2's predicted IoU). An image with nothing found gets empty detections.
     """
-    if isinstance(detector, str):
-        detector = load_detector(detector, device=device)
     phrases = detector_phrases(detector, prompt)
-    if isinstance(segmenter, str) and not detector.produces_masks:
-        segmenter = load_segmenter(segmenter, device=device)
     if batch_size is None:
         batch_size = default_batch_size(getattr(detector, "device", None))
     arrays = [as_rgb_array(image) for image in images]
@@ -137,23 +129,6 @@ def ground_and_segment(
     for batch in batched(arrays, batch_size):
         results.extend(_ground_and_segment_batch(batch, phrases, detector, segmenter, thresholds, None, masks))
     return results
-
-
-def detector_phrases(detector: Detector, prompt: str | Sequence[str] | None) -> list[str]:
-    """The phrases ``detector`` is given for ``prompt``, checked against what it can take.
-
-    Prompt-free detectors (Florence-2's ``object_detection``, ``dense_region_caption``
-    and ``region_proposal`` tasks) name what they find themselves: they get no
-    phrases and any prompt is ignored.
-
-    Raises:
-        PromptError: the prompt is empty or malformed for a prompted detector.
-    """
-    if not detector.requires_prompt:
-        return []
-    phrases = parse_prompt(prompt if prompt is not None else "")
-    detector.validate_phrases(phrases)
-    return phrases
 
 
 def _ground_and_segment_batch(

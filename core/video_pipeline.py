@@ -24,13 +24,11 @@ import numpy as np
 import supervision as sv
 
 from .detectors import Detector
-from .pipeline import detector_phrases
+from .detectors.base import detector_phrases
 from .segmenter import Sam2ImageSegmenter
+from .spec import DEFAULT_IOU_THRESHOLD, DEFAULT_STEP, PROMPT_TYPES
 from .tracker import Sam2VideoTracker, TrackedFrame
 
-PROMPT_TYPES = ("mask", "box", "point")
-DEFAULT_STEP = 20
-DEFAULT_IOU_THRESHOLD = 0.8
 POINTS_PER_OBJECT = 10
 
 

@@ -27,21 +27,22 @@ from typing import Any
 
 import numpy as np
 
-from ..core import DEFAULT_BOX_THRESHOLD, DEFAULT_DETECTOR, DEFAULT_SEGMENTER, DEFAULT_TEXT_THRESHOLD
-from ..core import PromptError, ground_and_segment, load_detector, load_segmenter
+from ..core import PromptError
 from ..core.detections import class_names
+from ..core.run import Run
 from ..core.masks import mask_crop
 from ..core.prompts import label_phrase
+from ..core.spec import DEFAULT_BOX_THRESHOLD
 from .protocol import (
     AnswerBudget,
     RequestError,
     check_limits,
     cvat_detector_mask,
-    env,
     function_spec,
     mask_bounds,
     polygon_points,
     request_image,
+    run_from_env,
     serve,
 )
 
@@ -70,43 +71,25 @@ def phrase_groups(detector, phrases: list[str]) -> list[list[str]]:
 
 
 def vocabulary_detections(
-    image, groups: list[list[str]], detector, segmenter, box_threshold: float, text_threshold: float
+    image, groups: list[list[str]], run: Run
 ) -> Iterator[tuple[str, float, np.ndarray, np.ndarray, tuple[int, int]]]:
     """``(phrase, confidence, xyxy, mask crop, (x, y) of the crop)`` of every object found, group after group.
 
-    SAM 2's masks come as crops of where each can be (``compact_masks``): CVAT's
-    mask and polygon are made from them without full frames of the image's size.
+    ``run`` labels the image with its spec's thresholds, once per group of
+    phrases. SAM 2's masks come as crops of where each can be (``compact_masks``):
+    CVAT's mask and polygon are made from them without full frames of the image's size.
     """
     for phrases in groups:
-        [detections] = ground_and_segment(
-            [image],
-            phrases,
-            detector=detector,
-            segmenter=segmenter,
-            box_threshold=box_threshold,
-            text_threshold=text_threshold,
-            compact_masks=True,
-        )
+        [detections] = run.label_images([image], prompt=phrases, compact_masks=True)
         for i, phrase in enumerate(class_names(detections)):
             crop, x0, y0 = mask_crop(detections.mask, i)
             yield phrase, float(detections.confidence[i]), detections.xyxy[i], crop, (x0, y0)
 
 
-def detector_from_env(device: str):
-    """The detector the function's environment names.
-
-    ``GSAM2_DETECTOR`` takes any detector name (``owlv2``, ``florence2``,
-    ``dinox`` with ``DDS_API_TOKEN`` set, ...); ``GSAM2_TASK`` is Florence-2's
-    task; ``GSAM2_SLICE_SIZE`` (pixels) turns on sliced inference.
-    """
-    slice_size = int(env("GSAM2_SLICE_SIZE", "0") or 0)
-    return load_detector(
-        env("GSAM2_DETECTOR", DEFAULT_DETECTOR),
-        device=device,
-        task=env("GSAM2_TASK", "") or None,
-        slice_size=slice_size if slice_size > 0 else None,
-        slice_overlap=int(env("GSAM2_SLICE_OVERLAP", "0")) or None,
-    )
+def with_box_threshold(run: Run, detector, segmenter, box_threshold: float) -> Run:
+    """``run`` at another box threshold (a request's), with the models it already holds."""
+    spec = run.spec if box_threshold == run.spec.box_threshold else run.spec.replace(box_threshold=box_threshold)
+    return Run(spec, detector=detector, segmenter=segmenter)
 
 
 def label_types(spec: list[dict[str, Any]]) -> dict[str, str]:
@@ -136,26 +119,25 @@ def label_types(spec: list[dict[str, Any]]) -> dict[str, str]:
 
 
 def init_context(context) -> None:
+    """Load the run the environment describes (``GSAM2_DETECTOR``, ``GSAM2_TASK``, ``GSAM2_SLICE_SIZE``,
+    ``GSAM2_SLICE_OVERLAP``, ``GSAM2_SEGMENTER``, ``GSAM2_DEVICE``, the thresholds: :class:`~gsam2.core.spec.RunSpec`);
+    the function's labels are its prompt."""
     check_limits()
     spec = function_spec()
     data = context.user_data
     data.label_type = label_types(spec)
-    device = env("GSAM2_DEVICE", "auto")
-    detector = detector_from_env(device)
-    data.detector = detector
-    data.segmenter = (
-        None if detector.produces_masks else load_segmenter(env("GSAM2_SEGMENTER", DEFAULT_SEGMENTER), device=device)
-    )
+    data.run = run_from_env()
+    data.detector = data.run.detector
+    data.segmenter = data.run.segmenter
     # CVAT matches labels by name; the prompt uses their phrases, so keep the way back.
     data.label_for_phrase = {label_phrase(name): name for name in data.label_type}
-    data.groups = phrase_groups(detector, list(data.label_for_phrase))
-    data.text_threshold = float(env("GSAM2_TEXT_THRESHOLD", str(DEFAULT_TEXT_THRESHOLD)))
+    data.groups = phrase_groups(data.detector, list(data.label_for_phrase))
     context.logger.info(f"Grounded SAM 2 detector ready: {len(spec)} labels in {len(data.groups)} prompt(s)")
 
 
-def request_threshold(body: dict[str, Any]) -> float:
+def request_threshold(body: dict[str, Any], default: float = DEFAULT_BOX_THRESHOLD) -> float:
     """The box threshold as a fraction; CVAT's UI field may hold a percentage (35 -> 0.35)."""
-    threshold = body.get("threshold", DEFAULT_BOX_THRESHOLD)
+    threshold = body.get("threshold", default)
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold <= 100:
         raise RequestError(f"'threshold' must be a fraction (0-1) or a percentage (0-100), got {threshold!r}")
     return float(threshold) / 100 if threshold > 1 else float(threshold)
@@ -210,11 +192,13 @@ def cvat_item(
 
 def detect(context, body: dict[str, Any]) -> list[dict[str, Any]]:
     image = request_image(body)
-    threshold = request_threshold(body)
     data = context.user_data
+    threshold = request_threshold(body, data.run.spec.box_threshold)
     results = []
     budget = AnswerBudget()
-    found = vocabulary_detections(image, data.groups, data.detector, data.segmenter, threshold, data.text_threshold)
+    # data.detector and data.segmenter are the run's models (or what a test put there).
+    run = with_box_threshold(data.run, data.detector, data.segmenter, threshold)
+    found = vocabulary_detections(image, data.groups, run)
     for phrase, confidence, xyxy, mask, offset in found:
         # A prompted detector answers with our phrases; a prompt-free one names what it finds in its own spelling.
         label = data.label_for_phrase.get(label_phrase(phrase))

@@ -4,6 +4,15 @@
     python -m gsam2.nuclio.functions OUTDIR --labels labels.txt --name my-detector   # your vocabulary
     python -m gsam2.nuclio.functions OUTDIR --name florence-od --detector florence2 --task object_detection
     python -m gsam2.nuclio.functions OUTDIR --name dinox-detector --detector dinox   # DDS_API_TOKEN at deploy
+    python -m gsam2.nuclio.functions OUTDIR --name sliced --slice-size 640 --slice-overlap 128 --segmenter large
+    python -m gsam2.nuclio.functions OUTDIR --kind sam2-tracker --name edgetam-tracker --tracker edgetam
+    python -m gsam2.nuclio.functions OUTDIR --name custom --spec-json '{"detector": "owlv2", "text_threshold": 0.2}'
+
+A function's run is a :class:`~gsam2.core.spec.RunSpec`: the generator writes
+``spec.to_env()`` (``GSAM2_DETECTOR``, ``GSAM2_SLICE_OVERLAP``,
+``GSAM2_SEGMENTER``, ...) into the function's environment, where the handler's
+``RunSpec.from_env()`` reads it back, and bakes that spec's own models into the
+image.
 
 The folders under ``nuclio/functions/`` in the repository are this command's
 output (a test keeps them in sync). ``nuclio/deploy.sh`` deploys them.
@@ -15,13 +24,13 @@ import argparse
 import json
 import shlex
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
-from ..core import DEFAULT_DETECTOR, DEFAULT_SEGMENTER
 from ..core.models import parse_detector_spec
+from ..core.spec import RunSpec, SettingError, cli_name
 from .detector import label_types
 from .protocol import DEFAULT_MAX_IMAGE_PIXELS, DEFAULT_MAX_RESPONSE_MB
 
@@ -51,7 +60,6 @@ FUNCTIONS = {
         "type": "detector",
         "module": "detector",
         "help": "Text-prompted detection (Grounding DINO) with SAM 2 masks; its labels are the prompt",
-        "preload": f"load_detector({DEFAULT_DETECTOR!r}, device='cpu'); load_segmenter({DEFAULT_SEGMENTER!r}, device='cpu')",
         "timeout": "120s",
     },
     "sam2-interactor": {
@@ -59,8 +67,6 @@ FUNCTIONS = {
         "type": "interactor",
         "module": "interactor",
         "help": "Click inside the object (left) or outside it (right), or start with a box",
-        # The text-prompt path grounds with the default detector, loaded on first use.
-        "preload": f"load_segmenter({DEFAULT_SEGMENTER!r}, device='cpu'); load_detector({DEFAULT_DETECTOR!r}, device='cpu')",
         "timeout": "30s",
     },
     "sam2-tracker": {
@@ -68,7 +74,6 @@ FUNCTIONS = {
         "type": "tracker",
         "module": "tracker",
         "help": "Tracks rectangles and polygons with SAM 2's video memory",
-        "preload": f"load_tracker({DEFAULT_SEGMENTER!r}, device='cpu')",
         "timeout": "30s",
     },
 }
@@ -86,43 +91,46 @@ def detector_spec(labels: list[str], label_type: str = "mask") -> str:
     return json.dumps(spec, indent=1)
 
 
+#: The settings that name what a function's image downloads at build time.
+MODEL_SETTINGS = ("detector", "task", "slice_size", "slice_overlap", "segmenter", "tracker")
+
+
 @dataclass(frozen=True)
 class DetectorChoice:
-    """The detector a generated detector function runs (its ``GSAM2_*`` environment)."""
+    """How a generated detector function answers (``label_type``: ``mask`` or ``rectangle``) and the run it serves."""
 
-    detector: str = DEFAULT_DETECTOR
-    task: str | None = None
-    slice_size: int | None = None
     label_type: str = "mask"
+    spec: RunSpec = field(default_factory=RunSpec)
 
-    @property
-    def backend(self) -> str:
-        return parse_detector_spec(self.detector)[0]
 
-    def env(self) -> list[dict[str, str]]:
-        if (self.detector, self.task, self.slice_size) == (DEFAULT_DETECTOR, None, None):
-            return []
-        env = [{"name": "GSAM2_DETECTOR", "value": self.detector}]
-        if self.task:
-            env.append({"name": "GSAM2_TASK", "value": self.task})
-        if self.slice_size:
-            env.append({"name": "GSAM2_SLICE_SIZE", "value": str(self.slice_size)})
-        return env
+def detector_backend(spec: RunSpec) -> str:
+    return parse_detector_spec(spec.detector)[0]
 
-    def pip_target(self) -> str:
-        """What the image installs: the repository, with the extra its backend needs."""
-        extra = {"dds-cloud": "cloud", "groundingdino-original": "groundingdino-original"}.get(self.backend)
-        return f"./gsam2-src[{extra}]" if extra else "./gsam2-src"
 
-    def preload(self) -> str:
-        """Python that downloads the weights into the image at build time."""
-        segmenter = f"load_segmenter({DEFAULT_SEGMENTER!r}, device='cpu')"
-        if self.backend in ("dds-cloud", "groundingdino-original"):
-            # The cloud has nothing to download (and no token at build time);
-            # a local .pth must be mounted into the function, not baked in.
-            return segmenter
-        detector = f"load_detector({self.detector!r}, device='cpu')"
-        return detector if self.backend == "sam3" else f"{detector}; {segmenter}"
+def pip_target(spec: RunSpec) -> str:
+    """What the image installs: the repository, with the extra its detector's backend needs."""
+    extra = {"dds-cloud": "cloud", "groundingdino-original": "groundingdino-original"}.get(detector_backend(spec))
+    return f"./gsam2-src[{extra}]" if extra else "./gsam2-src"
+
+
+def preload(kind: str, spec: RunSpec) -> str:
+    """Python that downloads the spec's own models into the image at build time (on the build's CPU).
+
+    The cloud detector has nothing to download (and no token at build time); a
+    local ``.pth`` must be mounted into the function, not baked in: for those only
+    SAM 2 is preloaded.
+    """
+    settings = {name: getattr(spec, name) for name in MODEL_SETTINGS if getattr(spec, name) != getattr(RunSpec, name)}
+    build = f"run = Run(RunSpec.build(**{json.dumps({**settings, 'device': 'cpu'})}))"
+    detector_loads = detector_backend(spec) not in ("dds-cloud", "groundingdino-original")
+    role = FUNCTIONS[kind]["type"]
+    if role == "tracker":
+        load = "run.video_tracker"
+    elif role == "interactor":  # clicks; text prompts ground with the detector
+        load = "run.image_segmenter; run.detector" if detector_loads else "run.image_segmenter"
+    else:
+        load = "run.load_for_images()" if detector_loads else "run.image_segmenter"
+    return f"from gsam2.core.run import Run; from gsam2.core.spec import RunSpec; {build}; {load}"
 
 
 def function_config(
@@ -131,9 +139,12 @@ def function_config(
     name: str | None = None,
     labels: list[str] | None = None,
     detector: DetectorChoice | None = None,
+    spec: RunSpec | None = None,
 ) -> dict:
+    """A function's ``function.yaml``; ``spec``, else ``detector.spec``, is the run it serves."""
     info = FUNCTIONS[kind]
     detector = detector or DetectorChoice()
+    spec = spec or detector.spec
     annotations = {"name": info["title"], "type": info["type"], "help_message": info["help"]}
     if info["type"] == "detector":
         annotations["spec"] = detector_spec(labels or COCO_LABELS, detector.label_type)
@@ -154,10 +165,9 @@ def function_config(
         {"name": "GSAM2_MAX_IMAGE_PIXELS", "value": str(DEFAULT_MAX_IMAGE_PIXELS)},
         {"name": "GSAM2_MAX_RESPONSE_MB", "value": f"{DEFAULT_MAX_RESPONSE_MB:g}"},
     ]
-    preload, pip_target = info["preload"], "./gsam2-src"
-    if info["type"] == "detector":
-        env += detector.env()
-        preload, pip_target = detector.preload(), detector.pip_target()
+    # The run: RunSpec.from_env() in the handler reads back exactly this (no token: it is given at deploy).
+    # The device is the flavour's (GSAM2_DEVICE above).
+    env += [{"name": name, "value": value} for name, value in spec.to_env().items() if name != "GSAM2_DEVICE"]
     spec = {
         "description": info["help"],
         "runtime": "python:3.11",
@@ -175,9 +185,9 @@ def function_config(
                 "postCopy": [
                     *([] if gpu else [{"kind": "RUN", "value": CPU_TORCH_INSTALL}]),
                     # deploy.sh puts the repository next to main.py as gsam2-src/
-                    {"kind": "RUN", "value": f"pip install --no-cache-dir {shlex.quote(pip_target)}"},
-                    # weights baked into the image: the first request is not a download
-                    {"kind": "RUN", "value": 'python -c "from gsam2.core.models import *; ' + preload + '"'},
+                    {"kind": "RUN", "value": f"pip install --no-cache-dir {shlex.quote(pip_target(spec))}"},
+                    # the spec's weights baked into the image: the first request is not a download
+                    {"kind": "RUN", "value": f"python -c {shlex.quote(preload(kind, spec))}"},
                 ],
             },
         },
@@ -213,28 +223,43 @@ def write_function(
     name: str | None = None,
     labels: list[str] | None = None,
     detector: DetectorChoice | None = None,
+    spec: RunSpec | None = None,
 ) -> Path:
     folder = outdir / (name or kind)
     folder.mkdir(parents=True, exist_ok=True)
     for gpu, filename in ((False, "function.yaml"), (True, "function-gpu.yaml")):
-        text = yaml.safe_dump(function_config(kind, gpu, name, labels, detector), sort_keys=False, width=120)
+        text = yaml.safe_dump(function_config(kind, gpu, name, labels, detector, spec), sort_keys=False, width=120)
         (folder / filename).write_text(text)
     (folder / "main.py").write_text(MAIN_PY.format(module=FUNCTIONS[kind]["module"]))
     return folder
+
+
+#: The run settings the generator takes as options (``--slice-overlap``); ``--spec-json`` takes any.
+SPEC_OPTIONS = {
+    "detector": (str, "the detector's backend or checkpoint, as gsam2 image --detector takes it (florence2, owlv2, "
+                 "mm-grounding-dino, sam3, dinox, a hub id, ...; default: Grounding DINO tiny)"),
+    "task": (str, "Florence-2's task (with --detector florence2)"),
+    "slice_size": (int, "sliced inference over tiles of this many pixels"),
+    "slice_overlap": (int, "overlap of the tiles in pixels (with --slice-size)"),
+    "segmenter": (str, "SAM 2 image checkpoint (hub id, folder or size name)"),
+    "tracker": (str, "the tracker function's video tracker: a SAM 2 checkpoint or edgetam[:CHECKPOINT]"),
+    "box_threshold": (float, "the box threshold (the detector's default when CVAT sends none; text prompts)"),
+    "text_threshold": (float, "the text threshold"),
+}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("outdir", help="folder to write the function folders into")
     parser.add_argument("--labels", help="text file with one label per line: a detector with that vocabulary only")
-    parser.add_argument("--name", help="function name for the custom detector (default grounded-sam2-detector)")
+    parser.add_argument("--name", help="function name for the custom function (default: its kind's name)")
     parser.add_argument(
-        "--detector",
-        help="the custom detector's backend or checkpoint, as gsam2 image --detector takes it "
-        "(florence2, owlv2, sam3, dinox, a hub id, ...; default: Grounding DINO tiny)",
+        "--kind", choices=list(FUNCTIONS), default="grounded-sam2-detector",
+        help="which function the options make (default grounded-sam2-detector)",
     )
-    parser.add_argument("--task", help="Florence-2 task of the custom detector (with --detector florence2)")
-    parser.add_argument("--slice-size", type=int, help="sliced inference over tiles of this many pixels")
+    for setting, (kind, text) in SPEC_OPTIONS.items():
+        parser.add_argument(cli_name(setting), type=kind, help=text)
+    parser.add_argument("--spec-json", help="the run's settings as JSON (RunSpec.to_dict's keys); options win over it")
     parser.add_argument(
         "--rectangles",
         action="store_true",
@@ -242,16 +267,25 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     outdir = Path(args.outdir)
-    custom = args.labels or args.detector or args.task or args.slice_size or args.rectangles
+    options = {setting: getattr(args, setting) for setting in SPEC_OPTIONS if getattr(args, setting) is not None}
+    custom = args.labels or options or args.spec_json or args.rectangles or args.kind != "grounded-sam2-detector"
     if custom:
+        try:
+            settings = json.loads(args.spec_json) if args.spec_json else {}
+        except json.JSONDecodeError as error:
+            parser.error(f"--spec-json: not JSON: {error}")
+        if not isinstance(settings, dict):
+            parser.error("--spec-json: give a JSON object of settings")
+        try:
+            spec = RunSpec.from_dict({**settings, **options})
+        except SettingError as error:
+            parser.error(error.spelled(cli_name))
         labels = None
         if args.labels:
             labels = [line.strip() for line in Path(args.labels).read_text().splitlines() if line.strip()]
-        detector = DetectorChoice(
-            args.detector or DEFAULT_DETECTOR, args.task, args.slice_size, "rectangle" if args.rectangles else "mask"
-        )
+        detector = DetectorChoice("rectangle" if args.rectangles else "mask", spec)
         try:
-            print(write_function(outdir, "grounded-sam2-detector", args.name, labels, detector))
+            print(write_function(outdir, args.kind, args.name, labels, detector))
         except ValueError as error:
             parser.error(str(error))
     else:

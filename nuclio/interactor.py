@@ -35,11 +35,18 @@ from typing import Any
 
 import numpy as np
 
-from ..core import DEFAULT_BOX_THRESHOLD, DEFAULT_DETECTOR, DEFAULT_SEGMENTER, DEFAULT_TEXT_THRESHOLD
-from ..core import load_detector, load_segmenter
 from ..core.prompts import PromptError, parse_prompt
 from .cache import ExpiringLRU
-from .protocol import RequestError, check_limits, env, max_response_bytes, request_image, serve, too_large_answer
+from .protocol import (
+    RequestError,
+    check_limits,
+    env,
+    max_response_bytes,
+    request_image,
+    run_from_env,
+    serve,
+    too_large_answer,
+)
 
 # How far outside the image a click may land and still be taken (CVAT rounds to the nearest pixel).
 CLICK_TOLERANCE = 0.5
@@ -99,10 +106,12 @@ def parse_text_prompts(body: dict[str, Any]) -> list[str]:
 
 
 def init_context(context) -> None:
+    """Load SAM 2's image model of the environment's run (``GSAM2_SEGMENTER``, ``GSAM2_DEVICE``);
+    its detector (``GSAM2_DETECTOR``, thresholds) grounds text prompts, loaded on the first one."""
     check_limits()
     data = context.user_data
-    data.device = env("GSAM2_DEVICE", "auto")
-    data.segmenter = load_segmenter(env("GSAM2_SEGMENTER", DEFAULT_SEGMENTER), device=data.device)
+    data.run = run_from_env()
+    data.segmenter = data.run.image_segmenter
     data.embeddings = ExpiringLRU(
         max_items=int(env("GSAM2_EMBEDDING_CACHE", "8")), ttl_seconds=float(env("GSAM2_EMBEDDING_TTL", "300"))
     )
@@ -115,7 +124,7 @@ def grounding_detector(context):
     data = context.user_data
     with data.detector_lock:
         if data.detector is None:
-            data.detector = load_detector(env("GSAM2_DETECTOR", DEFAULT_DETECTOR), device=data.device)
+            data.detector = data.run.detector
             context.logger.info("text prompts: grounding model loaded")
     return data.detector
 
@@ -129,12 +138,8 @@ def grounded_box(
     box agreeing, the clicks alone decide (``None``).
     """
     detector = grounding_detector(context)
-    [detections] = detector.detect(
-        [image],
-        phrases,
-        box_threshold=float(env("GSAM2_BOX_THRESHOLD", str(DEFAULT_BOX_THRESHOLD))),
-        text_threshold=float(env("GSAM2_TEXT_THRESHOLD", str(DEFAULT_TEXT_THRESHOLD))),
-    )
+    spec = context.user_data.run.spec
+    [detections] = detector.detect([image], phrases, box_threshold=spec.box_threshold, text_threshold=spec.text_threshold)
 
     def holds(box: np.ndarray, point: list[float]) -> bool:
         return box[0] <= point[0] <= box[2] and box[1] <= point[1] <= box[3]

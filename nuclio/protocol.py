@@ -32,6 +32,7 @@ from PIL import Image
 
 from ..core.errors import GroundedSam2Error, InputError
 from ..core.images import decode_image
+from ..core.spec import RunSpec, SettingError, env_name
 
 FUNCTION_CONFIG = "/opt/nuclio/function.yaml"
 
@@ -205,6 +206,25 @@ def function_spec(path: str | None = None) -> list[dict[str, Any]]:
 
 def env(name: str, default: str) -> str:
     return os.environ.get(name, default)
+
+
+def spec_from_env(**overrides: Any) -> RunSpec:
+    """The run the function's environment describes (``GSAM2_DETECTOR``, ``GSAM2_SLICE_OVERLAP``, ...).
+
+    A setting it cannot take fails the deployment at ``init_context`` with one
+    line that names the variable (``GSAM2_SLICE_OVERLAP '600': must be ...``).
+    """
+    try:
+        return RunSpec.from_env(**overrides)
+    except SettingError as error:
+        raise InputError(error.spelled(env_name)) from None
+
+
+def run_from_env(**overrides: Any):
+    """A :class:`~gsam2.core.run.Run` of :func:`spec_from_env`; its models load on first use."""
+    from ..core.run import Run  # torch: only where a function serves
+
+    return Run(spec_from_env(**overrides))
 
 
 def polygon_points(mask: np.ndarray, offset: tuple[int, int] = (0, 0)) -> list[float]:

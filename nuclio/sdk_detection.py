@@ -10,9 +10,13 @@ task's labels by name. Without a prompt the vocabulary is COCO's 80 classes,
 so with ``--allow-unmatched-labels`` a task labelled with COCO names gets its
 own labels detected.
 
-Any detector works: ``-p detector=str:owlv2``, ``-p detector=str:florence2 -p
-task=str:object_detection``, ``-p detector=str:dinox`` (with ``DDS_API_TOKEN``
-in the environment), and ``-p slice_size=int:640`` for sliced inference.
+Every setting of a run (:class:`~gsam2.core.spec.RunSpec`) is a parameter, typed
+or as a string: any detector (``-p detector=str:owlv2``, ``-p
+detector=str:mm-grounding-dino``, ``-p detector=str:florence2 -p
+task=str:object_detection``, ``-p detector=str:dinox`` with ``DDS_API_TOKEN`` in
+the environment), ``-p slice_size=int:640 -p slice_overlap=int:128`` for sliced
+inference, ``-p segmenter=str:large``, ``-p box_threshold=float:0.3 -p
+text_threshold=str:0.2``.
 
 As an agent serves other users' requests, a frame of more than
 ``max_image_pixels`` pixels (``GSAM2_MAX_IMAGE_PIXELS``, else 40 MP, as the
@@ -27,53 +31,33 @@ import cvat_sdk.auto_annotation as cvataa
 import cvat_sdk.models as models
 from cvat_sdk.masks import encode_mask
 
-from ..core import (
-    DEFAULT_BOX_THRESHOLD,
-    DEFAULT_DETECTOR,
-    DEFAULT_SEGMENTER,
-    DEFAULT_TEXT_THRESHOLD,
-    load_detector,
-    load_segmenter,
-    parse_prompt,
-)
-from ..core.detectors.sliced import DEFAULT_SLICE_OVERLAP
 from ..core.images import to_rgb_array
 from ..core.prompts import label_phrase
-from .detector import phrase_groups, vocabulary_detections
+from ..core.run import Run
+from .detector import phrase_groups, vocabulary_detections, with_box_threshold
 from .functions import COCO_LABELS
 from .protocol import check_image_pixels, mask_bounds, polygon_points
 from .protocol import max_image_pixels as serving_max_image_pixels
+from .sdk_params import spec_from_params
 
 
 class GroundedSam2Detection:
-    def __init__(
-        self,
-        prompt: str = "",
-        detector: str = DEFAULT_DETECTOR,
-        segmenter: str = DEFAULT_SEGMENTER,
-        device: str = "auto",
-        box_threshold: float = DEFAULT_BOX_THRESHOLD,
-        text_threshold: float = DEFAULT_TEXT_THRESHOLD,
-        task: str | None = None,
-        slice_size: int = 0,
-        slice_overlap: int = DEFAULT_SLICE_OVERLAP,
-        max_image_pixels: int = 0,
-    ):
+    """``create(**params)``: every setting of a :class:`~gsam2.core.spec.RunSpec` (``prompt``, ``detector``,
+    ``task``, ``slice_size``, ``slice_overlap``, ``segmenter``, ``device``, ``box_threshold``,
+    ``text_threshold``, ...), typed or as ``cvat-cli -p name=str:value`` strings, and the function's
+    own ``max_image_pixels``."""
+
+    def __init__(self, max_image_pixels: int | str = 0, **settings):
+        max_image_pixels = int(max_image_pixels or 0)
         self.max_image_pixels = max_image_pixels if max_image_pixels > 0 else serving_max_image_pixels()
-        names = parse_prompt(prompt) if prompt.strip() else COCO_LABELS
+        self.run = Run(spec_from_params(settings))
+        names = self.run.spec.prompt or COCO_LABELS
         # The label phrases (core.prompts.label_phrase), which the detector's phrases are mapped back through.
         self.phrases = list(dict.fromkeys(label_phrase(name) for name in names))
         self.label_ids = {phrase: index for index, phrase in enumerate(self.phrases)}
-        self.detector = load_detector(
-            detector,
-            device=device,
-            task=task or None,
-            slice_size=slice_size if slice_size > 0 else None,
-            slice_overlap=slice_overlap,
-        )
-        self.segmenter = None if self.detector.produces_masks else load_segmenter(segmenter, device=device)
+        self.run.load_for_images()
+        self.detector, self.segmenter = self.run.detector, self.run.segmenter
         self.groups = phrase_groups(self.detector, self.phrases)
-        self.box_threshold, self.text_threshold = box_threshold, text_threshold
         self._spec = cvataa.DetectionFunctionSpec(
             labels=[cvataa.label_spec(phrase, index, type="mask") for index, phrase in enumerate(self.phrases)]
         )
@@ -85,12 +69,12 @@ class GroundedSam2Detection:
     def detect(
         self, context: cvataa.DetectionFunctionContext, image: PIL.Image.Image
     ) -> list[models.LabeledShapeRequest]:
-        threshold = context.conf_threshold if context.conf_threshold is not None else self.box_threshold
+        threshold = context.conf_threshold if context.conf_threshold is not None else self.run.spec.box_threshold
         check_image_pixels(*image.size, name=context.frame_name, limit=self.max_image_pixels)  # not decoded yet
         rgb = to_rgb_array(image)
         shapes = []
-        found = vocabulary_detections(rgb, self.groups, self.detector, self.segmenter, threshold, self.text_threshold)
-        for phrase, confidence, xyxy, mask, offset in found:  # mask: a crop at offset (x, y)
+        run = with_box_threshold(self.run, self.detector, self.segmenter, threshold)
+        for phrase, confidence, xyxy, mask, offset in vocabulary_detections(rgb, self.groups, run):  # mask: a crop at offset
             # A prompt-free detector names what it finds in its own spelling ("Traffic light").
             label_id = self.label_ids.get(label_phrase(phrase))
             if confidence < threshold or label_id is None:

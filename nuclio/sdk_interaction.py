@@ -16,18 +16,23 @@ import PIL.Image
 import cvat_sdk.auto_annotation as cvataa
 from cvat_sdk.masks import encode_mask
 
-from ..core import DEFAULT_SEGMENTER, load_segmenter
 from ..core.images import to_rgb_array
+from ..core.run import Run
 from ..core.segmenter import ImageEmbedding
 from .protocol import check_image_pixels
 from .protocol import max_image_pixels as serving_max_image_pixels
+from .sdk_params import spec_from_params
 
 
 class Sam2Interaction:
     spec = cvataa.InteractionFunctionSpec(min_pos_points=1, min_neg_points=0)
 
-    def __init__(self, segmenter: str = DEFAULT_SEGMENTER, device: str = "auto", max_image_pixels: int = 0):
-        self.segmenter = load_segmenter(segmenter, device=device)
+    def __init__(self, max_image_pixels: int | str = 0, **settings):
+        """``settings``: a run's (``segmenter``, ``device``, ...; see :class:`~gsam2.core.spec.RunSpec`),
+        typed or as strings; SAM 2's image model is the one used."""
+        self.run = Run(spec_from_params(settings))
+        self.segmenter = self.run.image_segmenter
+        max_image_pixels = int(max_image_pixels or 0)
         self.max_image_pixels = max_image_pixels if max_image_pixels > 0 else serving_max_image_pixels()
 
     def preprocess_image(self, context, image: PIL.Image.Image) -> ImageEmbedding:

@@ -3,7 +3,8 @@
     cvat-cli function create-native "SAM 2 tracker" --function-module gsam2.nuclio.sdk_tracking
     cvat-cli function run-agent FUNCTION_ID --function-module gsam2.nuclio.sdk_tracking
 
-Needs cvat-sdk >= 2.42 (TrackingFunction). Rectangles and polygons are tracked;
+Needs cvat-sdk >= 2.42 (TrackingFunction). ``-p tracker=str:edgetam`` tracks with
+EdgeTAM instead of SAM 2 (any box-following tracker). Rectangles and polygons are tracked;
 each shape's state is its own SAM 2 streaming session (memory bounded, see
 ``gsam2.core.tracker``). A frame of more than ``max_image_pixels`` pixels
 (``GSAM2_MAX_IMAGE_PIXELS``, else 40 MP) is refused before it is decoded.
@@ -17,12 +18,12 @@ import numpy as np
 import PIL.Image
 import cvat_sdk.auto_annotation as cvataa
 
-from ..core import DEFAULT_SEGMENTER
 from ..core.images import to_rgb_array
-from ..core.models import load_tracker
+from ..core.run import Run
 from ..core.tracker import TrackingSession
 from .protocol import check_image_pixels, mask_bounds, polygon_points
 from .protocol import max_image_pixels as serving_max_image_pixels
+from .sdk_params import spec_from_params
 
 
 @dataclass
@@ -35,8 +36,12 @@ class ShapeState:
 class Sam2Tracking:
     spec = cvataa.TrackingFunctionSpec(supported_shape_types=["rectangle", "polygon"])
 
-    def __init__(self, tracker: str = DEFAULT_SEGMENTER, device: str = "auto", max_image_pixels: int = 0):
-        self.tracker = load_tracker(tracker, device=device)
+    def __init__(self, max_image_pixels: int | str = 0, **settings):
+        """``settings``: a run's (``tracker``: a SAM 2 checkpoint or ``edgetam[:CHECKPOINT]``, ``device``, ...;
+        see :class:`~gsam2.core.spec.RunSpec`), typed or as strings."""
+        self.run = Run(spec_from_params(settings))
+        self.tracker = self.run.video_tracker
+        max_image_pixels = int(max_image_pixels or 0)
         self.max_image_pixels = max_image_pixels if max_image_pixels > 0 else serving_max_image_pixels()
 
     def preprocess_image(self, context, image: PIL.Image.Image) -> np.ndarray:

@@ -20,7 +20,7 @@ import io
 import os
 import zipfile
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -47,6 +47,7 @@ class LabelingSummary:
     frames: int = 0
     objects: int = 0  # shapes (annotate) or tracks (track)
     removed: int = 0
+    failures: list[str] = field(default_factory=list)  # "frame N: why", one per frame that failed
 
 
 def connect():
@@ -161,6 +162,13 @@ def stream_frames(task, frames: FrameRange = FrameRange()) -> Iterator[tuple[int
 
     Only the chunks that hold frames of ``frames`` are downloaded.
     """
+    for frame, source in stream_frame_sources(task, frames):
+        yield frame, decode_frame(source)
+
+
+def stream_frame_sources(task, frames: FrameRange = FrameRange()) -> Iterator[tuple[int, Any]]:
+    """:func:`stream_frames`, with an image task's frames still encoded (``(name, bytes)``: :func:`decode_frame`),
+    so that they decode in the engine's workers and one that cannot be read fails alone."""
     meta = task.get_meta()
     size, chunk_size = int(task.size), int(meta.chunk_size or task.data_chunk_size or 1)
     deleted = set(getattr(meta, "deleted_frames", None) or [])
@@ -168,19 +176,27 @@ def stream_frames(task, frames: FrameRange = FrameRange()) -> Iterator[tuple[int
     for chunk_index in range(frames.first // chunk_size, last // chunk_size + 1):
         buffer = io.BytesIO()
         task.download_chunk(chunk_index, buffer, quality="original")
-        for offset, image in enumerate(_chunk_images(buffer.getvalue())):
+        for offset, source in enumerate(_chunk_sources(buffer.getvalue())):
             frame = chunk_index * chunk_size + offset
             if frame > last:
                 return
             if frame in frames and frame not in deleted:
-                yield frame, image
+                yield frame, source
 
 
-def _chunk_images(data: bytes) -> Iterator[np.ndarray]:
+def decode_frame(source) -> np.ndarray:
+    """A frame of :func:`stream_frame_sources` as RGB."""
+    if isinstance(source, tuple):
+        name, data = source
+        return decode_image(data, name=name)
+    return source
+
+
+def _chunk_sources(data: bytes) -> Iterator[Any]:
     if data[:2] == b"PK":  # image tasks: a zip of the frames, in order
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
             for name in sorted(archive.namelist()):
-                yield decode_image(archive.read(name), name=name)
+                yield name, archive.read(name)
         return
     import av  # video tasks: a video segment
 
@@ -264,29 +280,56 @@ def upload(task, shapes: list | None = None, tracks: list | None = None) -> None
     )
 
 
-def annotate_task(task, mapping: dict[str, TaskLabel], label_frames, progress=None, replace: bool = False,
-                  upload_every: int = 50, frames: FrameRange = FrameRange()) -> LabelingSummary:
-    """Shapes on every frame: ``label_frames(images) -> [sv.Detections]`` names objects by phrase."""
+def annotate_task(task, mapping: dict[str, TaskLabel], run, progress=None, replace: bool = False,
+                  frames: FrameRange = FrameRange(), upload_every: int = 50, on_failure=None) -> LabelingSummary:
+    """Shapes on every frame, labelled by ``run`` (a :class:`~gsam2.core.run.Run`) through the engine.
+
+    As ``gsam2 image``: frames are read ahead, labelled in batches of
+    ``run.batch_size`` with the processors one batch ahead, and masks are made
+    off the model's thread (:func:`~gsam2.core.engine.run_pipelined`). A frame that
+    fails is reported (``summary.failures``, and ``on_failure(message)``) and the
+    other frames are still labelled.
+    """
     from cvat_sdk import models
 
     from ..core.detections import class_names
+    from ..core.engine import run_pipelined
+    from ..core.masks import finish_masks
 
+    phrases = list(mapping)
     summary = LabelingSummary()
     if replace:
         summary.removed = remove_ours(task, {label.id for label in mapping.values()}, frames)
-    pending = []
-    for frame, image in stream_frames(task, frames):
-        [detections] = label_frames([image])
+
+    def label(images, prepared=None):
+        return run.label_images(images, prompt=phrases, prepared=prepared, compact_masks=True, defer_masks=True)
+
+    def shapes(item, image, detections) -> list:
+        detections = finish_masks(detections)  # SAM 2's logits -> mask crops, off the model's thread
+        found = []
         for index, phrase in enumerate(class_names(detections)):
             label = mapping.get(label_phrase(phrase))  # a prompt-free detector's names are in its own spelling
             shape = shape_for(label, detections, index) if label else None
-            if shape is None:
-                continue
-            pending.append(models.LabeledShapeRequest(
-                type=shape[0], frame=frame, label_id=label.id, points=shape[1], source=MARK,
-                occluded=False, z_order=0, attributes=[], group=0,
-            ))
-        summary.frames += 1
+            if shape is not None:
+                found.append(models.LabeledShapeRequest(
+                    type=shape[0], frame=item[0], label_id=label.id, points=shape[1], source=MARK,
+                    occluded=False, z_order=0, attributes=[], group=0,
+                ))
+        return found
+
+    pending = []
+    outcomes = run_pipelined(
+        stream_frame_sources(task, frames), lambda item: decode_frame(item[1]), label, shapes,
+        batch_size=run.batch_size, prepare=run.preparation_steps(phrases),
+    )
+    for outcome in outcomes:
+        if outcome.error is not None:  # that frame's failure; the others of its batch still count
+            summary.failures.append(f"frame {outcome.item[0]}: {outcome.error}")
+            if on_failure is not None:
+                on_failure(summary.failures[-1])
+        else:
+            summary.frames += 1
+            pending += outcome.value
         if progress is not None:
             progress.update(1)
         if len(pending) >= upload_every:
@@ -298,9 +341,9 @@ def annotate_task(task, mapping: dict[str, TaskLabel], label_frames, progress=No
     return summary
 
 
-def track_task(task, mapping: dict[str, TaskLabel], track_frames, progress=None,
+def track_task(task, mapping: dict[str, TaskLabel], run, progress=None,
                replace: bool = False, frames: FrameRange = FrameRange()) -> LabelingSummary:
-    """One CVAT track per object id: ``track_frames(frames) -> iterable of results`` (the video pipeline)."""
+    """One CVAT track per object id, tracked by ``run.track`` (detector + SAM 2 or EdgeTAM, or SAM 3)."""
     from cvat_sdk import models
 
     from ..core.detections import class_names
@@ -318,7 +361,7 @@ def track_task(task, mapping: dict[str, TaskLabel], track_frames, progress=None,
                 progress.update(1)
             yield frame, image
 
-    for result in track_frames(counted(stream_frames(task, frames))):
+    for result in run.track(counted(stream_frames(task, frames)), prompt=list(mapping)):
         summary.frames += 1
         last_frame = result.frame_index
         detections = result.detections

@@ -39,11 +39,9 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
-from ..core import DEFAULT_SEGMENTER
-from ..core.models import load_tracker
 from ..core.tracker import EncodedFrame, TrackingSession
 from .cache import ExpiringLRU
-from .protocol import RequestError, check_limits, env, mask_bounds, polygon_points, request_image, serve
+from .protocol import RequestError, check_limits, env, mask_bounds, polygon_points, request_image, run_from_env, serve
 from .tracker_state import SHAPE_TYPES, ObjectState
 
 
@@ -104,10 +102,11 @@ def parse_shape(shape: Any, index: int, width: int, height: int) -> StartShape:
 
 
 def init_context(context) -> None:
+    """Load the video tracker of the environment's run (``GSAM2_TRACKER``: a SAM 2 checkpoint or
+    ``edgetam[:CHECKPOINT]``; ``GSAM2_DEVICE``)."""
     check_limits()
-    context.user_data.tracker = load_tracker(
-        env("GSAM2_TRACKER", DEFAULT_SEGMENTER), device=env("GSAM2_DEVICE", "auto")
-    )
+    context.user_data.run = run_from_env()
+    context.user_data.tracker = context.user_data.run.video_tracker
     context.user_data.memories = ExpiringLRU(
         max_items=int(env("GSAM2_TRACKER_MAX_OBJECTS", "1000")),
         ttl_seconds=float(env("GSAM2_TRACKER_TTL", "3600")),

@@ -2,7 +2,8 @@
 
     python tests/make_tiny_models.py OUTDIR
 
-creates ``OUTDIR/grounding-dino``, ``OUTDIR/sam2`` and ``OUTDIR/sam2-video``: real transformers
+creates ``OUTDIR/grounding-dino``, ``OUTDIR/sam2``, ``OUTDIR/sam2-video`` and the other backends' folders
+(``write_tiny_models``): real transformers
 architectures (the same config classes as the hub checkpoints) shrunk to a few
 small layers, saved with ``save_pretrained`` so that the project's loaders read
 them exactly as they read ``IDEA-Research/grounding-dino-tiny`` or
@@ -55,7 +56,9 @@ def build_tokenizer() -> BertTokenizerFast:
         return BertTokenizerFast.from_pretrained(tmp, do_lower_case=True)
 
 
-def build_grounding_dino(image_size: int = 128) -> tuple[GroundingDinoForObjectDetection, GroundingDinoProcessor]:
+def build_grounding_dino(
+    image_size: int = 128, config_class=GroundingDinoConfig, model_class=GroundingDinoForObjectDetection
+) -> tuple[GroundingDinoForObjectDetection, GroundingDinoProcessor]:
     tokenizer = build_tokenizer()
     backbone = SwinConfig(
         image_size=image_size,
@@ -74,7 +77,7 @@ def build_grounding_dino(image_size: int = 128) -> tuple[GroundingDinoForObjectD
         intermediate_size=32,
         max_position_embeddings=512,
     )
-    config = GroundingDinoConfig(
+    config = config_class(
         backbone_config=backbone,
         text_config=text,
         d_model=32,
@@ -90,9 +93,17 @@ def build_grounding_dino(image_size: int = 128) -> tuple[GroundingDinoForObjectD
         decoder_n_points=2,
     )
     torch.manual_seed(0)
-    model = GroundingDinoForObjectDetection(config).eval()
+    model = model_class(config).eval()
     image_processor = GroundingDinoImageProcessor(size={"shortest_edge": image_size, "longest_edge": image_size * 2})
     return model, GroundingDinoProcessor(image_processor=image_processor, tokenizer=tokenizer)
+
+
+def build_mm_grounding_dino(image_size: int = 128):
+    """MM-Grounding-DINO: Grounding DINO's tiny config under ``MMGroundingDinoConfig`` (whose defaults the hub's
+    ``openmmlab-community/mm_grounding_dino_*`` conversions keep), with Grounding DINO's processor as they ship it."""
+    from transformers import MMGroundingDinoConfig, MMGroundingDinoForObjectDetection
+
+    return build_grounding_dino(image_size, MMGroundingDinoConfig, MMGroundingDinoForObjectDetection)
 
 
 def build_sam2(image_size: int = 256, hidden: int = 64) -> tuple[Sam2Model, Sam2Processor]:
@@ -154,6 +165,73 @@ def build_sam2_video(image_size: int = 256):
     )
     torch.manual_seed(0)
     model = Sam2VideoModel(config).eval()
+    size = {"height": image_size, "width": image_size}
+    processor = Sam2VideoProcessor(
+        image_processor=Sam2ImageProcessor(size=size, mask_size={"height": image_size // 4, "width": image_size // 4}),
+        video_processor=Sam2VideoVideoProcessor(size=size),
+    )
+    return model, processor
+
+
+def build_edgetam_video(image_size: int = 128):
+    """EdgeTAM video (``EdgeTamVideoModel`` + ``Sam2VideoProcessor``) shaped as ``yonigozlan/EdgeTAM-hf``: a timm
+    RepViT-M1 image encoder (random, 1 block per stage), the 2D Spatial Perceiver over memories, and the
+    converted checkpoint's switches (no temporal encoding of object pointers, no occlusion embedding), shrunk."""
+    from transformers import (
+        EdgeTamVideoConfig,
+        EdgeTamVideoMaskDecoderConfig,
+        EdgeTamVideoModel,
+        EdgeTamVideoPromptEncoderConfig,
+        EdgeTamVisionConfig,
+        Sam2VideoProcessor,
+        Sam2VideoVideoProcessor,
+        TimmWrapperConfig,
+    )
+
+    hidden = 128  # as SAM 2 video: object pointers split into 64-wide memory tokens
+    dims = [8, 16, 32, 64]  # RepViT's 4 stages, strides 4, 8, 16, 32
+    backbone = TimmWrapperConfig(
+        architecture="repvit_m1",
+        model_args={"in_chans": 3, "features_only": True, "out_indices": (0, 1, 2, 3), "embed_dim": tuple(dims),
+                    "depth": (1, 1, 1, 1)},
+    )
+    stride = image_size // 4
+    vision = EdgeTamVisionConfig(
+        backbone_config=backbone,
+        backbone_channel_list=list(reversed(dims)),
+        backbone_feature_sizes=[[stride, stride], [stride // 2, stride // 2], [stride // 4, stride // 4]],
+        fpn_hidden_size=hidden,
+    )
+    config = EdgeTamVideoConfig(
+        vision_config=vision,
+        prompt_encoder_config=EdgeTamVideoPromptEncoderConfig(hidden_size=hidden, image_size=image_size, patch_size=16),
+        mask_decoder_config=EdgeTamVideoMaskDecoderConfig(
+            hidden_size=hidden, mlp_dim=64, num_attention_heads=2, iou_head_hidden_dim=32
+        ),
+        image_size=image_size,
+        enable_temporal_pos_encoding_for_object_pointers=False,
+        enable_occlusion_spatial_embedding=False,
+        max_object_pointers_in_encoder=4,  # 16 real: a session keeps 8 frames of memory, not 17
+        memory_attention_hidden_size=hidden,
+        memory_attention_num_layers=1,
+        memory_attention_mlp_hidden_size=64,
+        memory_attention_rope_feat_sizes=[image_size // 16, image_size // 16],
+        # The perceiver keeps 8 global latents and a 2x2 grid of window latents per memory (256 + 16x16 real).
+        perceiver_resampler_num_latents=8,
+        perceiver_resampler_num_latents_2d=4,
+        memory_attention_rope_k_sizes=[2, 2],
+        perceiver_resampler_hidden_size=64,  # = the memory channels (transformers hard-codes 64)
+        perceiver_resampler_mlp_intermediate_size=64,
+        perceiver_resampler_num_layers=1,
+        memory_encoder_hidden_size=hidden,
+        memory_encoder_output_channels=64,
+        mask_downsampler_embed_dim=hidden,
+        memory_fuser_embed_dim=hidden,
+        memory_fuser_intermediate_dim=64,
+        memory_fuser_num_layers=1,
+    )
+    torch.manual_seed(0)
+    model = EdgeTamVideoModel(config).eval()
     size = {"height": image_size, "width": image_size}
     processor = Sam2VideoProcessor(
         image_processor=Sam2ImageProcessor(size=size, mask_size={"height": image_size // 4, "width": image_size // 4}),
@@ -246,8 +324,10 @@ def write_tiny_models(outdir: str | Path) -> dict[str, Path]:
     written = {}
     for name, build in (
         ("grounding-dino", build_grounding_dino),
+        ("mm-grounding-dino", build_mm_grounding_dino),
         ("sam2", build_sam2),
         ("sam2-video", build_sam2_video),
+        ("edgetam-video", build_edgetam_video),
         ("owlv2", build_owlv2),
         ("florence2", build_florence2),
         ("sam3", build_sam3),

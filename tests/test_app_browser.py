@@ -193,9 +193,10 @@ def test_a_run_from_the_form_writes_labels_and_names_the_failed_file(app, images
     expect(page.get_by_text("FIFTYONE_ALLOW_LEGACY_ORCHESTRATORS=true", exact=False)).to_be_visible()
     fill_models(page, tiny_models, "from_form")
     page.get_by_role("button", name="Execute").click()
-    # Progress while it runs (one sample per batch on a CPU), then the result.
-    expect(page.get_by_role("progressbar")).to_be_visible()
-    expect(page.get_by_text("/4 samples", exact=False)).to_be_visible()
+    # Only what stays on screen is asserted: the progress bar and its "k/4 samples" live only while the run
+    # goes on, and a run that finishes fast (a quiet machine) or a page that updates late (a busy one) shows
+    # neither; once it failed CI that way. The progress messages the App gets are asserted in
+    # tests/test_operators.py::test_ground_and_segment_immediate ("0/5 samples" ... "5/5 samples").
     expect(page.get_by_text("samples labelled", exact=False)).to_be_visible()
     dialog = page.get_by_text("1 failed", exact=False).locator("xpath=ancestor::*[.//table][1]")
     expect(dialog.locator("table")).to_contain_text("missing.png")

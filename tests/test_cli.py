@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from gsam2.cli import expand_inputs
+from gsam2.cli.inputs import expand_inputs
 from gsam2.core.outputs import output_names
 from gsam2.core import rle_to_mask
 
@@ -314,5 +314,5 @@ def test_compile_without_a_sam2_encoder_is_a_usage_error(tmp_path, tiny_models):
     result = gsam2("image", "--prompt", "car", "--input", str(tmp_path / "a.png"), "--output", str(tmp_path / "out"),
                    *sam3, "--compile")
     assert result.returncode == 2, result.stderr
-    assert "--compile compiles the image encoder of a transformers SAM 2 checkpoint" in result.stderr
+    assert "--compile: compiles the image encoder of a transformers SAM 2 checkpoint" in result.stderr
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())

@@ -24,6 +24,8 @@ from gsam2.core import ground_and_segment, parse_prompt
 from gsam2.core.errors import InputError
 from gsam2.core.pipeline import detector_phrases
 from gsam2.core.prompts import label_phrase
+from gsam2.core.run import Run
+from gsam2.core.spec import RunSpec
 from gsam2.nuclio import detector, sdk_detection, task_labeling
 from gsam2.nuclio.functions import function_config
 from gsam2.nuclio.task_labeling import TaskLabel
@@ -191,12 +193,9 @@ def test_gsam2_cvat_annotate_labels_every_odd_label_form(task):
     mapping = task_labeling.phrase_labels(task_labeling.task_labels(cvat_task), None, TASK_ID)
     fake = EchoMasksDetector()
     phrases = detector_phrases(fake, list(mapping))
+    run = Run(RunSpec.build(prompt=list(mapping), box_threshold=0.3, device="cpu"), detector=fake, segmenter=None)
 
-    def label_frames(images):
-        return ground_and_segment(images, phrases, detector=fake, segmenter=None, box_threshold=0.3,
-                                  text_threshold=0.25, compact_masks=True)
-
-    summary = task_labeling.annotate_task(cvat_task, mapping, label_frames)
+    summary = task_labeling.annotate_task(cvat_task, mapping, run)
     stored = standin.tasks[TASK_ID].annotations["shapes"]
     assert sorted(shape["label_id"] for shape in stored) == [label["id"] for label in TASK_LABELS]
     assert summary.objects == len(LABELS) and phrases == list(LABELS.values())
@@ -211,3 +210,88 @@ def test_gsam2_cvat_annotate_prompt_phrases_match_odd_label_names():
         task_labeling.phrase_labels([TaskLabel(1, "Car", "mask"), TaskLabel(2, "car.", "mask")], None, TASK_ID)
     with pytest.raises(InputError, match="'giraffe' matches no label"):
         task_labeling.phrase_labels(labels, "giraffe", TASK_ID)
+
+
+class FailingOnDarkFrames(EchoMasksDetector):
+    """Echoes its phrases, but a frame whose mean is below 60 is a failure of that frame alone."""
+
+    def detect(self, images, phrases, box_threshold, text_threshold):
+        if any(image.mean() < 60 for image in images):
+            raise InputError("this frame cannot be labelled")
+        return super().detect(images, phrases, box_threshold, text_threshold)
+
+
+def test_gsam2_cvat_annotate_reports_a_failing_frame_and_labels_the_others():
+    """annotate goes through the engine: batches of run.batch_size, and a frame that fails fails alone."""
+    frames = [IMAGE, np.zeros_like(IMAGE), IMAGE, IMAGE]
+    standin = CvatStandIn("token").start()
+    try:
+        standin.add_task(TASK_ID, frames, TASK_LABELS, chunk_size=2)
+        client = cvat_sdk.make_client(host="http://127.0.0.1", port=standin.port, access_token="token")
+        cvat_task = client.tasks.retrieve(TASK_ID)
+        mapping = task_labeling.phrase_labels(task_labeling.task_labels(cvat_task), None, TASK_ID)
+        spec = RunSpec.build(prompt=list(mapping), box_threshold=0.3, device="cpu", batch_size=2)
+        run = Run(spec, detector=FailingOnDarkFrames(), segmenter=None)
+        reported = []
+        summary = task_labeling.annotate_task(cvat_task, mapping, run, on_failure=reported.append)
+        client.close()
+    finally:
+        standin.stop()
+    assert summary.failures == reported and len(reported) == 1
+    assert reported[0].startswith("frame 1: ") and "cannot be labelled" in reported[0]
+    assert summary.frames == 3 and summary.objects == 3 * len(LABELS)
+    stored = standin.tasks[TASK_ID].annotations["shapes"]
+    assert sorted({shape["frame"] for shape in stored}) == [0, 2, 3]
+
+
+@pytest.mark.parametrize("tracker", ["sam3", "edgetam"])
+def test_gsam2_cvat_track_with_sam3_and_edgetam(tiny_models, tracker):
+    """``gsam2 cvat track --tracker sam3|edgetam`` (run.track): one CVAT track per object, uploaded to the task."""
+    frames = [np.roll(IMAGE, 3 * k, axis=1) for k in range(4)]
+    labels = [{"id": 30, "name": "car", "type": "polygon"}, {"id": 31, "name": "red square", "type": "rectangle"}]
+    standin = CvatStandIn("token").start()
+    try:
+        standin.add_task(TASK_ID, frames, labels, chunk_size=2)
+        client = cvat_sdk.make_client(host="http://127.0.0.1", port=standin.port, access_token="token")
+        cvat_task = client.tasks.retrieve(TASK_ID)
+        mapping = task_labeling.phrase_labels(task_labeling.task_labels(cvat_task), None, TASK_ID)
+        if tracker == "sam3":
+            settings = {"tracker": f"sam3:{tiny_models['sam3-video']}", "box_threshold": 0.0}
+        else:
+            settings = {"tracker": f"edgetam:{tiny_models['edgetam-video']}", "step": 2, "box_threshold": 0.0,
+                        "text_threshold": 0.0, "detector": f"mm-grounding-dino:{tiny_models['mm-grounding-dino']}",
+                        "segmenter": str(tiny_models["sam2"])}
+        run = Run(RunSpec.build(prompt=list(mapping), device="cpu", **settings)).load_for_video()
+        summary = task_labeling.track_task(cvat_task, mapping, run)
+        client.close()
+    finally:
+        standin.stop()
+    assert summary.frames == len(frames) and not summary.failures
+    tracks = standin.tasks[TASK_ID].annotations["tracks"]
+    assert len(tracks) == summary.objects > 0, "threshold 0: the tiny models find and follow something"
+    for track in tracks:
+        assert track["label_id"] in (30, 31) and track["source"] == "auto"
+
+
+@pytest.mark.parametrize("command", [["annotate"], ["track", "--tracker", "edgetam:{edgetam}", "--step", "2"]])
+def test_gsam2_cvat_command_against_the_standin(tiny_models, monkeypatch, capsys, command):
+    """``gsam2 cvat annotate|track`` end to end (cli.run_cvat builds the Run) against the CVAT stand-in."""
+    from gsam2 import cli
+
+    frames = [np.roll(IMAGE, 3 * k, axis=1) for k in range(3)]
+    labels = [{"id": 30, "name": "car", "type": "polygon"}, {"id": 31, "name": "red square", "type": "mask"}]
+    standin = CvatStandIn("token").start()
+    try:
+        standin.add_task(TASK_ID, frames, labels, chunk_size=2)
+        client = cvat_sdk.make_client(host="http://127.0.0.1", port=standin.port, access_token="token")
+        monkeypatch.setattr(task_labeling, "connect", lambda: client)  # the stand-in has no users/self
+        command = [part.format(edgetam=tiny_models["edgetam-video"]) for part in command]
+        status = cli.main(["cvat", *command, "--task", str(TASK_ID), "--detector", str(tiny_models["grounding-dino"]),
+                           "--segmenter", str(tiny_models["sam2"]), "--device", "cpu", "--quiet",
+                           "--box-threshold", "0", "--text-threshold", "0"])
+    finally:
+        standin.stop()
+    captured = capsys.readouterr()
+    assert status == 0 and "frames processed: 3" in captured.out, captured.err
+    stored = standin.tasks[TASK_ID].annotations["shapes" if command[0] == "annotate" else "tracks"]
+    assert stored and {item["label_id"] for item in stored} <= {30, 31}

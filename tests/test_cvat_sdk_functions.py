@@ -126,3 +126,39 @@ def test_tracking_function(tiny_models, shape_type, points):
         )
         assert result is None or result.type == shape_type
     assert state.frames == 3
+
+
+def test_create_takes_every_setting_as_cvat_cli_strings(tiny_models):
+    """``cvat-cli -p name=str:value``: the function's run spec is RunSpec.build of the same values."""
+    from gsam2.core.spec import RunSpec
+
+    detector, segmenter = f"mm-grounding-dino:{tiny_models['mm-grounding-dino']}", str(tiny_models["sam2"])
+    function = sdk_detection.create(
+        prompt="car. red square.", detector=detector, segmenter=segmenter, device="cpu", slice_size="64",
+        slice_overlap="16", box_threshold="0.3", text_threshold="0.2", max_image_pixels="1000000",
+    )
+    assert function.run.spec == RunSpec.build(
+        prompt=["car", "red square"], detector=detector, segmenter=segmenter, device="cpu", slice_size=64,
+        slice_overlap=16, box_threshold=0.3, text_threshold=0.2,
+    )
+    assert function.max_image_pixels == 1_000_000 and [label.name for label in function.spec.labels] == ["car", "red square"]
+    assert isinstance(function.detect(DetectionContext(conf_threshold=0.0), Image.fromarray(IMAGE)), list)
+    assert sdk_detection.create(detector=detector, segmenter=segmenter, device="cpu", slice_size="0").run.spec.slice_size is None
+
+    interaction = sdk_interaction.create(segmenter=segmenter, device="cpu", box_threshold="0.5")
+    assert interaction.run.spec == RunSpec.build(segmenter=segmenter, device="cpu", box_threshold=0.5)
+
+    tracker = f"edgetam:{tiny_models['edgetam-video']}"
+    tracking = sdk_tracking.create(tracker=tracker, device="cpu")
+    assert tracking.run.spec == RunSpec.build(tracker=tracker, device="cpu")
+    context = ShapeContext("rectangle")
+    state = tracking.init_tracking_state(context, tracking.preprocess_image(context, Image.fromarray(IMAGE)),
+                                         cvataa.TrackableShape(type="rectangle", points=[10, 10, 50, 40]))
+    tracking.track(context, tracking.preprocess_image(context, Image.fromarray(np.roll(IMAGE, 2, 1))), state)
+
+
+def test_create_refuses_a_bad_setting_in_one_line_naming_the_parameter(tiny_models):
+    with pytest.raises(ValueError, match=r"^slice_overlap 600: .*512"):
+        sdk_detection.create(detector=str(tiny_models["grounding-dino"]), slice_size="512", slice_overlap="600")
+    with pytest.raises(ValueError, match=r"^box_threshold 'high': must be a number"):
+        sdk_interaction.create(box_threshold="high")

@@ -314,21 +314,31 @@ def test_deploy_script_stages_each_function_for_nuctl(tmp_path):
 
 def _build_steps(config: dict) -> tuple[str, str]:
     """``(pip install line, preload python)`` of a generated function's image build."""
+    import shlex
+
     steps = [step["value"] for step in config["spec"]["build"]["directives"]["postCopy"]]
     [pip] = [step for step in steps if step.startswith("pip install") and "gsam2-src" in step]
     [preload] = [step for step in steps if step.startswith("python -c")]
-    return pip, preload.removeprefix('python -c "').removesuffix('"')
+    [_, _, code] = shlex.split(preload)
+    return pip, code
 
 
-def _preloaded(preload: str) -> list[tuple[str, str]]:
+def _preloaded(preload: str, monkeypatch) -> list[tuple[str, str]]:
     """Run the build's preload line against recorders: which models it would download."""
+    import types
+
+    import gsam2.core.run as run_module
+
     calls = []
-    names = {
-        "load_detector": lambda spec, device: calls.append(("detector", spec)),
-        "load_segmenter": lambda spec, device: calls.append(("segmenter", spec)),
-        "load_tracker": lambda spec, device: calls.append(("tracker", spec)),
-    }
-    exec(preload.split("; ", 1)[1], names)  # after the import of gsam2.core.models
+
+    def detector(spec, device, **options):
+        calls.append(("detector", spec))
+        return types.SimpleNamespace(produces_masks=spec == "sam3", device=device)
+
+    monkeypatch.setattr(run_module, "load_detector", detector)
+    monkeypatch.setattr(run_module, "load_segmenter", lambda spec, device: calls.append(("segmenter", spec)))
+    monkeypatch.setattr(run_module, "load_tracker", lambda spec, device: calls.append(("tracker", spec)))
+    exec(preload, {})
     return calls
 
 
@@ -343,9 +353,19 @@ def _preloaded(preload: str) -> list[tuple[str, str]]:
          "./gsam2-src", [("detector", "owlv2"), ("segmenter", "facebook/sam2.1-hiera-tiny")]),
         (["--detector", "dinox"], {"GSAM2_DETECTOR": "dinox"}, "'./gsam2-src[cloud]'",
          [("segmenter", "facebook/sam2.1-hiera-tiny")]),
+        (["--segmenter", "facebook/sam2.1-hiera-large", "--slice-size", "512", "--slice-overlap", "64"],
+         {"GSAM2_SEGMENTER": "facebook/sam2.1-hiera-large", "GSAM2_SLICE_SIZE": "512", "GSAM2_SLICE_OVERLAP": "64"},
+         "./gsam2-src", [("detector", "IDEA-Research/grounding-dino-tiny"), ("segmenter", "facebook/sam2.1-hiera-large")]),
+        (["--detector", "mm-grounding-dino", "--text-threshold", "0.2"],
+         {"GSAM2_DETECTOR": "mm-grounding-dino", "GSAM2_TEXT_THRESHOLD": "0.2"}, "./gsam2-src",
+         [("detector", "mm-grounding-dino"), ("segmenter", "facebook/sam2.1-hiera-tiny")]),
+        (["--kind", "sam2-tracker", "--tracker", "edgetam"], {"GSAM2_TRACKER": "edgetam"}, "./gsam2-src",
+         [("tracker", "edgetam")]),
+        (["--kind", "sam2-interactor", "--segmenter", "large"], {"GSAM2_SEGMENTER": "large"}, "./gsam2-src",
+         [("segmenter", "large"), ("detector", "IDEA-Research/grounding-dino-tiny")]),
     ],
 )
-def test_generated_detector_for_another_backend(tmp_path, options, env, pip, preloads):
+def test_generated_detector_for_another_backend(tmp_path, monkeypatch, options, env, pip, preloads):
     from gsam2.nuclio.functions import main
 
     assert main([str(tmp_path), "--name", "custom", *options]) == 0
@@ -356,8 +376,32 @@ def test_generated_detector_for_another_backend(tmp_path, options, env, pip, pre
         assert "DDS_API_TOKEN" not in variables, "a token is never written into a function file"
         pip_line, preload = _build_steps(config)
         assert pip_line == f"pip install --no-cache-dir {pip}"
-        assert _preloaded(preload) == preloads
-        assert len(json.loads(config["metadata"]["annotations"]["spec"])) == 80
+        assert _preloaded(preload, monkeypatch) == preloads
+        if config["metadata"]["annotations"]["type"] == "detector":
+            assert len(json.loads(config["metadata"]["annotations"]["spec"])) == 80
+
+
+@pytest.mark.parametrize("kind", list(FUNCTIONS))
+def test_a_generated_functions_environment_is_its_run_spec(tmp_path, kind):
+    """function.yaml's env, read by the handler's RunSpec.from_env, gives back the spec it was generated from."""
+    from gsam2.core.spec import RunSpec
+    from gsam2.nuclio.functions import main
+
+    settings = {"detector": "owlv2", "slice_size": 640, "slice_overlap": 96, "segmenter": "facebook/sam2.1-hiera-large",
+                "text_threshold": 0.2, "box_threshold": 0.3, "tracker": "edgetam", "batch_size": 2}
+    spec = RunSpec.build(**settings)
+    assert main([str(tmp_path), "--kind", kind, "--name", "custom", "--spec-json", json.dumps(settings)]) == 0
+    for file, device in (("function.yaml", "cpu"), ("function-gpu.yaml", "cuda")):
+        config = yaml.safe_load((tmp_path / "custom" / file).read_text())
+        environ = {item["name"]: item["value"] for item in config["spec"]["env"]}
+        assert RunSpec.from_env(environ) == spec.replace(device=device)
+    # The options win over the JSON; a wrong value is the generator's usage error, in its spelling.
+    assert main([str(tmp_path), "--name", "o", "--spec-json", json.dumps(settings), "--slice-overlap", "32"]) == 0
+    environ = {item["name"]: item["value"]
+               for item in yaml.safe_load((tmp_path / "o" / "function.yaml").read_text())["spec"]["env"]}
+    assert RunSpec.from_env(environ).slice_overlap == 32
+    with pytest.raises(SystemExit):
+        main([str(tmp_path), "--slice-size", "64", "--slice-overlap", "64"])
 
 
 def test_deploy_script_passes_the_cloud_token_only_from_the_environment(tmp_path):
@@ -384,3 +428,43 @@ def test_deploy_script_passes_the_cloud_token_only_from_the_environment(tmp_path
         arguments = log.read_text().splitlines()
         assert ("DDS_API_TOKEN=secret-token" in arguments) == bool(token)
         assert not any("DDS_API_TOKEN" in argument for argument in arguments if not token)
+
+
+@pytest.mark.parametrize("module", [detector, interactor, tracker])
+def test_a_bad_setting_fails_at_init_naming_the_variable(models_env, tmp_path, module):
+    """The handlers build their run from RunSpec.from_env: a wrong value is one line at deployment, not per request."""
+    folder = write_function(tmp_path, "grounded-sam2-detector", "bad", ["car"])
+    models_env.setenv("GSAM2_FUNCTION_CONFIG", str(folder / "function.yaml"))
+    models_env.setenv("GSAM2_SLICE_SIZE", "512")
+    models_env.setenv("GSAM2_SLICE_OVERLAP", "600")
+    with pytest.raises(ValueError) as raised:
+        module.init_context(make_context())
+    message = str(raised.value)
+    assert "\n" not in message and message.startswith("GSAM2_SLICE_OVERLAP 600:") and "512" in message
+
+
+def test_detector_function_runs_the_environments_spec(models_env, tmp_path):
+    """Slicing with its overlap, the text threshold and the box threshold's default come from the environment."""
+    folder = write_function(tmp_path, "grounded-sam2-detector", "sliced", ["car", "person"])
+    models_env.setenv("GSAM2_FUNCTION_CONFIG", str(folder / "function.yaml"))
+    for name, value in {"GSAM2_SLICE_SIZE": "64", "GSAM2_SLICE_OVERLAP": "16", "GSAM2_TEXT_THRESHOLD": "0",
+                        "GSAM2_BOX_THRESHOLD": "0"}.items():
+        models_env.setenv(name, value)
+    context = make_context()
+    detector.init_context(context)
+    spec = context.user_data.run.spec
+    assert (spec.slice_size, spec.slice_overlap, spec.text_threshold, spec.box_threshold) == (64, 16, 0.0, 0.0)
+    assert "Sliced" in type(context.user_data.detector).__name__
+    status, body = call(detector, context, {"image": b64(IMAGE)})
+    assert status == 200 and body, "threshold 0 from GSAM2_BOX_THRESHOLD: every tile's boxes come back"
+
+
+def test_tracker_function_with_edgetam(models_env, tiny_models):
+    models_env.setenv("GSAM2_TRACKER", f"edgetam:{tiny_models['edgetam-video']}")
+    context = make_context()
+    tracker.init_context(context)
+    status, body = call(tracker, context, {"image": b64(IMAGE), "shapes": [[10, 10, 50, 40]], "states": []})
+    assert status == 200, body
+    next_frame = b64(np.roll(IMAGE, 2, axis=1))
+    status, body = call(tracker, context, {"image": next_frame, "shapes": [None], "states": body["states"]})
+    assert status == 200 and len(body["shapes"]) == 1, body

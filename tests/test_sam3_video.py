@@ -128,7 +128,7 @@ def test_end_after_must_be_positive(sam3):
 
 
 def test_sam3_is_not_a_box_tracker():
-    with pytest.raises(ModelLoadError, match="SAM 3, which follows text prompts"):
+    with pytest.raises(ModelLoadError, match="SAM 3, which finds and follows what a text prompt names by itself"):
         load_tracker("sam3")
 
 
@@ -160,7 +160,7 @@ def test_cli_refuses_detector_options_with_sam3(tmp_path, tiny_models, video, op
     result = gsam2("video", "--tracker", f"sam3:{tiny_models['sam3-video']}", "--prompt", "car",
                    "--input", str(video), "--output", str(tmp_path / "out"), "--device", "cpu", *options)
     assert result.returncode == 2
-    assert "--tracker sam3 detects and tracks with SAM 3 alone" in result.stderr
+    assert "a SAM 3 tracker detects and tracks by itself" in result.stderr
     assert options[0] in result.stderr
     assert not (tmp_path / "out").exists(), "nothing written"
 

@@ -9,6 +9,7 @@ import numpy as np
 import supervision as sv
 
 from ..errors import InputError
+from ..prompts import parse_prompt
 
 # The shorter side an image may be left with at the detector's input size: below it the
 # image is a line, nothing can be found in it, and some processors fail on it.
@@ -66,3 +67,20 @@ def check_resized_shapes(images: Sequence[np.ndarray], scale_of, detector: str) 
                 f"image {index + 1} ({width}x{height}) is too elongated for {detector}: at its input size it would be "
                 f"{side:.1f} px across; crop it, or detect over tiles (sliced detection)"
             )
+
+
+def detector_phrases(detector: Detector, prompt: str | Sequence[str] | None) -> list[str]:
+    """The phrases ``detector`` is given for ``prompt``, checked against what it can take.
+
+    Prompt-free detectors (Florence-2's ``object_detection``, ``dense_region_caption``
+    and ``region_proposal`` tasks) name what they find themselves: they get no
+    phrases and any prompt is ignored.
+
+    Raises:
+        PromptError: the prompt is empty or malformed for a prompted detector.
+    """
+    if not detector.requires_prompt:
+        return []
+    phrases = parse_prompt(prompt if prompt is not None else "")
+    detector.validate_phrases(phrases)
+    return phrases
