@@ -249,6 +249,7 @@ def run_case(case: Case, workdir: Path) -> dict:
     import torch
 
     from gsam2 import cli
+    from gsam2.cli import image as cli_image  # where gsam2 image decodes, encodes and writes
 
     # The processors' resize/normalise and SAM 2's mask upsampling run on the model's device; on a
     # GPU they are device work and the host's torch thread pool is idle. Here the "device" is the
@@ -269,14 +270,14 @@ def run_case(case: Case, workdir: Path) -> dict:
 
     real_load = images_module.load_image
     images_module.load_image = wrap_cpu(clock, "decode (host)", real_load)
-    cli.load_image = images_module.load_image
+    cli_image.load_image = images_module.load_image
     import gsam2.core.masks as masks_module
 
     # SAM 2's deferred masks, made in the encode workers (upsampled crops; device work on a GPU).
     masks_module.finish_masks = wrap_cpu(clock, "encode: finish masks", masks_module.finish_masks)
-    cli.detections_to_record = wrap_cpu(clock, "encode: RLE + record (host)", cli.detections_to_record)
-    cli.atomic_write_text = wrap_cpu(clock, "write (host)", cli.atomic_write_text)
-    cli.json = JsonClock(clock)
+    cli_image.detections_to_record = wrap_cpu(clock, "encode: RLE + record (host)", cli_image.detections_to_record)
+    cli_image.atomic_write_text = wrap_cpu(clock, "write (host)", cli_image.atomic_write_text)
+    cli_image.json = JsonClock(clock)
     rss_before = current_rss()
     start, cpu_start = time.perf_counter(), time.process_time()
     if case.loop == "engine":
