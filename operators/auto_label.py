@@ -68,6 +68,7 @@ class AutoLabel(foo.Operator):
         caption_task = params.get("caption_task") or DEFAULT_CAPTION_TASK
         if caption_task not in CAPTION_TASKS:
             raise InputError(f"caption {caption_task!r}: choose one of {', '.join(CAPTION_TASKS)}")
+        common.check_outputs(ctx.dataset, settings, {caption_field_name(settings["label_field"]): "captions"})
         if common.wants_fan_out(params):
             return common.queued_summary(common.queue_shards(ctx, self.uri))
 
@@ -80,7 +81,12 @@ class AutoLabel(foo.Operator):
         label_field = settings["label_field"]
         common.ensure_fields(ctx.dataset, label_field)
         if caption_field_name(label_field) not in ctx.dataset.get_field_schema():
-            ctx.dataset.add_sample_field(caption_field_name(label_field), fo.StringField)
+            ctx.dataset.add_sample_field(
+                caption_field_name(label_field),
+                fo.StringField,
+                description=f"Florence-2's caption behind {label_field!r}",
+                info=common.field_info("captions", label_field),  # what check_outputs recognises as ours
+            )
 
         def label_batch(loaded):
             results = auto_label(

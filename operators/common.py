@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import numbers
 import shutil
+import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -38,6 +40,31 @@ MASK_STORAGE = ("database", "files")
 def error_field_name(label_field: str) -> str:
     """The sample field where a run records why a sample failed (``None`` when it succeeded)."""
     return f"{label_field}_error"
+
+
+def error_field_description(label_field: str) -> str:
+    """The error field's description, as every version since fc125eb wrote it (see :func:`created_by_us`)."""
+    return f"Why {label_field!r} failed"
+
+
+def field_info(role: str, label_field: str) -> dict[str, str]:
+    """The ``info`` gsam2 stores on a field it creates beside a label field (``role``: errors, captions).
+
+    FiftyOne keeps a field's ``info`` dict in the dataset's schema
+    (``add_sample_field(..., info=)``, ``Field.info`` in fiftyone/core/fields.py),
+    so a later run can tell its own field from a user's field of the same name.
+    """
+    return {"created_by": "gsam2", "role": role, "label_field": label_field}
+
+
+def created_by_us(field, role: str, label_field: str) -> bool:
+    """Whether ``field`` is the ``role`` field gsam2 created for ``label_field`` (so a run may clear it).
+
+    Error fields created before fields were marked carry only their description.
+    """
+    if field_info(role, label_field).items() <= (field.info or {}).items():
+        return True
+    return role == "errors" and field.description == error_field_description(label_field)
 
 
 # ----------------------------------------------------------------- inputs
@@ -117,20 +144,23 @@ def add_detector_inputs(inputs: types.Object, ctx=None) -> None:
 
 
 def add_slicing_inputs(inputs: types.Object, params: dict[str, Any]) -> None:
-    inputs.int(
+    size = inputs.int(
         "slice_size",
         default=0,
         label="Slice size (pixels)",
         description="Sliced inference (SAHI) for large images with small objects: detect over overlapping "
         "tiles of this size and merge. 0 = whole images",
     )
-    if int(params.get("slice_size") or 0) > 0:
-        inputs.int(
-            "slice_overlap",
-            default=DEFAULT_SLICE_OVERLAP,
-            label="Slice overlap (pixels)",
-            description="At least the size of the objects you are after",
-        )
+    flag_problem(size, lambda: whole_number("slice size", params.get("slice_size"), minimum=0, default=0))
+    if size.invalid or not params.get("slice_size"):
+        return
+    overlap = inputs.int(
+        "slice_overlap",
+        default=DEFAULT_SLICE_OVERLAP,
+        label="Slice overlap (pixels)",
+        description="At least the size of the objects you are after",
+    )
+    flag_problem(overlap, lambda: slicing(params))
 
 
 def add_florence2_task_input(inputs: types.Object) -> None:
@@ -164,14 +194,14 @@ def load_run_detector(ctx, params: dict[str, Any]):
     declared in ``fiftyone.yml`` (from the environment in open-source FiftyOne).
     """
     backend = detector_backend(params)
-    slice_size = int(params.get("slice_size") or 0)
+    slice_size, slice_overlap = slicing(params)
     return load_detector(
         params.get("detector") or DEFAULT_DETECTOR,
         device=params.get("device", "auto"),
         task=params.get("task") if backend == "florence2" else None,
         api_token=ctx.secret(DDS_TOKEN_SECRET) if backend == "dds-cloud" else None,
-        slice_size=slice_size if slice_size > 0 else None,
-        slice_overlap=int(params["slice_overlap"]) if params.get("slice_overlap") else None,
+        slice_size=slice_size,
+        slice_overlap=slice_overlap,
     )
 
 
@@ -238,17 +268,18 @@ def add_output_inputs(inputs: types.Object, ctx, default_field: str) -> None:
         description="Images per forward pass and per database write (1 on a CPU, 4 on a GPU by default)",
     )
     flag_problem(batch, lambda: check_batch_size(ctx.params.get("batch_size"), ctx.params))
-    add_sharding_input(inputs)
+    add_sharding_input(inputs, ctx.params)
 
 
-def add_sharding_input(inputs: types.Object) -> None:
-    inputs.int(
+def add_sharding_input(inputs: types.Object, params: dict[str, Any]) -> None:
+    prop = inputs.int(
         "num_shards",
         default=1,
         label="Background runs",
         description="1 = one run. N > 1 queues N background runs over disjoint slices of the samples, "
         "for N workers started with `fiftyone delegated launch`",
     )
+    flag_problem(prop, lambda: check_num_shards(params))
 
 
 def delegation_available() -> bool:
@@ -298,11 +329,32 @@ def operator_config(name: str, label: str, description: str) -> foo.OperatorConf
     )
 
 
+def check_field_name(name: str, example: str, frame_field: bool = False) -> str:
+    """``name`` if it is a plain field name, by FiftyOne's rules and as a folder name under ``mask_dir``.
+
+    FiftyOne refuses empty parts, a leading ``_`` and ``$``
+    (``validate_field_name`` in fiftyone/core/odm/utils.py) but takes ``/``;
+    a label field also names the folder of its mask files, so a path
+    (``/tmp/elsewhere``, ``../x``, ``a\\b``) is refused too, and a dot (an
+    embedded field's path) since the operators write top-level fields.
+    """
+    from fiftyone.core.odm.utils import validate_field_name
+
+    if not name or "." in name:
+        what = "frame field" if frame_field else "top-level field"
+        raise InputError(f"label field {name!r}: give a {what} name such as {example!r}")
+    if "/" in name or "\\" in name or "\0" in name:
+        raise InputError(f"label field {name!r}: give a field name, not a path")
+    try:
+        validate_field_name(name, is_frame_field=frame_field)
+    except ValueError as error:  # "Invalid field name: 'x'. Field names cannot ...": the name has no dot
+        raise InputError(f"label field {name!r}: {str(error).split('. ', 1)[-1]}") from None
+    return name
+
+
 def run_settings(params: dict[str, Any]) -> dict[str, Any]:
     """Validate the output parameters shared by the operators, before anything is written."""
-    label_field = (params.get("label_field") or "").strip()
-    if not label_field or label_field.startswith("frames.") or "." in label_field:
-        raise InputError(f"label field {label_field!r}: give a top-level field name such as 'gsam2'")
+    label_field = check_field_name((params.get("label_field") or "").strip(), "gsam2")
     mode = params.get("write_mode", "overwrite")
     if mode not in WRITE_MODES:
         raise InputError(f"write mode {mode!r}: choose one of {', '.join(WRITE_MODES)}")
@@ -316,6 +368,8 @@ def run_settings(params: dict[str, Any]) -> dict[str, Any]:
         mask_dir = Path(params["mask_dir"]).expanduser().resolve()
     batch_size = check_batch_size(params.get("batch_size"), params)
     box_threshold, text_threshold = thresholds(params)
+    slicing(params)
+    check_num_shards(params)
     return {
         "label_field": label_field,
         "write_mode": mode,
@@ -328,22 +382,48 @@ def run_settings(params: dict[str, Any]) -> dict[str, Any]:
 
 def check_batch_size(batch_size: Any, params: dict[str, Any]) -> int:
     """The batch size (unset: :func:`default_batch_size`), a whole number of at least 1."""
-    batch_size = default_batch_size(params) if batch_size is None else batch_size
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise InputError(f"batch size {batch_size!r}: must be a whole number of at least 1")
-    return batch_size
+    return whole_number("batch size", batch_size, minimum=1, default=default_batch_size(params))
+
+
+def check_num_shards(params: dict[str, Any]) -> int:
+    """How many background runs (``num_shards``, unset: 1): a whole number, never a rounded 2.5."""
+    return whole_number("background runs (num_shards)", params.get("num_shards"), minimum=1, default=1)
+
+
+def whole_number(name: str, value: Any, minimum: int, default: int) -> int:
+    """``value`` (unset: ``default``) if a whole number of at least ``minimum``; 2.5, NaN, inf and True are not."""
+    value = default if value is None else value
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise InputError(f"{name} {value!r}: must be a whole number of at least {minimum}")
+    return int(value)
+
+
+def fraction(name: str, value: Any, default: float) -> float:
+    """``value`` (unset: ``default``) if it is a number from 0 to 1 (NaN is not)."""
+    value = default if value is None else value
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise InputError(f"{name} {value!r}: must be a number from 0 to 1")
+    return float(value)
 
 
 def thresholds(params: dict[str, Any]) -> tuple[float, float]:
     """``box_threshold`` and ``text_threshold``: numbers from 0 to 1 (unset: the defaults), as the CLI takes them."""
-    values = []
-    for name, default in (("box_threshold", DEFAULT_BOX_THRESHOLD), ("text_threshold", DEFAULT_TEXT_THRESHOLD)):
-        value = params.get(name)
-        value = default if value is None else value
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
-            raise InputError(f"{name.replace('_', ' ')} {value!r}: must be a number from 0 to 1")
-        values.append(float(value))
-    return values[0], values[1]
+    return (
+        fraction("box threshold", params.get("box_threshold"), DEFAULT_BOX_THRESHOLD),
+        fraction("text threshold", params.get("text_threshold"), DEFAULT_TEXT_THRESHOLD),
+    )
+
+
+def slicing(params: dict[str, Any]) -> tuple[int | None, int | None]:
+    """``slice_size`` (0 or unset: whole images, ``None``) and ``slice_overlap`` (unset: the core's default).
+
+    The overlap is only read with a slice size, as the form only shows it then.
+    """
+    size = whole_number("slice size", params.get("slice_size"), minimum=0, default=0)
+    if size == 0:
+        return None, None
+    overlap = params.get("slice_overlap")
+    return size, whole_number("slice overlap", overlap, minimum=0, default=0) if overlap else None
 
 
 def media_problem(dataset, wanted: str) -> str | None:
@@ -412,7 +492,13 @@ def shard_ranges(view, num_shards: int) -> list[list[str | None]]:
 
 
 def wants_fan_out(params: dict[str, Any]) -> bool:
-    return int(params.get("num_shards") or 1) > 1 and params.get("shard_range") is None
+    """Whether this request asks for background runs over shards (queued at once, not delegated).
+
+    Any ``num_shards`` but 1 counts, read without converting it: an invalid
+    one (2.5, NaN, 0) then runs at once, where :func:`run_settings` refuses it
+    in one line, instead of being rounded or raising here.
+    """
+    return params.get("shard_range") is None and params.get("num_shards") not in (None, 1)
 
 
 def queue_shards(ctx, operator_uri: str) -> list[str]:
@@ -477,34 +563,86 @@ def fail_abandoned_runs(ctx, operator_uri: str, now: datetime | None = None) -> 
 # ---------------------------------------------------------------- writing
 
 
-def ensure_fields(dataset: fo.Dataset, label_field: str) -> None:
-    """Create the label and error fields, or refuse if the label field holds something else."""
-    schema = dataset.get_field_schema()
-    if label_field in schema:
-        field = schema[label_field]
-        if getattr(field, "document_type", None) is not fo.Detections:
-            raise InputError(
-                f"label field {label_field!r} already exists and does not hold Detections; choose another name"
-            )
-    else:
-        dataset.add_sample_field(label_field, fo.EmbeddedDocumentField, embedded_doc_type=fo.Detections)
+def check_outputs(dataset: fo.Dataset, settings: dict[str, Any], companions: dict[str, str] | None = None) -> None:
+    """Refuse, before anything is written, a run that would overwrite a field or file that is not its own.
+
+    ``companions`` are the text fields the run writes beside the label field,
+    as ``{name: role}`` (the error field is always one). The mask folder is
+    created and tried (:func:`check_mask_dir`).
+    """
+    label_field = settings["label_field"]
+    field = dataset.get_field_schema().get(label_field)
+    if field is not None and getattr(field, "document_type", None) is not fo.Detections:
+        raise InputError(
+            f"label field {label_field!r} already exists and does not hold Detections; choose another name"
+        )
     check_error_field(dataset, label_field)
+    for name, role in (companions or {}).items():
+        check_companion_field(dataset, name, role, label_field)
+    if settings["mask_dir"] is not None:
+        check_mask_dir(settings["mask_dir"], label_field)
+
+
+def ensure_fields(dataset: fo.Dataset, label_field: str) -> None:
+    """Create the label field; the error field is created by the first failure (:func:`write_errors`).
+
+    Call after :func:`check_outputs`: a run where nothing failed adds nothing to the App's sidebar.
+    """
+    if label_field not in dataset.get_field_schema():
+        dataset.add_sample_field(label_field, fo.EmbeddedDocumentField, embedded_doc_type=fo.Detections)
 
 
 def check_error_field(dataset: fo.Dataset, label_field: str) -> None:
-    """Refuse a run whose error field exists and holds something other than text.
+    """Refuse a run whose error field exists and is not the one gsam2 created for ``label_field``."""
+    check_companion_field(dataset, error_field_name(label_field), "errors", label_field)
 
-    The field itself is created by the first failure (:func:`write_errors`), so
-    a run where nothing failed adds nothing to the App's sidebar.
+
+def check_companion_field(dataset: fo.Dataset, name: str, role: str, label_field: str) -> None:
+    """Refuse a run that would write ``role`` (errors, captions) into a field ``name`` gsam2 did not create.
+
+    A run sets these fields for every sample it processes (``None`` for a
+    success in the error field), so a user's own field of that name (their
+    notes in ``review_error``) would be lost: only a field marked by
+    :func:`field_info` for this label field is written (:func:`created_by_us`).
     """
-    schema = dataset.get_field_schema()
-    error_field = error_field_name(label_field)
-    if error_field in schema and not isinstance(schema[error_field], fo.StringField):
-        # It is where this run records failures; overwriting someone's field with None would lose it.
+    field = dataset.get_field_schema().get(name)
+    if field is None:
+        return
+    if not isinstance(field, fo.StringField):
         raise InputError(
-            f"field {error_field!r} already exists and does not hold text; "
-            f"it is where failures of {label_field!r} are recorded: choose another label field"
+            f"field {name!r} already exists and does not hold text; "
+            f"it is where {role} of {label_field!r} are recorded: choose another label field"
         )
+    if not created_by_us(field, role, label_field):
+        raise InputError(
+            f"field {name!r} already exists and gsam2 did not create it; "
+            f"it is where {role} of {label_field!r} are recorded: choose another label field"
+        )
+
+
+def check_mask_dir(mask_dir: Path, label_field: str) -> None:
+    """Create the label field's mask folder and write a file in it, or refuse the run in one line.
+
+    A file in the way, a read-only file system or a missing permission would
+    otherwise be an ``OSError`` at the first sample. Only a real write tells:
+    ``os.access`` answers yes to root on a read-only mount such as ``/sys``.
+    """
+    folder = mask_folder(mask_dir, label_field)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        reason = error.strerror or str(error)
+        raise InputError(f"mask folder {str(mask_dir)!r}: cannot write {str(folder)!r}: {reason}") from None
+
+
+def mask_folder(mask_dir: Path, label_field: str, sample_id: str = "") -> Path:
+    """The folder of a label field's (or one of its samples') mask PNGs, refused unless it lies under ``mask_dir``."""
+    folder = (mask_dir / label_field / sample_id).resolve()
+    if not folder.is_relative_to(mask_dir.resolve()):
+        raise InputError(f"label field {label_field!r}: its mask files would be written outside {str(mask_dir)!r}")
+    return folder
 
 
 def write_batch(
@@ -539,7 +677,12 @@ def write_errors(view, label_field: str, errors: dict[str, str | None]) -> None:
     if not exists:
         errors = {sample_id: error for sample_id, error in errors.items() if error is not None}
         if errors:
-            dataset.add_sample_field(error_field, fo.StringField, description=f"Why {label_field!r} failed")
+            dataset.add_sample_field(
+                error_field,
+                fo.StringField,
+                description=error_field_description(label_field),
+                info=field_info("errors", label_field),  # what check_error_field recognises as ours
+            )
     if errors:
         view.set_values(error_field, errors, key_field="id")
 
@@ -549,13 +692,14 @@ def clear_mask_files(mask_dir: Path | None, label_field: str, sample_ids: Iterab
     if mask_dir is None:
         return
     for sample_id in sample_ids:
-        shutil.rmtree(mask_dir / label_field / sample_id, ignore_errors=True)
+        shutil.rmtree(mask_folder(mask_dir, label_field, sample_id), ignore_errors=True)
 
 
 def mask_paths_for(mask_dir: Path | None, label_field: str, sample_id: str, count: int) -> list[Path] | None:
     if mask_dir is None:
         return None
-    return [mask_dir / label_field / sample_id / f"{index:04d}.png" for index in range(count)]
+    folder = mask_folder(mask_dir, label_field, sample_id)
+    return [folder / f"{index:04d}.png" for index in range(count)]
 
 
 def label_samples(

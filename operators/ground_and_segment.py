@@ -98,6 +98,7 @@ class GroundAndSegment(foo.Operator):
             parse_prompt(params.get("prompt") or "")  # an empty prompt fails before any model loads
         settings = common.run_settings(params)
         common.require_images(ctx)
+        common.check_outputs(ctx.dataset, settings)
         if common.wants_fan_out(params):
             return common.queued_summary(common.queue_shards(ctx, self.uri))
 

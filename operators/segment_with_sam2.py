@@ -71,6 +71,7 @@ class SegmentWithSam2(foo.Operator):
             raise InputError(f"source field {source_field!r}: not a Detections field of dataset {ctx.dataset.name!r}")
         if source_field == settings["label_field"]:
             raise InputError(f"label field {source_field!r}: write the masks to another field than the source")
+        common.check_outputs(ctx.dataset, settings)
         if common.wants_fan_out(params):
             return common.queued_summary(common.queue_shards(ctx, self.uri))
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import fiftyone as fo
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
+from fiftyone import ViewField as F
 
 from ..core import (
     DEFAULT_SEGMENTER,
@@ -19,7 +20,7 @@ from ..core.pipeline import detector_phrases
 from ..core.video_io import iter_frames, probe_video
 from ..core.video_pipeline import DEFAULT_IOU_THRESHOLD, DEFAULT_STEP, BoxPrompt, ground_and_track, track_from_boxes
 from . import common, runs
-from .labels import box_from_relative, to_fiftyone_detections
+from .labels import SOURCE_ATTRIBUTE, box_from_relative, to_fiftyone_detections
 
 SOURCE = "track_video"
 MODES = ("prompt", "field")
@@ -70,6 +71,16 @@ class FrameLabelWriter:
         self.pending = {}
         if self.cleared:
             self.dataset.select(self.sample_id).clear_frame_field(self.label_field)
+
+
+def tracking_options(params: dict) -> dict:
+    """``ground_and_track``'s options from the parameters, checked as the CLI checks ``--step``, ``--iou-threshold``."""
+    return {
+        "step": common.whole_number("step", params.get("step"), minimum=1, default=DEFAULT_STEP),
+        "iou_threshold": common.fraction("IoU threshold", params.get("iou_threshold"), DEFAULT_IOU_THRESHOLD),
+        "prompt_type": params.get("prompt_type") or "mask",
+        "reverse": bool(params.get("reverse", False)),
+    }
 
 
 class TrackVideo(foo.Operator):
@@ -135,8 +146,10 @@ class TrackVideo(foo.Operator):
                 )
             common.add_threshold_inputs(inputs, ctx.params)
             if not sam3:
-                inputs.int("step", default=DEFAULT_STEP, label="Detect every N frames")
-                inputs.float("iou_threshold", default=DEFAULT_IOU_THRESHOLD, label="Same-object mask IoU")
+                step = inputs.int("step", default=DEFAULT_STEP, label="Detect every N frames")
+                common.flag_problem(step, lambda: tracking_options({"step": ctx.params.get("step")}))
+                iou = inputs.float("iou_threshold", default=DEFAULT_IOU_THRESHOLD, label="Same-object mask IoU")
+                common.flag_problem(iou, lambda: tracking_options({"iou_threshold": ctx.params.get("iou_threshold")}))
                 inputs.enum("prompt_type", ["mask", "box", "point"], default="mask", label="Prompt SAM 2 with")
                 inputs.bool("reverse", default=False, label="Also track backwards from where objects appear")
         common.add_device_input(inputs)
@@ -164,17 +177,19 @@ class TrackVideo(foo.Operator):
             raise InputError(problem)
         box_threshold, text_threshold = common.thresholds(params)
         label_field = (params.get("label_field") or "").strip().removeprefix("frames.")
-        if not label_field or "." in label_field:
-            raise InputError(f"label field {label_field!r}: give a frame field name such as 'gsam2_tracks'")
+        common.check_field_name(label_field, "gsam2_tracks", frame_field=True)
+        self._check_frame_field(ctx.dataset, label_field)
         device = params.get("device", "auto")
         tracker_name = params.get("tracker") or DEFAULT_SEGMENTER
         sam3 = detector = segmenter = phrases = source_field = None
+        options = {}  # ground_and_track's
         if mode == "prompt" and parse_sam3_tracker_spec(tracker_name) is not None:
             # SAM 3 finds and follows the prompt by itself: no detector, no SAM 2.
             sam3 = load_sam3_tracker(tracker_name, device=device)
             # A phrase SAM 3 cannot take fails before anything is written.
             phrases = sam3.check_phrases(parse_prompt(params.get("prompt") or ""))
         elif mode == "prompt":
+            options = tracking_options(params)  # before any model loads
             if common.needs_prompt(params):
                 parse_prompt(params.get("prompt") or "")  # an empty prompt fails before any model loads
             detector = common.load_run_detector(ctx, params)
@@ -186,13 +201,15 @@ class TrackVideo(foo.Operator):
             if source_field not in frame_detection_fields(ctx.dataset):
                 raise InputError(f"source field {source_field!r}: not a frame-level Detections field")
         tracker = load_tracker(tracker_name, device=device) if sam3 is None else None
-        self._ensure_frame_field(ctx.dataset, label_field)
+        if label_field not in ctx.dataset.get_frame_field_schema():
+            ctx.dataset.add_frame_field(label_field, fo.EmbeddedDocumentField, embedded_doc_type=fo.Detections)
         models = {"sam3": sam3, "detector": detector, "segmenter": segmenter, "tracker": tracker}
-        return self._track_all(ctx, mode, label_field, (box_threshold, text_threshold), phrases, source_field, models)
+        thresholds = (box_threshold, text_threshold)
+        return self._track_all(ctx, mode, label_field, thresholds, phrases, source_field, models, options)
 
-    def _track_all(self, ctx, mode, label_field, thresholds, phrases, source_field, models) -> runs.Work:
+    def _track_all(self, ctx, mode, label_field, thresholds, phrases, source_field, models, options) -> runs.Work:
         """Track every video of the view, one after another, yielding progress within each."""
-        params, (box_threshold, text_threshold) = ctx.params, thresholds
+        box_threshold, text_threshold = thresholds
         sam3, detector, segmenter, tracker = models["sam3"], models["detector"], models["segmenter"], models["tracker"]
         view = ctx.target_view()
         common.fail_abandoned_runs(ctx, self.uri)
@@ -213,12 +230,9 @@ class TrackVideo(foo.Operator):
                         detector,
                         segmenter,
                         tracker,
-                        step=int(params.get("step", DEFAULT_STEP)),
-                        iou_threshold=float(params.get("iou_threshold", DEFAULT_IOU_THRESHOLD)),
-                        prompt_type=params.get("prompt_type", "mask"),
+                        **options,
                         box_threshold=box_threshold,
                         text_threshold=text_threshold,
-                        reverse=bool(params.get("reverse", False)),
                     )
                 else:
                     prompts = self._prompts_from_field(ctx.dataset, sample_id, source_field, info)
@@ -270,13 +284,24 @@ class TrackVideo(foo.Operator):
         return prompts
 
     @staticmethod
-    def _ensure_frame_field(dataset, label_field: str) -> None:
-        schema = dataset.get_frame_field_schema()
-        if label_field in schema:
-            if getattr(schema[label_field], "document_type", None) is not fo.Detections:
+    def _check_frame_field(dataset, label_field: str) -> None:
+        """Refuse, before anything is written, a frame field or error field this run must not clear.
+
+        Each video's ``frames.<field>`` is cleared before its new tracks are
+        written, so an existing field may only hold labels track_video wrote
+        (an annotator's key frames, or another tool's labels, would be lost).
+        """
+        field = dataset.get_frame_field_schema().get(label_field)
+        if field is not None:
+            if getattr(field, "document_type", None) is not fo.Detections:
                 raise InputError(f"frame field {label_field!r} exists and does not hold Detections")
-        else:
-            dataset.add_frame_field(label_field, fo.EmbeddedDocumentField, embedded_doc_type=fo.Detections)
+            path = f"frames.{label_field}"
+            others = dataset.filter_labels(path, F(SOURCE_ATTRIBUTE) != SOURCE).count(f"{path}.detections")
+            if others:
+                raise InputError(
+                    f"frame field {label_field!r} holds {others} labels track_video did not write, "
+                    "which a run would replace: choose another label field"
+                )
         common.check_error_field(dataset, label_field)
 
     def resolve_output(self, ctx) -> types.Property:

@@ -195,6 +195,17 @@ def test_auto_label_operator_stores_captions_delegated(dataset, tiny_models, one
     captions = dataset.values("auto_caption")
     assert len(captions) == 2 and all(isinstance(caption, str) for caption in captions)
     assert dataset.get_field_schema()["auto_caption"].__class__.__name__ == "StringField"
+    assert dataset.get_field("auto_caption").info == {"created_by": "gsam2", "role": "captions", "label_field": "auto"}
+    assert run(f"{PLUGIN}/auto_label", dataset, params).result["processed"] == 2, "a re-run writes its own field"
+
+
+def test_auto_label_never_overwrites_a_caption_field_it_did_not_create(dataset, tiny_models):
+    dataset.set_values("auto_caption", ["my caption", "mine too"])  # a user's own text field
+    params = {"checkpoint": str(tiny_models["florence2"]), "segmenter": str(tiny_models["sam2"]), "device": "cpu",
+              "caption_task": "caption", "label_field": "auto"}
+    expect_user_error(run(f"{PLUGIN}/auto_label", dataset, params), "'auto_caption' already exists and gsam2 did not")
+    assert dataset.values("auto_caption") == ["my caption", "mine too"]
+    assert "auto" not in dataset.get_field_schema(), "refused before any write"
 
 
 # ---------------------------------------------------------------- SAM 3

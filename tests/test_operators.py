@@ -247,6 +247,94 @@ def test_an_error_field_of_another_type_is_never_overwritten(dataset, model_para
     assert "gsam2" not in dataset.get_field_schema() or not dataset.exists("gsam2")
 
 
+def test_a_users_text_field_named_like_the_error_field_is_never_cleared(dataset, model_params, tmp_path):
+    notes = [f"note {index}" for index in range(len(dataset))]
+    dataset.set_values("review_error", notes)  # a user's own text field
+    for uri, params in (
+        (GROUND, ground_params(model_params, label_field="review")),
+        (GROUND, ground_params(model_params, label_field="review", mask_storage="files", mask_dir=str(tmp_path / "m"))),
+        (GROUND, ground_params(model_params, label_field="review", num_shards=2)),
+        (SEGMENT, {"source_field": "gt", "label_field": "review", **model_params}),
+    ):
+        if uri == SEGMENT:
+            dataset.set_values("gt", [fo.Detections() for _ in range(len(dataset))])
+        expect_user_error(run(uri, dataset, params), "'review_error' already exists and gsam2 did not create it")
+        assert dataset.values("review_error") == notes
+        assert "review" not in dataset.get_field_schema(), "refused before any write"
+    assert not (tmp_path / "m").exists() and not DelegatedOperationService().list_operations(dataset_name=dataset.name)
+
+
+def test_the_error_field_of_an_earlier_run_is_reused_and_cleared(dataset, model_params):
+    missing = dataset.first()
+    content = Path(missing.filepath).read_bytes()
+    Path(missing.filepath).unlink()
+    assert run(GROUND, dataset, ground_params(model_params, label_field="review")).result["failed_count"] == 1
+    field = dataset.get_field("review_error")
+    assert field.info == {"created_by": "gsam2", "role": "errors", "label_field": "review"}
+    Path(missing.filepath).write_bytes(content)
+    result = run(GROUND, dataset, ground_params(model_params, label_field="review"))
+    assert result.error is None and result.result["processed"] == 5
+    assert dataset.values("review_error") == [None] * 5, "the re-run cleared the old error"
+    # A field made before fields were marked is known by the description every version wrote.
+    field.info = None
+    field.save()
+    assert run(GROUND, dataset, ground_params(model_params, label_field="review")).error is None
+    field.description = "my notes"
+    field.save()
+    expect_user_error(run(GROUND, dataset, ground_params(model_params, label_field="review")), "did not create it")
+
+
+@pytest.mark.parametrize(
+    ("label_field", "message"),
+    [
+        ("{outside}", "give a field name, not a path"),
+        ("../x", "give a top-level field name"),
+        ("sub/dir", "give a field name, not a path"),
+        ("a\\b", "give a field name, not a path"),
+        ("_private", "Field names cannot start with '_'"),
+        ("a$b", "Field names cannot contain '\\$'"),
+    ],
+)
+def test_a_label_field_that_is_not_a_plain_field_name_is_refused(dataset, model_params, tmp_path, label_field, message):
+    outside = tmp_path / "out" / "elsewhere" / "evil"
+    label_field = label_field.format(outside=outside)
+    mask_dir = tmp_path / "out" / "masks"
+    params = ground_params(model_params, label_field=label_field, mask_storage="files", mask_dir=str(mask_dir))
+    expect_user_error(run(GROUND, dataset, params), f"label field .*: {message}")
+    assert not (tmp_path / "out").exists(), "no mask written, inside the mask folder or out of it"
+    assert label_field not in dataset.get_field_schema()
+
+
+def test_mask_files_never_leave_the_mask_folder(tmp_path):
+    from gsam2.core import InputError
+    from gsam2.operators import common
+
+    mask_dir = tmp_path / "masks"
+    for label_field, sample_id in (("../x", "0"), (str(tmp_path / "elsewhere"), "0"), ("gsam2", "../../x")):
+        with pytest.raises(InputError, match="would be written outside"):
+            common.mask_paths_for(mask_dir, label_field, sample_id, 1)
+        with pytest.raises(InputError, match="would be written outside"):
+            common.clear_mask_files(mask_dir, label_field, [sample_id])
+    assert common.mask_paths_for(mask_dir, "gsam2", "0", 1) == [mask_dir / "gsam2" / "0" / "0000.png"]
+
+
+def test_a_mask_folder_that_cannot_hold_files_is_refused_before_the_run(dataset, model_params, tmp_path):
+    a_file = tmp_path / "a-file"
+    a_file.write_text("not a folder")
+    for mask_dir, label_field, reason in (
+        (a_file, "gsam2", "Not a directory"),
+        (a_file / "masks", "gsam2", "Not a directory"),
+        # Root writes through file permissions: /sys refuses even root (a new folder, a file in an old one).
+        ("/sys/gsam2-masks", "gsam2", "(Operation not permitted|Permission denied|Read-only file system)"),
+        ("/sys", "kernel", "(Permission denied|Read-only file system)"),
+    ):
+        params = ground_params(model_params, label_field=label_field, mask_storage="files", mask_dir=str(mask_dir))
+        error = expect_user_error(run(GROUND, dataset, params), f"mask folder '{mask_dir}': cannot write .*: {reason}")
+        assert "Traceback" not in error
+        assert label_field not in dataset.get_field_schema(), "refused before any write"
+    assert a_file.read_text() == "not a folder"
+
+
 def test_a_nan_source_box_is_that_samples_error(dataset, model_params):
     for index, sample in enumerate(dataset.sort_by("filepath")):
         box = [float("nan"), 0.1, 0.3, 0.3] if index == 1 else [0.1, 0.1, 0.3, 0.3]
@@ -271,10 +359,22 @@ def test_a_nan_source_box_is_that_samples_error(dataset, model_params):
         ({"text_threshold": 1.5}, "text threshold 1.5"),
         ({"batch_size": 0}, "batch size 0: must be a whole number of at least 1"),
         ({"batch_size": 2.5}, "batch size 2.5"),
+        ({"num_shards": 2.5}, "background runs .num_shards. 2.5: must be a whole number of at least 1"),
+        ({"num_shards": float("nan")}, "background runs .num_shards. nan"),
+        ({"num_shards": 0}, "background runs .num_shards. 0"),
+        ({"slice_size": 2.5}, "slice size 2.5: must be a whole number of at least 0"),
+        ({"slice_size": -1}, "slice size -1"),
+        ({"slice_size": float("inf")}, "slice size inf"),
+        ({"slice_size": 64, "slice_overlap": float("nan")}, "slice overlap nan"),
+        ({"slice_size": 64, "slice_overlap": 8.5}, "slice overlap 8.5"),
     ],
 )
 def test_bad_parameters_are_refused_before_any_work(dataset, model_params, overrides, message):
-    expect_user_error(run(GROUND, dataset, ground_params(model_params, **overrides)), message)
+    # Without the form (a delegated run, a script): the run itself refuses, nothing is queued.
+    with pytest.raises(ValueError, match=message):
+        foo.get_operator(GROUND).prepare(_context(dataset, ground_params(model_params, **overrides)))
+    assert not DelegatedOperationService().list_operations(dataset_name=dataset.name)
+    expect_user_error(run(GROUND, dataset, ground_params(model_params, **overrides)), message)  # in the App
     assert "gsam2" not in dataset.get_field_schema()
 
 
@@ -478,6 +578,9 @@ def test_form_fields_a_user_reads(dataset):
     [
         ({"box_threshold": 2}, "box_threshold", "box threshold 2: must be a number from 0 to 1"),
         ({"batch_size": 0}, "batch_size", "batch size 0"),
+        ({"num_shards": 2.5}, "num_shards", "background runs (num_shards) 2.5"),
+        ({"slice_size": -1}, "slice_size", "slice size -1"),
+        ({"slice_size": 64, "slice_overlap": float("nan")}, "slice_overlap", "slice overlap nan"),
         ({"segmenter": "/no/such/sam2"}, "segmenter", "'/no/such/sam2': no such file or folder"),
         ({"detector": "./models/gdino"}, "detector", "'./models/gdino': no such file or folder"),
     ],

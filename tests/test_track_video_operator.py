@@ -206,3 +206,62 @@ def test_key_frame_mode_says_what_is_missing_and_preselects_a_field(videos):
     assert present["source_field"].default == "keyframes" and "source_error" not in present
     sam3 = form({"tracker": "sam3"})
     assert "detector" not in sam3 and "segmenter" not in sam3 and "prompt" in sam3
+
+
+def context(dataset, params):
+    from fiftyone.operators.executor import ExecutionContext
+
+    return ExecutionContext(request_params={"dataset_name": dataset.name, "params": params})
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"step": 0}, "step 0: must be a whole number of at least 1"),
+        ({"step": -1}, "step -1: must be a whole number of at least 1"),
+        ({"step": 2.5}, "step 2.5"),
+        ({"step": float("nan")}, "step nan"),
+        ({"iou_threshold": float("nan")}, "IoU threshold nan: must be a number from 0 to 1"),
+        ({"iou_threshold": 1.5}, "IoU threshold 1.5"),
+        ({"slice_size": 2.5}, "slice size 2.5"),
+        ({"label_field": "/tmp/elsewhere"}, "label field '/tmp/elsewhere': give a field name, not a path"),
+        ({"label_field": "_tracks"}, "label field '_tracks': Field names cannot start with '_'"),
+    ],
+)
+def test_bad_tracking_parameters_are_refused_before_any_work(videos, params, overrides, message):
+    # The run itself refuses it (a delegated run, a script), before any model loads or anything is written.
+    with pytest.raises(ValueError, match=message):
+        foo.get_operator(TRACK).prepare(context(videos, {**params, **overrides}))
+    expect_user_error(run(videos, {**params, **overrides}), message)  # in the App
+    assert "tracks" not in videos.get_frame_field_schema() and "tracks_error" not in videos.get_field_schema()
+
+
+def test_track_video_never_clears_a_field_it_did_not_create(videos, params):
+    notes = ["my note", "another note"]
+    videos.set_values("tracks_error", notes)  # a user's own text field
+    expect_user_error(run(videos, params), "'tracks_error' already exists and gsam2 did not create it")
+    assert videos.values("tracks_error") == notes
+    assert "tracks" not in videos.get_frame_field_schema(), "refused before any write"
+
+    # An annotator's key frames are the source of a run, never its output (each video's field is cleared).
+    sample = videos.first()
+    sample.frames[3]["keys"] = fo.Detections(detections=[fo.Detection(label="bus", bounding_box=[0.1, 0.1, 0.2, 0.2])])
+    sample.save()
+    keyed = {"mode": "field", "source_field": "keys", "label_field": "keys", "tracker": params["tracker"]}
+    expect_user_error(run(videos, keyed), "frame field 'keys' holds 1 labels track_video did not write")
+    expect_user_error(run(videos, {**params, "label_field": "keys"}), "frame field 'keys' holds 1 labels")
+    assert videos.count("frames.keys.detections") == 1 and videos.first().frames[3]["keys"].detections[0].label == "bus"
+
+
+def test_a_rerun_reuses_the_fields_track_video_created(videos, params, tmp_path):
+    broken = tmp_path / "broken.mp4"
+    broken.write_text("not a video")
+    videos.add_sample(fo.Sample(filepath=str(broken)))
+    assert run(videos, params).result["failed_count"] == 1
+    assert videos.get_field("tracks_error").info == {"created_by": "gsam2", "role": "errors", "label_field": "tracks"}
+    broken.unlink()
+    videos.delete_samples(videos.match(fo.ViewField("filepath") == str(broken)))
+    result = run(videos, params)
+    assert result.error is None and result.result["processed"] == 2
+    assert videos.values("tracks_error") == [None, None]
+    assert check_tracks(videos) > 0
