@@ -72,7 +72,14 @@ class Run:
     @functools.cached_property
     def segmenter(self):
         """SAM 2's image model, or ``None`` where the detector makes its own masks (SAM 3)."""
-        return None if self.detector.produces_masks else load_segmenter(self.spec.segmenter, device=self.spec.device)
+        return None if self.detector.produces_masks else self.box_segmenter
+
+    @functools.cached_property
+    def box_segmenter(self):
+        """SAM 2's image model whatever the detector, for work that brings its own boxes (no detector loads)."""
+        if "segmenter" in self.__dict__ and self.__dict__["segmenter"] is not None:
+            return self.__dict__["segmenter"]
+        return load_segmenter(self.spec.segmenter, device=self.spec.device)
 
     @functools.cached_property
     def video_tracker(self):
