@@ -265,3 +265,11 @@ def test_a_rerun_reuses_the_fields_track_video_created(videos, params, tmp_path)
     assert result.error is None and result.result["processed"] == 2
     assert videos.values("tracks_error") == [None, None]
     assert check_tracks(videos) > 0
+
+
+def test_track_video_follows_objects_with_edgetam(videos, params, tiny_models):
+    """EdgeTAM comes with the backend registry alone: the operator builds a RunSpec and core.Run tracks."""
+    result = run(videos, {**params, "tracker": f"edgetam:{tiny_models['edgetam-video']}", "box_threshold": 0.0})
+    assert result.error is None, result.error
+    assert result.result["processed"] == 2 and result.result["failed_count"] == 0
+    check_tracks(videos)
