@@ -84,7 +84,10 @@ class Run:
 
     @functools.cached_property
     def image_segmenter(self):
-        """SAM 2's image model by the spec's name, whatever the detector (clicks and boxes: CVAT's interactor)."""
+        """SAM 2's image model whatever the detector, for work that brings its own boxes or clicks (segment_with_sam2,
+        CVAT's interactor): no detector loads. A segmenter handed in (``Run(spec, segmenter=...)``) is the one used."""
+        if self.__dict__.get("segmenter") is not None:
+            return self.__dict__["segmenter"]
         return load_segmenter(self.spec.segmenter, device=self.spec.device)
 
     @functools.cached_property

@@ -11,11 +11,13 @@ import fiftyone as fo
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
-from ..core import DEFAULT_SEGMENTER, InputError, load_segmenter
-from ..core.autolabel import DEFAULT_CAPTION_TASK, auto_label
+from ..core import DEFAULT_SEGMENTER
+from ..core.autolabel import DEFAULT_CAPTION_TASK
 from ..core.detectors.florence2 import CAPTION_TASKS
-from ..core.models import DETECTOR_BACKENDS, load_detector
+from ..core.models import DETECTOR_BACKENDS
+from ..core.run import Run
 from . import common, runs
+from .params import spec_from_params
 
 SOURCE = "auto_label"
 DEFAULT_FLORENCE2 = DETECTOR_BACKENDS["florence2"].default_checkpoint
@@ -25,7 +27,9 @@ def caption_field_name(label_field: str) -> str:
     return f"{label_field}_caption"
 
 
-class AutoLabel(foo.Operator):
+class AutoLabelOperator(foo.Operator):
+    """The ``auto_label`` operator (the core's result class is :class:`~..core.autolabel.CaptionedDetections`)."""
+
     @property
     def config(self) -> foo.OperatorConfig:
         return common.operator_config(
@@ -58,26 +62,26 @@ class AutoLabel(foo.Operator):
         common.add_run_notice(inputs)
         return types.Property(inputs, view=types.View(label=self.config.label))
 
+    @staticmethod
+    def run_params(params: dict) -> dict:
+        """The parameters as the run reads them: Florence-2's checkpoint as the detector, the caption task set."""
+        checkpoint = params.get("checkpoint") or DEFAULT_FLORENCE2
+        return dict(params, detector=f"florence2:{checkpoint}", caption_task=params.get("caption_task") or DEFAULT_CAPTION_TASK)
+
     def execute(self, ctx):
         return runs.execute(ctx, lambda: self.prepare(ctx), self.resolve_output(ctx))
 
     def prepare(self, ctx) -> runs.Prepared:
-        params = ctx.params
+        params = self.run_params(ctx.params)
         settings = common.run_settings(params)
+        spec = spec_from_params(params, ctx).replace(batch_size=settings["batch_size"])
         common.require_images(ctx)
-        caption_task = params.get("caption_task") or DEFAULT_CAPTION_TASK
-        if caption_task not in CAPTION_TASKS:
-            raise InputError(f"caption {caption_task!r}: choose one of {', '.join(CAPTION_TASKS)}")
         common.check_outputs(ctx.dataset, settings, {caption_field_name(settings["label_field"]): "captions"})
         if common.wants_fan_out(params):
             return common.queued_summary(common.queue_shards(ctx, self.uri))
 
         view = common.shard_of(ctx.target_view(), params)
-        device = params.get("device", "auto")
-        florence2 = load_detector(
-            f"florence2:{params.get('checkpoint') or DEFAULT_FLORENCE2}", device=device, task="phrase_grounding"
-        )
-        segmenter = load_segmenter(params.get("segmenter") or DEFAULT_SEGMENTER, device=device)
+        run = Run(spec).load_for_images()  # Florence-2 (grounding its captions) and SAM 2
         label_field = settings["label_field"]
         common.ensure_fields(ctx.dataset, label_field)
         if caption_field_name(label_field) not in ctx.dataset.get_field_schema():
@@ -89,14 +93,8 @@ class AutoLabel(foo.Operator):
             )
 
         def label_batch(loaded):
-            results = auto_label(
-                [image for _, image, _ in loaded],
-                florence2=florence2,
-                segmenter=segmenter,
-                caption_task=caption_task,
-                batch_size=settings["batch_size"],
-                compact_masks=True,  # box crops for FiftyOne come from the mask crops
-            )
+            # Box crops for FiftyOne come from the mask crops.
+            results = run.auto_label([image for _, image, _ in loaded], compact_masks=True)
             return [(result.detections, None, {caption_field_name(label_field): result.caption}) for result in results]
 
         rows = [(sample_id, filepath, None) for sample_id, filepath in zip(*view.values(["id", "filepath"]))]
@@ -139,3 +137,7 @@ class AutoLabel(foo.Operator):
             "num_shards": num_shards,
         }
         return runs.run_in_python(self, sample_collection, params, delegate)
+
+
+#: The operator class's name before the core's result class ``AutoLabel`` became ``CaptionedDetections``.
+AutoLabel = AutoLabelOperator

@@ -21,18 +21,17 @@ from ..core import (
     DEFAULT_TEXT_THRESHOLD,
     GroundedSam2Error,
     InputError,
-    load_detector,
     load_image,
 )
 from ..core.detectors.florence2 import FLORENCE2_TASKS, PROMPTED_TASKS
 from ..core.detectors.sliced import DEFAULT_SLICE_OVERLAP
 from ..core.devices import resolve_device
-from ..core.models import SAM2_CHECKPOINTS, detector_choices, looks_like_local_path, parse_detector_spec
+from ..core.models import SAM2_CHECKPOINTS, detector_choices, looks_like_local_path
 from ..core.pipeline import default_batch_size as core_default_batch_size
 from .labels import merge_detections
+from .params import DDS_TOKEN_SECRET, detector_backend, param_problem, spec_from_params  # noqa: F401 (re-exported)
 from .runs import Progress, Work
 
-DDS_TOKEN_SECRET = "DDS_API_TOKEN"
 WRITE_MODES = ("overwrite", "merge")
 MASK_STORAGE = ("database", "files")
 
@@ -151,7 +150,7 @@ def add_slicing_inputs(inputs: types.Object, params: dict[str, Any]) -> None:
         description="Sliced inference (SAHI) for large images with small objects: detect over overlapping "
         "tiles of this size and merge. 0 = whole images",
     )
-    flag_problem(size, lambda: whole_number("slice size", params.get("slice_size"), minimum=0, default=0))
+    flag_problem(size, lambda: param_problem(params, ["slice_size"]))
     if size.invalid or not params.get("slice_size"):
         return
     overlap = inputs.int(
@@ -160,7 +159,7 @@ def add_slicing_inputs(inputs: types.Object, params: dict[str, Any]) -> None:
         label="Slice overlap (pixels)",
         description="At least the size of the objects you are after",
     )
-    flag_problem(overlap, lambda: slicing(params))
+    flag_problem(overlap, lambda: param_problem(params, ["slice_overlap"]))
 
 
 def add_florence2_task_input(inputs: types.Object) -> None:
@@ -182,29 +181,6 @@ def needs_prompt(params: dict[str, Any]) -> bool:
     return True
 
 
-def detector_backend(params: dict[str, Any]) -> str:
-    return parse_detector_spec(params.get("detector") or DEFAULT_DETECTOR)[0]
-
-
-def load_run_detector(ctx, params: dict[str, Any]):
-    """The detector the run's parameters name, with the cloud token from the plugin's secret.
-
-    The token is never a parameter (parameters are stored with delegated
-    runs and shown in the App); FiftyOne resolves the ``DDS_API_TOKEN`` secret
-    declared in ``fiftyone.yml`` (from the environment in open-source FiftyOne).
-    """
-    backend = detector_backend(params)
-    slice_size, slice_overlap = slicing(params)
-    return load_detector(
-        params.get("detector") or DEFAULT_DETECTOR,
-        device=params.get("device", "auto"),
-        task=params.get("task") if backend == "florence2" else None,
-        api_token=ctx.secret(DDS_TOKEN_SECRET) if backend == "dds-cloud" else None,
-        slice_size=slice_size,
-        slice_overlap=slice_overlap,
-    )
-
-
 def add_threshold_inputs(inputs: types.Object, params: dict[str, Any] | None = None) -> None:
     # Number fields, not sliders: the App's SliderView cuts its label to "Box thresh..." and
     # draws the value over the description (seen in the App, fiftyone 1.22).
@@ -214,7 +190,7 @@ def add_threshold_inputs(inputs: types.Object, params: dict[str, Any] | None = N
         ("text_threshold", DEFAULT_TEXT_THRESHOLD, "Text threshold (0-1)", "Minimum score of the phrase of a box"),
     ):
         prop = inputs.float(name, default=default, label=label, description=description)
-        flag_problem(prop, lambda: thresholds({name: params.get(name)}))
+        flag_problem(prop, lambda name=name: param_problem(params, [name]))
 
 
 def flag_problem(prop: types.Property, check: Callable[[], Any]) -> None:
@@ -366,23 +342,21 @@ def run_settings(params: dict[str, Any]) -> dict[str, Any]:
         if not params.get("mask_dir"):
             raise InputError("mask folder: required when masks are stored as files")
         mask_dir = Path(params["mask_dir"]).expanduser().resolve()
-    batch_size = check_batch_size(params.get("batch_size"), params)
-    box_threshold, text_threshold = thresholds(params)
-    slicing(params)
+    spec = spec_from_params(params)  # the run's settings, by the core's rules (thresholds, slicing, batch size...)
     check_num_shards(params)
     return {
         "label_field": label_field,
         "write_mode": mode,
         "mask_dir": mask_dir,
-        "batch_size": batch_size,
-        "box_threshold": box_threshold,
-        "text_threshold": text_threshold,
+        "batch_size": spec.batch_size or default_batch_size(params),  # also samples per database write
+        "box_threshold": spec.box_threshold,
+        "text_threshold": spec.text_threshold,
     }
 
 
 def check_batch_size(batch_size: Any, params: dict[str, Any]) -> int:
-    """The batch size (unset: :func:`default_batch_size`), a whole number of at least 1."""
-    return whole_number("batch size", batch_size, minimum=1, default=default_batch_size(params))
+    """The batch size (unset: :func:`default_batch_size`), a whole number of at least 1 (the spec's rule)."""
+    return spec_from_params({"batch_size": batch_size}).batch_size or default_batch_size(params)
 
 
 def check_num_shards(params: dict[str, Any]) -> int:
@@ -396,34 +370,6 @@ def whole_number(name: str, value: Any, minimum: int, default: int) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
         raise InputError(f"{name} {value!r}: must be a whole number of at least {minimum}")
     return int(value)
-
-
-def fraction(name: str, value: Any, default: float) -> float:
-    """``value`` (unset: ``default``) if it is a number from 0 to 1 (NaN is not)."""
-    value = default if value is None else value
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
-        raise InputError(f"{name} {value!r}: must be a number from 0 to 1")
-    return float(value)
-
-
-def thresholds(params: dict[str, Any]) -> tuple[float, float]:
-    """``box_threshold`` and ``text_threshold``: numbers from 0 to 1 (unset: the defaults), as the CLI takes them."""
-    return (
-        fraction("box threshold", params.get("box_threshold"), DEFAULT_BOX_THRESHOLD),
-        fraction("text threshold", params.get("text_threshold"), DEFAULT_TEXT_THRESHOLD),
-    )
-
-
-def slicing(params: dict[str, Any]) -> tuple[int | None, int | None]:
-    """``slice_size`` (0 or unset: whole images, ``None``) and ``slice_overlap`` (unset: the core's default).
-
-    The overlap is only read with a slice size, as the form only shows it then.
-    """
-    size = whole_number("slice size", params.get("slice_size"), minimum=0, default=0)
-    if size == 0:
-        return None, None
-    overlap = params.get("slice_overlap")
-    return size, whole_number("slice overlap", overlap, minimum=0, default=0) if overlap else None
 
 
 def media_problem(dataset, wanted: str) -> str | None:

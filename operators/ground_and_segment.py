@@ -13,13 +13,12 @@ from ..core import (
     DEFAULT_SEGMENTER,
     DEFAULT_TEXT_THRESHOLD,
     InputError,
-    ground_and_segment,
-    load_segmenter,
     parse_prompt,
 )
 from ..core.detectors.sliced import DEFAULT_SLICE_OVERLAP
-from ..core.pipeline import PreparedBatch, detector_phrases, preparation_steps
+from ..core.run import Run
 from . import common, runs
+from .params import spec_from_params
 
 #: The prompt's help for each Florence-2 task that takes one (the others need none).
 FLORENCE2_PROMPT_HELP = {
@@ -97,36 +96,27 @@ class GroundAndSegment(foo.Operator):
         if common.needs_prompt(params):
             parse_prompt(params.get("prompt") or "")  # an empty prompt fails before any model loads
         settings = common.run_settings(params)
+        spec = spec_from_params(params, ctx)
+        if settings["batch_size"] != spec.batch_size:
+            spec = spec.replace(batch_size=settings["batch_size"])  # one batch per forward pass and per write
         common.require_images(ctx)
         common.check_outputs(ctx.dataset, settings)
         if common.wants_fan_out(params):
             return common.queued_summary(common.queue_shards(ctx, self.uri))
 
         view = common.shard_of(ctx.target_view(), params)
-        detector = common.load_run_detector(ctx, params)
-        phrases = detector_phrases(detector, params.get("prompt"))
-        segmenter = None
-        if not detector.produces_masks:
-            segmenter = load_segmenter(
-                params.get("segmenter") or DEFAULT_SEGMENTER, device=params.get("device", "auto")
-            )
+        run = Run(spec).load_for_images()  # a bad checkpoint fails here, before anything is written
+        run.phrases()  # a prompt the detector cannot take, too
         common.ensure_fields(ctx.dataset, settings["label_field"])
-        box_threshold, text_threshold = settings["box_threshold"], settings["text_threshold"]
 
-        steps = preparation_steps(phrases, detector, segmenter)
+        steps = run.preparation_steps()
         # The processors, one batch ahead of the models (core/engine.py), on the loaded rows' images.
         prepare = [lambda loaded, step=step: step([image for _, image, _ in loaded]) for step in steps]
 
         def label_batch(loaded, prepared=None):
-            results = ground_and_segment(
+            results = run.label_images(
                 [image for _, image, _ in loaded],
-                phrases,
-                detector=detector,
-                segmenter=segmenter,
-                box_threshold=box_threshold,
-                text_threshold=text_threshold,
-                batch_size=settings["batch_size"],
-                prepared=PreparedBatch(*prepared) if prepared else None,
+                prepared=prepared or None,
                 compact_masks=True,  # FiftyOne stores box crops: made from the mask crops (labels.py)
                 defer_masks=True,  # made in label_samples' encode workers, not in the model's thread
             )

@@ -1,7 +1,7 @@
 """Grounded SAM 2 as a FiftyOne model, for ``dataset.apply_model(...)`` and the model zoo.
 
-The same core the operators use (``core.ground_and_segment``,
-``core.video_pipeline.ground_and_track``), behind FiftyOne's
+The same run the operators use (a :class:`~..core.spec.RunSpec` built from the
+model's keyword arguments, run by :class:`~..core.run.Run`), behind FiftyOne's
 :class:`fiftyone.core.models.Model` interface:
 
 * on an **image** collection, ``predict_all`` gets a batch of RGB ``uint8``
@@ -32,12 +32,11 @@ import fiftyone as fo
 import fiftyone.core.models as fom
 import numpy as np
 
-from ..core import DEFAULT_DETECTOR, DEFAULT_SEGMENTER, InputError, load_detector, load_segmenter
+from ..core import InputError, parse_prompt
 from ..core.engine import read_ahead
-from ..core.models import load_tracker
-from ..core.pipeline import DEFAULT_BOX_THRESHOLD, DEFAULT_TEXT_THRESHOLD, detector_phrases, ground_and_segment
+from ..core.run import Run
+from ..core.spec import RunSpec, SettingError
 from ..core.video_io import iter_frames, probe_video
-from ..core.video_pipeline import DEFAULT_STEP, ground_and_track
 from .labels import to_fiftyone_detections
 
 SOURCE = "apply_model"
@@ -52,13 +51,13 @@ class GroundedSam2Model(fom.Model, fom.SamplesMixin):
         prompt: the same as one string, ``"car. person."``.
         prompt_field: a text field of each sample holding that sample's prompt
             (used instead of ``classes``/``prompt`` where it is set).
-        detector: any detector name the CLI takes (``"owlv2"``, ``"florence2"``, a hub id, a folder).
-        segmenter: a SAM 2 checkpoint (hub id, folder, or ``tiny``/``small``/``base-plus``/``large``).
         media_type: ``"image"`` or ``"video"`` (videos are tracked with ``tracker``).
-        tracker: the SAM 2 video checkpoint (videos only; default: ``segmenter``).
-        box_threshold, text_threshold: the detector's score thresholds.
-        step: videos: run the detector every ``step`` frames to pick up new objects.
-        device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ...
+        settings: any setting of a run (:class:`~..core.spec.RunSpec`): ``detector`` (any
+            name the CLI takes: ``"owlv2"``, ``"florence2"`` with ``task``, a hub id, a folder),
+            ``task``, ``slice_size``, ``slice_overlap``, ``segmenter``, ``tracker`` (videos: a SAM 2
+            video checkpoint, ``"edgetam"`` or ``"sam3"``; default: ``segmenter``), ``device``,
+            ``box_threshold``, ``text_threshold``, ``step``, ``iou_threshold``, ``prompt_type``,
+            ``reverse``, ``end_after``...
     """
 
     def __init__(
@@ -66,39 +65,62 @@ class GroundedSam2Model(fom.Model, fom.SamplesMixin):
         classes: Sequence[str] | None = None,
         prompt: str | None = None,
         prompt_field: str | None = None,
-        detector: str = DEFAULT_DETECTOR,
-        segmenter: str = DEFAULT_SEGMENTER,
         media_type: str = "image",
-        tracker: str | None = None,
-        box_threshold: float = DEFAULT_BOX_THRESHOLD,
-        text_threshold: float = DEFAULT_TEXT_THRESHOLD,
-        step: int = DEFAULT_STEP,
-        device: str = "auto",
+        **settings: Any,
     ):
         fom.SamplesMixin.__init__(self)
         if media_type not in MEDIA_TYPES:
             raise InputError(f"media_type {media_type!r}: choose image or video")
-        self.detector = load_detector(detector, device=device)
-        self.segmenter = None if self.detector.produces_masks else load_segmenter(segmenter, device=device)
-        self.tracker = load_tracker(tracker or segmenter, device=device) if media_type == "video" else None
-        self.phrases = self._phrases(classes, prompt, required=prompt_field is None)
-        self.prompt_field = prompt_field
-        self._media_type = media_type
-        self.box_threshold, self.text_threshold, self.step = box_threshold, text_threshold, step
-
-    def _phrases(self, classes: Sequence[str] | None, prompt: str | None, required: bool) -> list[str] | None:
-        """The model-wide phrases (``None``: each sample's ``prompt_field`` gives them)."""
         if classes is not None and prompt is not None:
             raise InputError("give classes or prompt, not both")
-        if not self.detector.requires_prompt:
-            return []  # a prompt-free detector (Florence-2's object_detection...) names what it finds
         if classes is not None:
             prompt = ". ".join(str(name) for name in classes) + "." if len(classes) else ""
+        if media_type == "video" and not settings.get("tracker") and settings.get("segmenter"):
+            settings["tracker"] = settings["segmenter"]  # one SAM 2 checkpoint for images and video
+        try:
+            self.spec = RunSpec.build(**settings)
+            if media_type == "video":
+                self.spec.check_for_video()
+        except SettingError as error:
+            raise InputError(error.spelled(lambda name: name)) from None
+        self._media_type = media_type
+        self.run = Run(self.spec)
+        if self._sam3_video():
+            self.run.sam3_tracker  # noqa: B018 - SAM 3 alone; its phrases are checked below
+        elif media_type == "video":
+            self.run.load_for_video()  # the detector, SAM 2 and the video tracker (SAM 2 or EdgeTAM)
+        else:
+            self.run.load_for_images()
+        self.phrases = self._phrases(prompt, required=prompt_field is None)
+        self.prompt_field = prompt_field
+
+    def _phrases(self, prompt: str | None, required: bool) -> list[str] | None:
+        """The model-wide phrases (``None``: each sample's ``prompt_field`` gives them)."""
+        if self._sam3_video():
+            if prompt is None:
+                if required:
+                    raise InputError("what to find: give classes=[...] or prompt='car. person.' (or prompt_field)")
+                return None
+            return self.run.sam3_tracker.check_phrases(parse_prompt(prompt))
+        if not self.run.detector.requires_prompt:
+            return []  # a prompt-free detector (Florence-2's object_detection...) names what it finds
         if prompt is None:
             if required:
                 raise InputError("what to find: give classes=[...] or prompt='car. person.' (or prompt_field)")
             return None
-        return detector_phrases(self.detector, prompt)
+        return self.run.phrases(prompt)
+
+    def _sam3_video(self) -> bool:
+        """Whether videos are tracked by SAM 3 alone (no detector: it takes the phrases itself)."""
+        return self._media_type == "video" and self.spec.tracks_with_sam3
+
+    @property
+    def detector(self):
+        return self.run.detector
+
+    @property
+    def segmenter(self):
+        return self.run.segmenter
 
     # -------------------------------------------------- FiftyOne's Model interface
 
@@ -158,14 +180,11 @@ class GroundedSam2Model(fom.Model, fom.SamplesMixin):
         # One batched pass per distinct prompt (all of them, unless prompt_field varies per sample).
         for phrases in {tuple(p) if p is not None else None for p in prompts}:
             positions = [i for i, p in enumerate(prompts) if (tuple(p) if p is not None else None) == phrases]
-            found = ground_and_segment(
+            if self.spec.batch_size is None:
+                self.run.batch_size = len(positions)  # apply_model's batch_size: one forward pass per batch
+            found = self.run.label_images(
                 [images[i] for i in positions],
                 list(phrases) if phrases is not None else None,
-                detector=self.detector,
-                segmenter=self.segmenter,
-                box_threshold=self.box_threshold,
-                text_threshold=self.text_threshold,
-                batch_size=len(positions),
                 compact_masks=True,  # FiftyOne's box-crop masks come from the mask crops
             )
             for position, detections in zip(positions, found):
@@ -179,7 +198,7 @@ class GroundedSam2Model(fom.Model, fom.SamplesMixin):
         if field and sample is not None:
             value = sample.get_field(field) if sample.has_field(field) else None
             if isinstance(value, str) and value.strip():
-                return detector_phrases(self.detector, value)
+                return parse_prompt(value) if self._sam3_video() else self.run.phrases(value)
         if self.phrases is None:
             raise InputError(f"sample {getattr(sample, 'id', '?')}: no prompt in field {field!r}")
         return self.phrases
@@ -187,16 +206,8 @@ class GroundedSam2Model(fom.Model, fom.SamplesMixin):
     def _track(self, filepath: str, phrases: list[str] | None) -> dict[int, fo.Detections]:
         """Every frame's tracks of one video, keyed by FiftyOne's 1-based frame numbers."""
         info = probe_video(filepath)
-        results = ground_and_track(
-            read_ahead(iter_frames(filepath)),  # decoded a few frames ahead, in a thread
-            phrases,
-            self.detector,
-            self.segmenter,
-            self.tracker,
-            step=self.step,
-            box_threshold=self.box_threshold,
-            text_threshold=self.text_threshold,
-        )
+        # Decoded a few frames ahead, in a thread; SAM 3 or the detector + SAM 2 (core/run.py).
+        results = self.run.track(read_ahead(iter_frames(filepath)), phrases)
         frames = {}
         for result in results:
             labels = to_fiftyone_detections(result.detections, (info.height, info.width), SOURCE)

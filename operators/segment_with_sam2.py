@@ -9,8 +9,10 @@ import fiftyone.operators.types as types
 import numpy as np
 import supervision as sv
 
-from ..core import DEFAULT_SEGMENTER, InputError, load_segmenter
+from ..core import DEFAULT_SEGMENTER, InputError
+from ..core.run import Run
 from . import common, runs
+from .params import spec_from_params
 from .labels import box_from_relative
 
 SOURCE = "segment_with_sam2"
@@ -65,6 +67,7 @@ class SegmentWithSam2(foo.Operator):
     def prepare(self, ctx) -> runs.Prepared:
         params = ctx.params
         settings = common.run_settings(params)
+        spec = spec_from_params(params, ctx)
         common.require_images(ctx)
         source_field = params.get("source_field") or ""
         if source_field not in detection_fields(ctx.dataset):
@@ -76,7 +79,7 @@ class SegmentWithSam2(foo.Operator):
             return common.queued_summary(common.queue_shards(ctx, self.uri))
 
         view = common.shard_of(ctx.target_view(), params)
-        segmenter = load_segmenter(params.get("segmenter") or DEFAULT_SEGMENTER, device=params.get("device", "auto"))
+        segmenter = Run(spec).image_segmenter  # SAM 2 alone: the boxes come from the source field
         common.ensure_fields(ctx.dataset, settings["label_field"])
 
         def label_batch(loaded):

@@ -11,15 +11,15 @@ from ..core import (
     DEFAULT_SEGMENTER,
     GroundedSam2Error,
     InputError,
-    load_segmenter,
     parse_prompt,
 )
 from ..core.engine import read_ahead
-from ..core.models import load_sam3_tracker, load_tracker, parse_sam3_tracker_spec
-from ..core.pipeline import detector_phrases
+from ..core.models import parse_sam3_tracker_spec
+from ..core.run import Run
 from ..core.video_io import iter_frames, probe_video
-from ..core.video_pipeline import DEFAULT_IOU_THRESHOLD, DEFAULT_STEP, BoxPrompt, ground_and_track, track_from_boxes
+from ..core.video_pipeline import DEFAULT_IOU_THRESHOLD, DEFAULT_STEP, BoxPrompt, track_from_boxes
 from . import common, runs
+from .params import param_problem, spec_from_params
 from .labels import SOURCE_ATTRIBUTE, box_from_relative, to_fiftyone_detections
 
 SOURCE = "track_video"
@@ -73,14 +73,20 @@ class FrameLabelWriter:
             self.dataset.select(self.sample_id).clear_frame_field(self.label_field)
 
 
-def tracking_options(params: dict) -> dict:
-    """``ground_and_track``'s options from the parameters, checked as the CLI checks ``--step``, ``--iou-threshold``."""
-    return {
-        "step": common.whole_number("step", params.get("step"), minimum=1, default=DEFAULT_STEP),
-        "iou_threshold": common.fraction("IoU threshold", params.get("iou_threshold"), DEFAULT_IOU_THRESHOLD),
-        "prompt_type": params.get("prompt_type") or "mask",
-        "reverse": bool(params.get("reverse", False)),
-    }
+#: What a SAM 3 tracker does not take (it finds the prompt's objects itself); the form hides these, stale values are ignored.
+SAM3_IGNORES = ("detector", "task", "slice_size", "slice_overlap", "segmenter", "reverse")
+
+
+def run_spec(params: dict, ctx=None):
+    """The run's spec from the parameters (:func:`~.params.spec_from_params`), as each mode reads them.
+
+    With SAM 3, the detector's settings are ignored (the form does not show
+    them); with boxes from a field, the prompt and the detector are not read.
+    """
+    mode = params.get("mode", "prompt")
+    sam3 = mode == "prompt" and parse_sam3_tracker_spec(params.get("tracker") or DEFAULT_SEGMENTER) is not None
+    ignored = SAM3_IGNORES if sam3 else ("prompt", "detector", "task", "slice_size", "slice_overlap") if mode == "field" else ()
+    return spec_from_params({name: value for name, value in params.items() if name not in ignored}, ctx)
 
 
 class TrackVideo(foo.Operator):
@@ -147,9 +153,9 @@ class TrackVideo(foo.Operator):
             common.add_threshold_inputs(inputs, ctx.params)
             if not sam3:
                 step = inputs.int("step", default=DEFAULT_STEP, label="Detect every N frames")
-                common.flag_problem(step, lambda: tracking_options({"step": ctx.params.get("step")}))
+                common.flag_problem(step, lambda: param_problem(ctx.params, ["step"]))
                 iou = inputs.float("iou_threshold", default=DEFAULT_IOU_THRESHOLD, label="Same-object mask IoU")
-                common.flag_problem(iou, lambda: tracking_options({"iou_threshold": ctx.params.get("iou_threshold")}))
+                common.flag_problem(iou, lambda: param_problem(ctx.params, ["iou_threshold"]))
                 inputs.enum("prompt_type", ["mask", "box", "point"], default="mask", label="Prompt SAM 2 with")
                 inputs.bool("reverse", default=False, label="Also track backwards from where objects appear")
         common.add_device_input(inputs)
@@ -175,42 +181,29 @@ class TrackVideo(foo.Operator):
         problem = common.media_problem(ctx.dataset, "video")
         if problem:
             raise InputError(problem)
-        box_threshold, text_threshold = common.thresholds(params)
+        spec = run_spec(params, ctx)  # every setting checked before any model loads
         label_field = (params.get("label_field") or "").strip().removeprefix("frames.")
         common.check_field_name(label_field, "gsam2_tracks", frame_field=True)
         self._check_frame_field(ctx.dataset, label_field)
-        device = params.get("device", "auto")
-        tracker_name = params.get("tracker") or DEFAULT_SEGMENTER
-        sam3 = detector = segmenter = phrases = source_field = None
-        options = {}  # ground_and_track's
-        if mode == "prompt" and parse_sam3_tracker_spec(tracker_name) is not None:
-            # SAM 3 finds and follows the prompt by itself: no detector, no SAM 2.
-            sam3 = load_sam3_tracker(tracker_name, device=device)
-            # A phrase SAM 3 cannot take fails before anything is written.
-            phrases = sam3.check_phrases(parse_prompt(params.get("prompt") or ""))
-        elif mode == "prompt":
-            options = tracking_options(params)  # before any model loads
-            if common.needs_prompt(params):
+        source_field = None
+        if mode == "prompt":
+            if spec.tracks_with_sam3 or common.needs_prompt(params):
                 parse_prompt(params.get("prompt") or "")  # an empty prompt fails before any model loads
-            detector = common.load_run_detector(ctx, params)
-            phrases = detector_phrases(detector, params.get("prompt"))
-            if not detector.produces_masks:
-                segmenter = load_segmenter(params.get("segmenter") or DEFAULT_SEGMENTER, device=device)
+            run = Run(spec).load_for_video()  # SAM 3, or the detector + SAM 2; a phrase SAM 3 cannot take fails here
+            if not spec.tracks_with_sam3:
+                run.phrases()  # a prompt the detector cannot take, before anything is written
         else:
             source_field = params.get("source_field") or ""
             if source_field not in frame_detection_fields(ctx.dataset):
                 raise InputError(f"source field {source_field!r}: not a frame-level Detections field")
-        tracker = load_tracker(tracker_name, device=device) if sam3 is None else None
+            run = Run(spec)
+            run.video_tracker  # noqa: B018 - a bad checkpoint fails here, before anything is written
         if label_field not in ctx.dataset.get_frame_field_schema():
             ctx.dataset.add_frame_field(label_field, fo.EmbeddedDocumentField, embedded_doc_type=fo.Detections)
-        models = {"sam3": sam3, "detector": detector, "segmenter": segmenter, "tracker": tracker}
-        thresholds = (box_threshold, text_threshold)
-        return self._track_all(ctx, mode, label_field, thresholds, phrases, source_field, models, options)
+        return self._track_all(ctx, run, mode, label_field, source_field)
 
-    def _track_all(self, ctx, mode, label_field, thresholds, phrases, source_field, models, options) -> runs.Work:
+    def _track_all(self, ctx, run: Run, mode, label_field, source_field) -> runs.Work:
         """Track every video of the view, one after another, yielding progress within each."""
-        box_threshold, text_threshold = thresholds
-        sam3, detector, segmenter, tracker = models["sam3"], models["detector"], models["segmenter"], models["tracker"]
         view = ctx.target_view()
         common.fail_abandoned_runs(ctx, self.uri)
         rows = list(zip(*view.values(["id", "filepath"])))
@@ -221,22 +214,11 @@ class TrackVideo(foo.Operator):
             try:
                 info = probe_video(filepath)
                 frames = read_ahead(iter_frames(filepath))  # decoded a few frames ahead, in a thread
-                if sam3 is not None:
-                    results = sam3.track(frames, phrases, score_threshold=box_threshold)
-                elif mode == "prompt":
-                    results = ground_and_track(
-                        frames,
-                        phrases,
-                        detector,
-                        segmenter,
-                        tracker,
-                        **options,
-                        box_threshold=box_threshold,
-                        text_threshold=text_threshold,
-                    )
+                if mode == "prompt":
+                    results = run.track(frames)  # SAM 3, or the detector + SAM 2 (core/run.py)
                 else:
                     prompts = self._prompts_from_field(ctx.dataset, sample_id, source_field, info)
-                    results = track_from_boxes(frames, prompts, tracker)
+                    results = track_from_boxes(frames, prompts, run.video_tracker)
                 writer = FrameLabelWriter(ctx.dataset, view, sample_id, label_field)
                 ids = set()
                 for result in results:

@@ -163,3 +163,47 @@ def test_zoo_video_model(zoo_source_url, zoo_dir, tiny_models, model_options):
         "grounded-sam2-video", classes=["square"], tracker=str(tiny_models["sam2-video"]), **model_options
     )
     assert model.media_type == "video"
+
+
+# ---------------------------------------------------------------- every setting of a run (issue 22)
+
+
+def test_apply_model_takes_the_florence2_task_and_slicing(images, tiny_models):
+    """``task``, ``slice_size`` and ``slice_overlap`` reach the detector (a RunSpec built from the kwargs)."""
+    model = GroundedSam2Model(
+        detector=f"florence2:{tiny_models['florence2']}",
+        task="object_detection",  # prompt-free: no classes needed
+        slice_size=48,
+        slice_overlap=8,
+        segmenter=str(tiny_models["sam2"]),
+        device="cpu",
+    )
+    assert (model.spec.task, model.spec.slice_size, model.spec.slice_overlap) == ("object_detection", 48, 8)
+    images.apply_model(model, label_field="florence", batch_size=2)
+    assert len(images.exists("florence")) == len(images)
+
+
+@pytest.mark.parametrize(("settings", "message"), [({"step": 0}, "step 0: must be at least 1"),
+                                                   ({"slice_size": 64, "slice_overlap": 64}, "slice_overlap 64")])
+def test_a_bad_setting_is_one_line_when_the_model_is_made(settings, message, model_options):
+    with pytest.raises(InputError, match=message) as error:
+        GroundedSam2Model(classes=CLASSES, **{**model_options, **settings})
+    assert "\n" not in str(error.value)
+
+
+def test_apply_model_tracks_a_video_with_sam3(tmp_path, tiny_models):
+    path = write_video(tmp_path / "squares.mp4", moving_squares(6))
+    videos = fo.Dataset()
+    videos.add_sample(fo.Sample(filepath=str(path)))
+    try:
+        model = GroundedSam2Model(
+            classes=["square"], media_type="video", tracker=f"sam3:{tiny_models['sam3-video']}",
+            box_threshold=0.0, device="cpu",
+        )
+        videos.apply_model(model, label_field="tracks")
+        sample = videos.first()
+        assert sorted(sample.frames.keys()) == list(range(1, 7)), "every frame, 1-based"
+        labels = [d for frame in sample.frames.values() if frame["tracks"] for d in frame["tracks"].detections]
+        assert all(isinstance(d.index, int) for d in labels)
+    finally:
+        videos.delete()

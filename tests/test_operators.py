@@ -354,19 +354,19 @@ def test_a_nan_source_box_is_that_samples_error(dataset, model_params):
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        ({"box_threshold": float("nan")}, "box threshold nan: must be a number from 0 to 1"),
-        ({"box_threshold": -1}, "box threshold -1: must be a number from 0 to 1"),
-        ({"text_threshold": 1.5}, "text threshold 1.5"),
-        ({"batch_size": 0}, "batch size 0: must be a whole number of at least 1"),
-        ({"batch_size": 2.5}, "batch size 2.5"),
+        ({"box_threshold": float("nan")}, "box_threshold nan: must be a number between 0 and 1"),
+        ({"box_threshold": -1}, "box_threshold -1.0: must be a number between 0 and 1"),
+        ({"text_threshold": 1.5}, "text_threshold 1.5"),
+        ({"batch_size": 0}, "batch_size 0: must be at least 1"),
+        ({"batch_size": 2.5}, "batch_size 2.5: must be a whole number"),
         ({"num_shards": 2.5}, "background runs .num_shards. 2.5: must be a whole number of at least 1"),
         ({"num_shards": float("nan")}, "background runs .num_shards. nan"),
         ({"num_shards": 0}, "background runs .num_shards. 0"),
-        ({"slice_size": 2.5}, "slice size 2.5: must be a whole number of at least 0"),
-        ({"slice_size": -1}, "slice size -1"),
-        ({"slice_size": float("inf")}, "slice size inf"),
-        ({"slice_size": 64, "slice_overlap": float("nan")}, "slice overlap nan"),
-        ({"slice_size": 64, "slice_overlap": 8.5}, "slice overlap 8.5"),
+        ({"slice_size": 2.5}, "slice_size 2.5: must be a whole number"),
+        ({"slice_size": -1}, "slice_size -1: must be a whole number of at least 0"),
+        ({"slice_size": float("inf")}, "slice_size inf"),
+        ({"slice_size": 64, "slice_overlap": float("nan")}, "slice_overlap nan"),
+        ({"slice_size": 64, "slice_overlap": 8.5}, "slice_overlap 8.5"),
     ],
 )
 def test_bad_parameters_are_refused_before_any_work(dataset, model_params, overrides, message):
@@ -467,7 +467,7 @@ def test_operators_list_cli_shows_both(tmp_path):
 def test_interrupted_run_keeps_finished_batches(dataset, model_params, monkeypatch):
     operator = foo.get_operator(GROUND)
     module = sys.modules[type(operator).__module__]  # the plugin's own copy of the module
-    real_pipeline = module.ground_and_segment
+    real_pipeline = module.Run.label_images  # the run's labelling (core/run.py), as the plugin's copy imports it
     calls = []
 
     class WorkerStopped(BaseException):
@@ -479,11 +479,11 @@ def test_interrupted_run_keeps_finished_batches(dataset, model_params, monkeypat
             raise WorkerStopped("worker stopped")
         return real_pipeline(*args, **kwargs)
 
-    monkeypatch.setattr(module, "ground_and_segment", dies_on_second_batch)
+    monkeypatch.setattr(module.Run, "label_images", dies_on_second_batch)
     with pytest.raises(WorkerStopped, match="worker stopped"):
         run(GROUND, dataset, ground_params(model_params, batch_size=2))
     assert len(dataset.exists("gsam2")) == 2, "the first batch was written before the failure"
-    monkeypatch.setattr(module, "ground_and_segment", real_pipeline)
+    monkeypatch.setattr(module.Run, "label_images", real_pipeline)
     run(GROUND, dataset, ground_params(model_params, batch_size=2))
     assert len(dataset.exists("gsam2")) == 5
 
@@ -576,11 +576,11 @@ def test_form_fields_a_user_reads(dataset):
 @pytest.mark.parametrize(
     ("params", "field", "message"),
     [
-        ({"box_threshold": 2}, "box_threshold", "box threshold 2: must be a number from 0 to 1"),
-        ({"batch_size": 0}, "batch_size", "batch size 0"),
+        ({"box_threshold": 2}, "box_threshold", "box_threshold 2.0: must be a number between 0 and 1"),
+        ({"batch_size": 0}, "batch_size", "batch_size 0"),
         ({"num_shards": 2.5}, "num_shards", "background runs (num_shards) 2.5"),
-        ({"slice_size": -1}, "slice_size", "slice size -1"),
-        ({"slice_size": 64, "slice_overlap": float("nan")}, "slice_overlap", "slice overlap nan"),
+        ({"slice_size": -1}, "slice_size", "slice_size -1: must be a whole number of at least 0"),
+        ({"slice_size": 64, "slice_overlap": float("nan")}, "slice_overlap", "slice_overlap nan"),
         ({"segmenter": "/no/such/sam2"}, "segmenter", "'/no/such/sam2': no such file or folder"),
         ({"detector": "./models/gdino"}, "detector", "'./models/gdino': no such file or folder"),
     ],
@@ -611,13 +611,13 @@ def test_python_call_runs_in_the_callers_thread(dataset, model_params, monkeypat
 
     operator = foo.get_operator(GROUND)
     module = sys.modules[type(operator).__module__]
-    real_pipeline, threads = module.ground_and_segment, []
+    real_pipeline, threads = module.Run.label_images, []
 
     def recording(*args, **kwargs):
         threads.append(threading.current_thread())
         return real_pipeline(*args, **kwargs)
 
-    monkeypatch.setattr(module, "ground_and_segment", recording)
+    monkeypatch.setattr(module.Run, "label_images", recording)
     summary = operator(dataset, "car.", label_field="here", box_threshold=0.0, **model_params)
     assert threads and set(threads) == {threading.current_thread()}
     assert summary["processed"] == 5 and "samples labelled" in summary["summary"]

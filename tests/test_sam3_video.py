@@ -203,5 +203,5 @@ def test_track_video_operator_refuses_sam3_for_boxes(video_dataset, tiny_models)
     video_dataset.add_frame_field("keyframes", fo.EmbeddedDocumentField, embedded_doc_type=fo.Detections)
     params = {"mode": "field", "source_field": "keyframes", "tracker": f"sam3:{tiny_models['sam3-video']}",
               "device": "cpu", "label_field": "tracks"}
-    expect_user_error(run_in_app(TRACK, video_dataset.view(), params), "SAM 3, which follows text prompts")
+    expect_user_error(run_in_app(TRACK, video_dataset.view(), params), "is SAM 3, which finds and follows what a text prompt names")
     assert "tracks" not in video_dataset.get_frame_field_schema(), "nothing written"
