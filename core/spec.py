@@ -63,7 +63,7 @@ class SettingError(InputError):
 
     def spelled(self, name_of: Callable[[str], str]) -> str:
         """The one-line message with the setting named by ``name_of(setting)`` (a switch that is on: its name alone)."""
-        if self.value is True:
+        if self.value is True and _KINDS.get(self.setting) == "bool":  # a switch: --compile, not --compile True
             return f"{name_of(self.setting)}: {self.problem}"
         return f"{name_of(self.setting)} {self.value!r}: {self.problem}"
 

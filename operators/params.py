@@ -40,6 +40,7 @@ SPEC_PARAMS = (
     "iou_threshold",
     "prompt_type",
     "reverse",
+    "end_after",
     "caption_task",
 )
 

@@ -158,6 +158,12 @@ class TrackVideo(foo.Operator):
                 common.flag_problem(iou, lambda: param_problem(ctx.params, ["iou_threshold"]))
                 inputs.enum("prompt_type", ["mask", "box", "point"], default="mask", label="Prompt SAM 2 with")
                 inputs.bool("reverse", default=False, label="Also track backwards from where objects appear")
+            end_after = inputs.int(
+                "end_after",
+                label="End a track after N frames unseen",
+                description="A later sighting gets a new id (empty: twice the detection interval; SAM 3: 40)",
+            )
+            common.flag_problem(end_after, lambda: param_problem(ctx.params, ["end_after"]))
         common.add_device_input(inputs)
         inputs.str(
             "label_field",

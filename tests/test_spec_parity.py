@@ -99,6 +99,38 @@ def generated_function(settings: dict[str, Any]) -> RunSpec:
     return RunSpec.from_env({item["name"]: item["value"] for item in env if item["name"] != "GSAM2_DEVICE"})
 
 
+def operator_params(settings: dict[str, Any]) -> RunSpec:
+    """The spec a FiftyOne operator builds from its params (the App's form, a delegated run, ``op(dataset, ...)``)."""
+    from gsam2.operators.params import spec_from_params
+
+    return spec_from_params(dict(settings))
+
+
+def grounded_sam2_model(settings: dict[str, Any]) -> RunSpec:
+    """The spec ``GroundedSam2Model(**kwargs)`` (``apply_model``, the zoo) runs; models are not loaded here."""
+    from unittest import mock
+
+    from gsam2.operators.model import GroundedSam2Model
+
+    class UnloadedRun:  # the spec is what is compared: loading weights is another test's business
+        def __init__(self, spec):
+            self.spec = spec
+
+        def load_for_images(self):
+            return self
+
+        load_for_video = load_for_images
+
+        def phrases(self, prompt=None):
+            return []
+
+        detector = type("PromptFree", (), {"requires_prompt": False})()  # so the model asks for no classes
+
+    video = any(name in settings for name in _TRACKING)
+    with mock.patch("gsam2.operators.model.Run", UnloadedRun):
+        return GroundedSam2Model(media_type="video" if video else "image", **settings).spec
+
+
 def keyword_arguments(settings: dict[str, Any]) -> RunSpec:
     """The spec from Python keyword arguments (``gsam2.core``)."""
     return RunSpec.build(**settings)
@@ -113,6 +145,8 @@ ENTRY_POINTS: dict[str, Callable[[dict[str, Any]], RunSpec]] = {
     "CVAT function environment": environment,
     "CVAT function generator": generated_function,
     "cvat-sdk create(**params)": cvat_sdk_parameters,
+    "FiftyOne operator params": operator_params,
+    "GroundedSam2Model kwargs": grounded_sam2_model,
     "keyword arguments": keyword_arguments,
 }
 
@@ -139,6 +173,10 @@ NOT_EXPRESSED: dict[tuple[str, str], str] = {
     ("gsam2 cvat track", "compile"): "compiling is offered for image runs on files",
     ("gsam2 cvat track", "caption_task"): "captions are gsam2 autolabel's",
     ("CVAT function generator", "device"): "the function's CPU or GPU flavour sets the device",
+    ("FiftyOne operator params", "compile"): "operators run in FiftyOne's process, where a compiled model, cached "
+    "and shared, would change every later run",
+    ("GroundedSam2Model kwargs", "prompt"): "classes or a prompt field are per call (a sample's classes), beside the spec",
+    ("GroundedSam2Model kwargs", "tracker"): "covered with a video below; SAM 3 as a video tracker takes no detector",
 }
 
 
@@ -148,6 +186,8 @@ def test_one_intent_gives_one_spec_from_every_entry_point(entry_point, setting, 
     settings = {**BASE, setting: VALUES[setting]}
     if setting == "slice_overlap":
         settings["slice_size"] = VALUES["slice_size"]  # an overlap is only kept with tiles
+    if setting == "task":
+        settings["detector"] = "florence2"  # a task is Florence-2's (the operators read it only then)
     if (entry_point, "prompt") in NOT_EXPRESSED and setting != "prompt":
         del settings["prompt"]
     if (entry_point, setting) in NOT_EXPRESSED:  # listed with its reason
