@@ -52,8 +52,10 @@ class RunSummary:
 def run_image(args: argparse.Namespace) -> int:
     try:
         plan = plan_image_run(args)
-        run = Run(spec_from_args(args)).load_for_images()
-        prepare = run.preparation_steps()  # one batch ahead of the models (core/engine.py); checks the prompt
+        run = Run(spec_from_args(args))
+        run.phrases()  # a prompt the detector cannot take (or none where one is needed) fails before SAM 2 loads
+        run.load_for_images()
+        prepare = run.preparation_steps()  # one batch ahead of the models (core/engine.py)
     except GroundedSam2Error as error:
         return usage_error(error)
 

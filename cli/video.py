@@ -57,7 +57,10 @@ def run_video(args: argparse.Namespace) -> int:
             raise InputError(f"--start-frame {args.start_frame}: {source} has {info.frame_count} frames (0-based)")
         if isinstance(source, int):
             check_camera(source)
-        run = Run(spec).load_for_video()  # a prompt the models cannot take fails here, before decoding
+        run = Run(spec)
+        if not spec.tracks_with_sam3:
+            run.phrases()  # a prompt the detector cannot take fails before SAM 2 loads
+        run.load_for_video()  # SAM 3 checks its phrases here; all of it before decoding
     except GroundedSam2Error as error:
         return usage_error(error)
 

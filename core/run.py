@@ -113,12 +113,15 @@ class Run:
         return self
 
     def load_for_video(self) -> Run:
-        """Load what tracking needs and check the prompt; errors here are usage errors."""
+        """Load what tracking needs; errors here are usage errors.
+
+        SAM 3 checks the spec's prompt here (it is its only input); with a detector, the
+        prompt may come per video (``track(prompt=...)``): check it with :meth:`phrases`.
+        """
         self.spec.check_for_video()
         if self.spec.tracks_with_sam3:
             self.sam3_tracker.check_phrases(self._sam3_phrases(None))
         else:
-            self.phrases()
             self.segmenter  # noqa: B018
             self.video_tracker  # noqa: B018
         return self
