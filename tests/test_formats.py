@@ -305,3 +305,52 @@ def test_dataset_files_gsam2_did_not_write_are_never_replaced(tmp_path, tiny_mod
 def test_an_unknown_format_is_a_usage_error(tmp_path):
     result = gsam2("image", "--prompt", "car.", "--input", str(tmp_path), "--output", str(tmp_path), "--format", "voc")
     assert result.returncode == 2 and "invalid choice: 'voc'" in result.stderr
+
+
+def test_video_formats_from_the_cli_round_trip(tmp_path, tiny_models):
+    from gsam2.core.track_metrics import read_mot, read_mots
+
+    from .media import moving_squares, write_video
+    from .test_video import gsam2_video
+
+    video = write_video(tmp_path / "clip.mp4", moving_squares(12))
+    out = tmp_path / "out"
+    result = gsam2_video(
+        tiny_models, "--prompt", "red square. car.", "--input", str(video), "--output", str(out),
+        "--box-threshold", "0.7", "--text-threshold", "0", "--step", "5", "--no-draw", "--stride", "2",
+        "--format", "jsonl", "--format", "mot", "--format", "mots", "--format", "ytvis",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in (out / "clip.jsonl").read_text().splitlines()]
+    assert [line["frame_index"] for line in lines] == list(range(0, 12, 2))
+    assert any(line["objects"] for line in lines), "the tiny models find something at this threshold"
+    [boxes] = read_mot(out / "mot").values()  # trackeval's own text reader underneath
+    [masks] = read_mots(out / "mots").values()
+    ytvis = json.loads((out / "ytvis" / "clip.json").read_text())
+    assert ytvis["videos"][0]["length"] == 6 and (ytvis["videos"][0]["height"], ytvis["videos"][0]["width"]) == (64, 96)
+    categories = {c["id"]: c["name"] for c in ytvis["categories"]}
+    assert list(categories.values())[:2] == ["red square", "car"]
+    tracks = {a["track_id"]: a for a in ytvis["annotations"]}
+    for position, line in enumerate(lines):
+        frame = line["frame_index"]  # MOT/MOTS frame frame + 1, read back as list position frame
+        objects = line["objects"]
+        assert [o.track_id for o in boxes[frame]] == [o["id"] for o in objects]
+        for read, o in zip(boxes[frame], objects):
+            x1, y1, x2, y2 = o["bbox"]
+            assert read.box == pytest.approx((x1, y1, x2 - x1, y2 - y1), abs=0.011)
+        exclusive = [m for m in exclusive_masks(objects) if m.any()]
+        assert len(masks[frame]) == len(exclusive)
+        for read, mask in zip(masks[frame], exclusive):
+            assert np.array_equal(mask_utils.decode(read.mask).astype(bool), mask)
+        for o in objects:  # YouTube-VIS keeps every mask as the JSONL has it
+            track = tracks[o["id"]]
+            assert np.array_equal(rle_to_mask(track["segmentations"][position]), rle_to_mask(o["segmentation"]))
+        for track_id, track in tracks.items():
+            if track_id not in {o["id"] for o in objects}:
+                assert track["segmentations"][position] is None
+    # The tracks score perfectly against themselves through gsam2 eval.
+    for folder in ("mot", "mots"):
+        result = gsam2("eval", "--pred", str(out / folder), "--gt", str(out / folder), "--json")
+        assert result.returncode == 0, result.stderr
+        scores = json.loads(result.stdout)
+        assert (scores["HOTA"], scores["IDF1"], scores["IDSW"]) == (pytest.approx(1.0), pytest.approx(1.0), 0)
