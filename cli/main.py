@@ -178,6 +178,15 @@ def build_parser() -> argparse.ArgumentParser:
                 help="mask IoU above which a detection is an object already tracked (default 0.8)",
             )
             action.add_argument("--reverse", action="store_true", help="also track new objects backwards")
+            action.add_argument(
+                "--save-copy",
+                metavar="OUT",
+                help="also write the tracks into this folder as gsam2 video does (OUT/task<ID>.jsonl, and --format)",
+            )
+            add_format_option(action, VIDEO_FORMATS, "jsonl", {
+                "jsonl": "OUT/task<ID>.jsonl", "mot": "OUT/mot/task<ID>.txt", "mots": "OUT/mots/task<ID>.txt",
+                "ytvis": "OUT/ytvis/task<ID>.json",
+            })  # fmt: skip
             add_end_after_option(action)
             action.add_argument(
                 "--prompt-type",

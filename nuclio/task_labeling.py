@@ -342,8 +342,11 @@ def annotate_task(task, mapping: dict[str, TaskLabel], run, progress=None, repla
 
 
 def track_task(task, mapping: dict[str, TaskLabel], run, progress=None,
-               replace: bool = False, frames: FrameRange = FrameRange()) -> LabelingSummary:
-    """One CVAT track per object id, tracked by ``run.track`` (detector + SAM 2 or EdgeTAM, or SAM 3)."""
+               replace: bool = False, frames: FrameRange = FrameRange(), on_frame=None) -> LabelingSummary:
+    """One CVAT track per object id, tracked by ``run.track`` (detector + SAM 2 or EdgeTAM, or SAM 3).
+
+    ``on_frame(result)``, if given, sees every frame's result as it comes (``gsam2 cvat track --save-copy``).
+    """
     from cvat_sdk import models
 
     from ..core.detections import class_names
@@ -362,6 +365,8 @@ def track_task(task, mapping: dict[str, TaskLabel], run, progress=None,
             yield frame, image
 
     for result in run.track(counted(stream_frames(task, frames)), prompt=list(mapping)):
+        if on_frame is not None:
+            on_frame(result)
         summary.frames += 1
         last_frame = result.frame_index
         detections = result.detections

@@ -354,3 +354,55 @@ def test_video_formats_from_the_cli_round_trip(tmp_path, tiny_models):
         assert result.returncode == 0, result.stderr
         scores = json.loads(result.stdout)
         assert (scores["HOTA"], scores["IDF1"], scores["IDSW"]) == (pytest.approx(1.0), pytest.approx(1.0), 0)
+
+
+def test_cvat_track_save_copy_writes_the_video_formats(tiny_models, monkeypatch, capsys, tmp_path):
+    """``gsam2 cvat track --save-copy OUT --format ...``: the uploaded tracks also on disk, via the same writers."""
+    import cvat_sdk
+
+    from gsam2 import cli
+    from gsam2.nuclio import task_labeling
+
+    from .cvat_standin import CvatStandIn
+    from .test_cvat_labels import IMAGE, TASK_ID
+
+    frames = [np.roll(IMAGE, 3 * k, axis=1) for k in range(3)]
+    labels = [{"id": 30, "name": "car", "type": "polygon"}, {"id": 31, "name": "red square", "type": "mask"}]
+    standin = CvatStandIn("token").start()
+    out = tmp_path / "copy"
+    try:
+        standin.add_task(TASK_ID, frames, labels, chunk_size=2)
+        client = cvat_sdk.make_client(host="http://127.0.0.1", port=standin.port, access_token="token")
+        monkeypatch.setattr(task_labeling, "connect", lambda: client)
+        status = cli.main(["cvat", "track", "--task", str(TASK_ID), "--tracker", f"edgetam:{tiny_models['edgetam-video']}",
+                           "--step", "2", "--detector", str(tiny_models["grounding-dino"]), "--segmenter",
+                           str(tiny_models["sam2"]), "--device", "cpu", "--quiet", "--box-threshold", "0",
+                           "--text-threshold", "0", "--save-copy", str(out), "--format", "jsonl", "--format", "mot",
+                           "--format", "ytvis"])  # fmt: skip
+    finally:
+        standin.stop()
+    captured = capsys.readouterr()
+    assert status == 0, captured.err
+    tracks = standin.tasks[TASK_ID].annotations["tracks"]
+    lines = [json.loads(line) for line in (out / f"task{TASK_ID}.jsonl").read_text().splitlines()]
+    assert [line["frame_index"] for line in lines] == [0, 1, 2]
+    ids = {o["id"] for line in lines for o in line["objects"]}
+    assert len(ids) == len(tracks) > 0
+    mot_ids = {int(row.split(",")[1]) for row in (out / "mot" / f"task{TASK_ID}.txt").read_text().splitlines()}
+    assert mot_ids == ids
+    ytvis = json.loads((out / "ytvis" / f"task{TASK_ID}.json").read_text())
+    assert {a["track_id"] for a in ytvis["annotations"]} == ids
+    assert (ytvis["videos"][0]["height"], ytvis["videos"][0]["width"]) == IMAGE.shape[:2]
+    for line in lines:  # the copy's masks are the uploaded run's: YouTube-VIS holds each JSONL mask as it is
+        for o in line["objects"]:
+            [track] = [a for a in ytvis["annotations"] if a["track_id"] == o["id"]]
+            assert np.array_equal(rle_to_mask(track["segmentations"][line["frame_index"]]), rle_to_mask(o["segmentation"]))
+
+
+def test_cvat_track_format_without_save_copy_is_a_usage_error(capsys):
+    from gsam2 import cli
+
+    status = cli.main(["cvat", "track", "--task", "1", "--format", "mot"])
+    err = capsys.readouterr().err
+    assert status == 2
+    assert err.strip() == "error: --format chooses what --save-copy OUT writes: give --save-copy OUT too"
