@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
-from ..core.tracker import EncodedFrame, TrackingSession
+from ...core.tracker import EncodedFrame, TrackingSession
 from .cache import ExpiringLRU
 from .protocol import RequestError, check_limits, env, mask_bounds, polygon_points, request_image, run_from_env, serve
 from .tracker_state import SHAPE_TYPES, ObjectState

@@ -1,7 +1,7 @@
 """cvat-sdk detection function: Grounded SAM 2 with the prompt as a parameter.
 
     cvat-cli --server-host https://app.cvat.ai task auto-annotate TASK_ID \\
-        --function-module gsam2.nuclio.sdk_detection \\
+        --function-module gsam2.nuclio.sdk.detection \\
         -p prompt=str:"car. person. traffic light." --allow-unmatched-labels
 
 Needs ``cvat-sdk[masks]`` (>= 2.24 for ``conv_mask_to_poly``; tested with 2.80).
@@ -31,14 +31,14 @@ import cvat_sdk.auto_annotation as cvataa
 import cvat_sdk.models as models
 from cvat_sdk.masks import encode_mask
 
-from ..core.images import to_rgb_array
-from ..core.prompts import label_phrase
-from ..core.run import Run
-from .detector import phrase_groups, vocabulary_detections, with_box_threshold
-from .functions import COCO_LABELS
-from .protocol import check_image_pixels, mask_bounds, polygon_points
-from .protocol import max_image_pixels as serving_max_image_pixels
-from .sdk_params import spec_from_params
+from ...core.images import to_rgb_array
+from ...core.prompts import label_phrase
+from ...core.run import Run
+from ..handlers.detector import phrase_groups, vocabulary_detections, with_box_threshold
+from ..generate import COCO_LABELS
+from ..handlers.protocol import check_image_pixels, mask_bounds, polygon_points
+from ..handlers.protocol import max_image_pixels as serving_max_image_pixels
+from .params import spec_from_params
 
 
 class GroundedSam2Detection:

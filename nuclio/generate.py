@@ -1,12 +1,12 @@
 """Generate the deployable Nuclio function folders (``function.yaml``, ``function-gpu.yaml``, ``main.py``).
 
-    python -m gsam2.nuclio.functions OUTDIR                      # all three, COCO labels
-    python -m gsam2.nuclio.functions OUTDIR --labels labels.txt --name my-detector   # your vocabulary
-    python -m gsam2.nuclio.functions OUTDIR --name florence-od --detector florence2 --task object_detection
-    python -m gsam2.nuclio.functions OUTDIR --name dinox-detector --detector dinox   # DDS_API_TOKEN at deploy
-    python -m gsam2.nuclio.functions OUTDIR --name sliced --slice-size 640 --slice-overlap 128 --segmenter large
-    python -m gsam2.nuclio.functions OUTDIR --kind sam2-tracker --name edgetam-tracker --tracker edgetam
-    python -m gsam2.nuclio.functions OUTDIR --name custom --spec-json '{"detector": "owlv2", "text_threshold": 0.2}'
+    python -m gsam2.nuclio.generate OUTDIR                      # all three, COCO labels
+    python -m gsam2.nuclio.generate OUTDIR --labels labels.txt --name my-detector   # your vocabulary
+    python -m gsam2.nuclio.generate OUTDIR --name florence-od --detector florence2 --task object_detection
+    python -m gsam2.nuclio.generate OUTDIR --name dinox-detector --detector dinox   # DDS_API_TOKEN at deploy
+    python -m gsam2.nuclio.generate OUTDIR --name sliced --slice-size 640 --slice-overlap 128 --segmenter large
+    python -m gsam2.nuclio.generate OUTDIR --kind sam2-tracker --name edgetam-tracker --tracker edgetam
+    python -m gsam2.nuclio.generate OUTDIR --name custom --spec-json '{"detector": "owlv2", "text_threshold": 0.2}'
 
 A function's run is a :class:`~gsam2.core.spec.RunSpec`: the generator writes
 ``spec.to_env()`` (``GSAM2_DETECTOR``, ``GSAM2_SLICE_OVERLAP``,
@@ -14,7 +14,7 @@ A function's run is a :class:`~gsam2.core.spec.RunSpec`: the generator writes
 ``RunSpec.from_env()`` reads it back, and bakes that spec's own models into the
 image.
 
-The folders under ``nuclio/functions/`` in the repository are this command's
+The folders under ``nuclio/serverless/`` in the repository are this command's
 output (a test keeps them in sync). ``nuclio/deploy.sh`` deploys them.
 """
 
@@ -31,8 +31,8 @@ import yaml
 
 from ..core.models import parse_detector_spec
 from ..core.spec import RunSpec, SettingError, cli_name
-from .detector import label_types
-from .protocol import DEFAULT_MAX_IMAGE_PIXELS, DEFAULT_MAX_RESPONSE_MB
+from .handlers.detector import label_types
+from .handlers.protocol import DEFAULT_MAX_IMAGE_PIXELS, DEFAULT_MAX_RESPONSE_MB
 
 # COCO's 80 classes: a useful default vocabulary for the detector.
 COCO_LABELS = (
@@ -161,7 +161,7 @@ def function_config(
         {"name": "GSAM2_DEVICE", "value": "cuda" if gpu else "cpu"},
         {"name": "HF_HOME", "value": "/opt/hf"},
         {"name": "HF_HUB_OFFLINE", "value": "1"},
-        # The function's own limits (nuclio/protocol.py), written out so that they can be changed here.
+        # The function's own limits (nuclio/handlers/protocol.py), written out so that they can be changed here.
         {"name": "GSAM2_MAX_IMAGE_PIXELS", "value": str(DEFAULT_MAX_IMAGE_PIXELS)},
         {"name": "GSAM2_MAX_RESPONSE_MB", "value": f"{DEFAULT_MAX_RESPONSE_MB:g}"},
     ]
@@ -213,7 +213,7 @@ def function_config(
 
 MAIN_PY = '''"""Nuclio entry point: CVAT calls init_context once per worker, then handler per request."""
 
-from gsam2.nuclio.{module} import handler, init_context  # noqa: F401
+from gsam2.nuclio.handlers.{module} import handler, init_context  # noqa: F401
 '''
 
 

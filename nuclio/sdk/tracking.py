@@ -1,7 +1,7 @@
 """cvat-sdk tracking function (agent-based, CVAT Online/Enterprise): SAM 2 video memory per shape.
 
-    cvat-cli function create-native "SAM 2 tracker" --function-module gsam2.nuclio.sdk_tracking
-    cvat-cli function run-agent FUNCTION_ID --function-module gsam2.nuclio.sdk_tracking
+    cvat-cli function create-native "SAM 2 tracker" --function-module gsam2.nuclio.sdk.tracking
+    cvat-cli function run-agent FUNCTION_ID --function-module gsam2.nuclio.sdk.tracking
 
 Needs cvat-sdk >= 2.42 (TrackingFunction). ``-p tracker=str:edgetam`` tracks with
 EdgeTAM instead of SAM 2 (any box-following tracker). Rectangles and polygons are tracked;
@@ -18,12 +18,12 @@ import numpy as np
 import PIL.Image
 import cvat_sdk.auto_annotation as cvataa
 
-from ..core.images import to_rgb_array
-from ..core.run import Run
-from ..core.tracker import TrackingSession
-from .protocol import check_image_pixels, mask_bounds, polygon_points
-from .protocol import max_image_pixels as serving_max_image_pixels
-from .sdk_params import spec_from_params
+from ...core.images import to_rgb_array
+from ...core.run import Run
+from ...core.tracker import TrackingSession
+from ..handlers.protocol import check_image_pixels, mask_bounds, polygon_points
+from ..handlers.protocol import max_image_pixels as serving_max_image_pixels
+from .params import spec_from_params
 
 
 @dataclass

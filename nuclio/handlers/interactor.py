@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from ..core.prompts import PromptError, parse_prompt
+from ...core.prompts import PromptError, parse_prompt
 from .cache import ExpiringLRU
 from .protocol import (
     RequestError,

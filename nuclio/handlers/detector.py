@@ -27,12 +27,12 @@ from typing import Any
 
 import numpy as np
 
-from ..core import PromptError
-from ..core.detections import class_names
-from ..core.run import Run
-from ..core.masks import mask_crop
-from ..core.prompts import label_phrase
-from ..core.spec import DEFAULT_BOX_THRESHOLD
+from ...core import PromptError
+from ...core.detections import class_names
+from ...core.run import Run
+from ...core.masks import mask_crop
+from ...core.prompts import label_phrase
+from ...core.spec import DEFAULT_BOX_THRESHOLD
 from .protocol import (
     AnswerBudget,
     RequestError,

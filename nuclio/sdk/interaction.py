@@ -1,7 +1,7 @@
 """cvat-sdk interaction function (agent-based, CVAT Online/Enterprise): SAM 2 clicks -> mask.
 
-    cvat-cli function create-native "SAM 2" --function-module gsam2.nuclio.sdk_interaction
-    cvat-cli function run-agent FUNCTION_ID --function-module gsam2.nuclio.sdk_interaction
+    cvat-cli function create-native "SAM 2" --function-module gsam2.nuclio.sdk.interaction
+    cvat-cli function run-agent FUNCTION_ID --function-module gsam2.nuclio.sdk.interaction
 
 Needs cvat-sdk >= 2.71 (InteractionFunction), with the ``masks`` extra.
 ``preprocess_image`` runs SAM 2's image encoder once; the agent reuses its
@@ -16,12 +16,12 @@ import PIL.Image
 import cvat_sdk.auto_annotation as cvataa
 from cvat_sdk.masks import encode_mask
 
-from ..core.images import to_rgb_array
-from ..core.run import Run
-from ..core.segmenter import ImageEmbedding
-from .protocol import check_image_pixels
-from .protocol import max_image_pixels as serving_max_image_pixels
-from .sdk_params import spec_from_params
+from ...core.images import to_rgb_array
+from ...core.run import Run
+from ...core.segmenter import ImageEmbedding
+from ..handlers.protocol import check_image_pixels
+from ..handlers.protocol import max_image_pixels as serving_max_image_pixels
+from .params import spec_from_params
 
 
 class Sam2Interaction:
