@@ -19,7 +19,7 @@ def run_cvat(args: argparse.Namespace) -> int:
     """``gsam2 cvat annotate|track``: label a CVAT task through cvat-sdk."""
     from tqdm import tqdm
 
-    from ..nuclio import task_labeling
+    from ..nuclio.rest import task_labeling
 
     if getattr(args, "format", None) and getattr(args, "save_copy", None) is None:
         return usage_error(InputError("--format chooses what --save-copy OUT writes: give --save-copy OUT too"))
@@ -84,7 +84,7 @@ class TrackCopy:
     ):
         from ..core.formats import VideoDatasetWriter
 
-        prepare_output_folder(output)
+        prepare_output_folder(output, "--save-copy")
         self.size = size  # (height, width): YouTube-VIS's video size, also when no frame has an object
         self.lines = open(output / f"{stem}.jsonl", "w") if "jsonl" in formats else None
         self.dataset = VideoDatasetWriter(output, stem, formats, phrases)
@@ -108,9 +108,10 @@ def check_copy(args: argparse.Namespace, task_id: int) -> None:
     """Usage errors of ``--save-copy`` before any model loads (the same checks as ``gsam2 video --output``)."""
     from ..core.formats.video import check_video_outputs
 
-    output, formats = check_output_folder(args.save_copy), chosen_formats(args)
-    check_not_foreign([output / f"task{task_id}.jsonl"] if "jsonl" in formats else [], folders_refused=True)
-    check_video_outputs(output, f"task{task_id}", formats)
+    output, formats = check_output_folder(args.save_copy, "--save-copy"), chosen_formats(args)
+    written = [output / f"task{task_id}.jsonl"] if "jsonl" in formats else []
+    check_not_foreign(written, folders_refused=True, setting="--save-copy")
+    check_video_outputs(output, f"task{task_id}", formats, setting="--save-copy")
 
 
 def open_copy(args: argparse.Namespace, task, phrases: list[str]) -> TrackCopy | None:

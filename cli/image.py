@@ -53,8 +53,7 @@ def run_image(args: argparse.Namespace) -> int:
     try:
         plan = plan_image_run(args)
         run = Run(spec_from_args(args))
-        run.phrases()  # a prompt the detector cannot take (or none where one is needed) fails before SAM 2 loads
-        run.load_for_images()
+        run.load_for_images(check_prompt=True)
         prepare = run.preparation_steps()  # one batch ahead of the models (core/engine.py)
     except GroundedSam2Error as error:
         return usage_error(error)
@@ -108,7 +107,7 @@ def label_image_files(
     if not files:
         print("error: no input images found", file=sys.stderr)
         return EXIT_FAILURES
-    prepare_output_folder(output)
+    prepare_output_folder(output, "--output")
     dataset = ImageDatasetWriter(output, plan.formats, phrases)
 
     started = time.perf_counter()

@@ -48,13 +48,14 @@ def run_video(args: argparse.Namespace) -> int:
     stem = Path(str(source)).stem if isinstance(source, str) else f"camera{source}"
     formats = chosen_formats(args)
     try:
-        output = check_output_folder(args.output)
+        output = check_output_folder(args.output, "--output")
         written = [output / f"{stem}.jsonl"] if "jsonl" in formats else []
         written += [] if args.no_draw else [output / f"{stem}.mp4"]
         if isinstance(source, str) and Path(source).exists():
-            check_no_overwrite(written, [Path(source)])
-        check_not_foreign(written, folders_refused=True)  # one output each: a folder in the way is refused too
-        check_video_outputs(output, stem, formats)
+            check_no_overwrite(written, [Path(source)], "--output")
+        # one output each: a folder in the way is refused too
+        check_not_foreign(written, folders_refused=True, setting="--output")
+        check_video_outputs(output, stem, formats, setting="--output")
         spec = spec_from_args(args).check_for_video()
         # A URL that does not answer holds the open for its timeout: Ctrl-C and SIGTERM must still stop it.
         info = interruptible(probe_video, source) if isinstance(source, str) else None
@@ -63,14 +64,15 @@ def run_video(args: argparse.Namespace) -> int:
         if isinstance(source, int):
             check_camera(source)
         run = Run(spec)
-        phrases = [] if spec.tracks_with_sam3 else run.phrases()  # a bad prompt fails before SAM 2 loads
-        run.load_for_video()  # SAM 3 checks its phrases here; all of it before decoding
+        run.load_for_video(check_prompt=True)  # all of it before decoding
+        # The classes of MOTS / YouTube-VIS: the detector's phrases (SAM 3: the prompt's), in prompt order.
+        phrases = list(spec.prompt or []) if spec.tracks_with_sam3 else run.phrases()
     except GroundedSam2Error as error:
         return usage_error(error)
 
-    prepare_output_folder(output)
+    prepare_output_folder(output, "--output")
     # MOT / MOTS / YouTube-VIS (core/formats/video.py), fed every frame's JSONL objects, closed with what was done.
-    dataset = VideoDatasetWriter(output, stem, formats, phrases or list(spec.prompt or []))
+    dataset = VideoDatasetWriter(output, stem, formats, phrases)
     skipped: list[str] = []
 
     skipped_frames: list[int] = []

@@ -361,7 +361,7 @@ def test_cvat_track_save_copy_writes_the_video_formats(tiny_models, monkeypatch,
     import cvat_sdk
 
     from gsam2 import cli
-    from gsam2.nuclio import task_labeling
+    from gsam2.nuclio.rest import task_labeling
 
     from .cvat_standin import CvatStandIn
     from .test_cvat_labels import IMAGE, TASK_ID

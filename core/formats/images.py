@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError, OutputError
+from ..outputs import OUTPUT_FOLDER
 from .classes import ClassList
 from .coco import CocoWriter, is_our_coco_file
 from .yolo import YoloWriter, is_our_data_yaml, object_polygon
@@ -34,15 +35,18 @@ def link_name(name: str, image_path: Path) -> str:
     return f"{name}{Path(image_path).suffix}"
 
 
-def check_dataset_outputs(output: Path, names: Sequence[str], files: Sequence[Path], formats: Sequence[str]) -> None:
+def check_dataset_outputs(
+    output: Path, names: Sequence[str], files: Sequence[Path], formats: Sequence[str], setting: str = OUTPUT_FOLDER
+) -> None:
     """Raise ``InputError`` (one line) if a dataset file of this run would replace something gsam2 did not write.
 
     Ours: an ``annotations.json`` or ``data.yaml`` carrying our mark, the labels
-    of a folder whose ``data.yaml`` is ours, and links in ``images/``.
+    of a folder whose ``data.yaml`` is ours, and links in ``images/``. ``setting``
+    names the output folder in the message, in the caller's spelling (``--output``).
     """
     if "coco" not in formats and "yolo" not in formats:
         return
-    refuse = "--output would replace {}, which gsam2 did not write: move it away, or choose another output folder"
+    refuse = setting + " would replace {}, which gsam2 did not write: move it away, or choose another output folder"
 
     def ours(path: Path, check) -> bool:
         try:

@@ -34,7 +34,7 @@ from pycocotools import mask as mask_utils
 
 from ..errors import InputError
 from ..exports import rle_to_mask
-from ..outputs import GSAM2_MARK, atomic_save
+from ..outputs import GSAM2_MARK, OUTPUT_FOLDER, atomic_save
 from .classes import ClassList
 from .coco import rle_area
 from .spool import JsonSpool
@@ -235,8 +235,11 @@ def video_outputs(output: Path, stem: str, formats: Sequence[str]) -> list[Path]
     return [paths[name] for name in formats if name in paths]
 
 
-def check_video_outputs(output: Path, stem: str, formats: Sequence[str]) -> None:
-    """Raise ``InputError`` if a dataset file of this run would replace one gsam2 did not write."""
+def check_video_outputs(output: Path, stem: str, formats: Sequence[str], setting: str = OUTPUT_FOLDER) -> None:
+    """Raise ``InputError`` if a dataset file of this run would replace one gsam2 did not write.
+
+    ``setting`` names the output folder in the message, in the caller's spelling (``--output``).
+    """
     for path in video_outputs(output, stem, formats):
         if not os.path.lexists(path):
             continue
@@ -248,7 +251,7 @@ def check_video_outputs(output: Path, stem: str, formats: Sequence[str]) -> None
                 ours = json.dumps(GSAM2_MARK).encode() in file.read(200)
         if not ours:
             raise InputError(
-                f"--output would replace {path}, which gsam2 did not write: move it away, or choose another output folder"
+                f"{setting} would replace {path}, which gsam2 did not write: move it away, or choose another output folder"
             )
 
 
