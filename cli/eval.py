@@ -68,7 +68,7 @@ def evaluate_track_folders(pred: Path, gt: Path) -> dict[str, Any]:
         from ..core.track_metrics import evaluate_tracks, read_mot, read_mots
         import trackeval  # noqa: F401
     except ImportError:
-        raise InputError("gsam2 eval on tracks needs trackeval: pip install 'gsam2[eval]'") from None
+        raise InputError('gsam2 eval on tracks needs trackeval: pip install "gsam2[eval]"') from None
     kind, pred_kind = track_kind(gt, "--gt"), track_kind(pred, "--pred")
     if kind != pred_kind:
         names = {"boxes": "MOT (boxes)", "masks": "MOTS (masks)"}
@@ -130,7 +130,7 @@ def coco_table(result: dict[str, Any]) -> str:
     for name in result["classes"]:
         rows.append([name] + [_cell(result[k]["classes"][name][m]) for k in kinds for m in ("AP", "AP50", "AP75")])
     note = "" if result["mask"] is not None else "\n(no mask AP: a file has annotations without segmentation)"
-    return f"{result['images']} images, COCO AP (pycocotools)\n" + _table(header, rows) + note
+    return f"{_count(result['images'], 'image')}, COCO AP (pycocotools)\n" + _table(header, rows) + note
 
 
 def track_table(result: dict[str, Any]) -> str:
@@ -138,4 +138,8 @@ def track_table(result: dict[str, Any]) -> str:
     rows = [[name] + [_cell(scores[c]) for c in TRACK_COLUMNS] for name, scores in result["sequences"].items()]
     rows.append(["all"] + [_cell(result[c]) for c in TRACK_COLUMNS])
     what = "boxes (MOT)" if result["format"] == "mot" else "masks (MOTS)"
-    return f"{len(result['sequences'])} sequences, {what}, trackeval\n" + _table(header, rows)
+    return f"{_count(len(result['sequences']), 'sequence')}, {what}, trackeval\n" + _table(header, rows)
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"

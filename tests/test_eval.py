@@ -147,6 +147,9 @@ def test_bad_inputs_are_one_line_and_exit_2(tmp_path, capsys):
     mots = write_tracks(tmp_path / "mots", two_cars(), masks=True)
     other_clip = write_tracks(tmp_path / "other_clip", two_cars(), name="other")
     (tmp_path / "nothing").mkdir()
+    (tmp_path / "zero.json").write_bytes(b"")
+    (tmp_path / "blank_mot").mkdir()
+    (tmp_path / "blank_mot" / "clip.txt").write_bytes(b"")
     cases = [
         (other_image, gt, f"--pred {other_image}: image 'c.jpg' is not in --gt {gt} (images are matched by file_name)"),
         (fewer, gt, f"--pred {fewer}: has no image 'b.jpg', which --gt {gt} has"),
@@ -159,9 +162,103 @@ def test_bad_inputs_are_one_line_and_exit_2(tmp_path, capsys):
         (mots, mot, f"--pred {mots} is MOTS (masks) but --gt {mot} is MOT (boxes)"),
         (other_clip, mot, f"--pred {other_clip} / --gt {mot}: predictions have no sequence 'clip'"),
         (tmp_path / "nothing", mot, f"--pred {tmp_path / 'nothing'}: no <sequence>.txt files"),
+        (tmp_path / "zero.json", gt, f"--pred {tmp_path / 'zero.json'}: cannot be read as JSON"),
+        (mot, tmp_path / "blank_mot", f"--gt {tmp_path / 'blank_mot'}: every file is empty"),
+        (tmp_path / "blank_mot", mot, f"--pred {tmp_path / 'blank_mot'}: every file is empty"),
+        (mot, tmp_path / "missing", f"--gt {tmp_path / 'missing'}: no such file or folder"),
     ]
     for pred, truth, message in cases:
         status, out, err = run(capsys, "--pred", pred, "--gt", truth)
         assert status == 2, (pred, err)
         assert out == "" and len(err.strip().splitlines()) == 1, err
         assert err.startswith(f"error: {message}"), err
+
+
+def official_trackeval(tmp_path, gt_rows: list[str], pred_file, masks: bool) -> dict:
+    """trackeval's own pipeline (``Evaluator`` over its ``MotChallenge2DBox`` / ``MOTSChallenge`` datasets,
+    which read the files themselves) on a ground truth and one of our writers' files, laid out as it expects."""
+    import contextlib
+    import io
+    import shutil
+
+    import trackeval
+
+    root = tmp_path / "official"
+    (root / "gt" / "clip" / "gt").mkdir(parents=True)
+    (root / "gt" / "clip" / "gt" / "gt.txt").write_text("".join(row + "\n" for row in gt_rows))
+    (root / "gt" / "clip" / "seqinfo.ini").write_text("[Sequence]\nname=clip\nseqLength=4\nimWidth=60\nimHeight=40\n")
+    (root / "trackers" / "gsam2" / "data").mkdir(parents=True)
+    shutil.copy(pred_file, root / "trackers" / "gsam2" / "data" / "clip.txt")
+    dataset_config = {
+        "GT_FOLDER": str(root / "gt"), "TRACKERS_FOLDER": str(root / "trackers"), "TRACKERS_TO_EVAL": ["gsam2"],
+        "SEQ_INFO": {"clip": 4}, "SKIP_SPLIT_FOL": True, "PRINT_CONFIG": False,
+    }  # fmt: skip
+    dataset = trackeval.datasets.MOTSChallenge(dataset_config) if masks else trackeval.datasets.MotChallenge2DBox(
+        {**dataset_config, "BENCHMARK": "MOT17"}
+    )
+    evaluator = trackeval.Evaluator({
+        "USE_PARALLEL": False, "PRINT_RESULTS": False, "PRINT_CONFIG": False, "TIME_PROGRESS": False,
+        "OUTPUT_SUMMARY": False, "OUTPUT_DETAILED": False, "PLOT_CURVES": False, "LOG_ON_ERROR": None,
+    })  # fmt: skip
+    metrics = [trackeval.metrics.HOTA(), trackeval.metrics.CLEAR({"PRINT_CONFIG": False}),
+               trackeval.metrics.Identity({"PRINT_CONFIG": False})]  # fmt: skip
+    with contextlib.redirect_stdout(io.StringIO()):
+        results, messages = evaluator.evaluate([dataset], metrics)
+    assert messages[dataset.get_name()]["gsam2"] == "Success"
+    res = results[dataset.get_name()]["gsam2"]["COMBINED_SEQ"]["pedestrian"]
+    return {
+        "HOTA": float(np.mean(res["HOTA"]["HOTA"])), "DetA": float(np.mean(res["HOTA"]["DetA"])),
+        "AssA": float(np.mean(res["HOTA"]["AssA"])), "MOTA": float(res["CLEAR"]["MOTA"]),
+        "IDF1": float(res["Identity"]["IDF1"]), "IDSW": int(res["CLEAR"]["IDSW"]),
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("masks", [False, True], ids=["mot", "mots"])
+def test_our_track_files_score_the_same_in_trackevals_own_pipeline(tmp_path, capsys, masks):
+    """An independent reader: trackeval's MOT / MOTS Challenge datasets read our writers' files themselves, and
+    their official evaluation gives what ``gsam2 eval`` gives on the same files (hand-computed in the test above)."""
+    from pycocotools import mask as mask_utils
+
+    truth = two_cars()
+    gt_rows = []  # MOT Challenge ground truth (conf 1 = evaluate, class 1 = pedestrian) / MOTS (class 2 = pedestrian)
+    for t, objects in enumerate(truth):
+        for o in objects:
+            if masks:
+                rle = mask_utils.encode(np.asfortranarray(rle_mask(o).astype(np.uint8)))
+                gt_rows.append(f"{t + 1} {2000 + o['id']} 2 40 60 {rle['counts'].decode()}")
+            else:
+                x1, y1, x2, y2 = o["bbox"]
+                gt_rows.append(f"{t + 1},{o['id']},{x1},{y1},{x2 - x1},{y2 - y1},1,1,1")
+    predicted = [[{**o, "class_name": "pedestrian"} for o in frame] for frame in two_cars(ids_of_first=(1, 1, 99, 99))]
+    writer = (
+        MotsWriter(tmp_path / "pred" / "clip.txt", ClassList(["car", "pedestrian"]))  # pedestrian: MOTS class 2
+        if masks
+        else MotWriter(tmp_path / "pred" / "clip.txt")
+    )
+    for t, objects in enumerate(predicted):
+        writer.add_frame(t, objects)
+    writer.close()
+
+    official = official_trackeval(tmp_path, gt_rows, tmp_path / "pred" / "clip.txt", masks)
+    assert official["IDSW"] == 1 and official["IDF1"] == pytest.approx(0.75)  # the hand-computed figures
+    assert official["HOTA"] == pytest.approx(np.sqrt(0.75))
+    status, out, _ = run(capsys, "--pred", tmp_path / "pred", "--gt", tmp_path / "official" / "gt", "--json")
+    assert status == 0
+    ours = json.loads(out)
+    assert {k: ours[k] for k in official} == pytest.approx(official)
+
+
+def rle_mask(o):
+    from gsam2.core import rle_to_mask
+
+    return rle_to_mask(o["segmentation"])
+
+
+def test_tracks_without_trackeval_name_the_extra(tmp_path, capsys, monkeypatch):
+    import sys
+
+    mot = write_tracks(tmp_path / "mot", two_cars())
+    monkeypatch.setitem(sys.modules, "trackeval", None)  # as if not installed: importing it raises ImportError
+    status, out, err = run(capsys, "--pred", mot, "--gt", mot)
+    assert status == 2 and out == ""
+    assert err == 'error: gsam2 eval on tracks needs trackeval: pip install "gsam2[eval]"\n'

@@ -119,6 +119,33 @@ def test_coco_writer_streams_a_file_pycocotools_reads(tmp_path):
     assert list(tmp_path.iterdir()) == [tmp_path / "annotations.json"], "no temporary file left"
 
 
+def test_coco_writer_memory_does_not_grow_with_the_images(tmp_path):
+    """``CocoWriter`` keeps no annotation in memory: 3,000 images' worth (about 2 MB of JSON) add almost nothing."""
+    import tracemalloc
+
+    masks = [square(120, 160, 10 + 7 * k, 5 + 11 * k, 30 + k) for k in range(3)]
+    objects = objects_on(masks, ["cat", "dog", "bird"])
+    for obj in objects:  # a realistic RLE: long counts strings
+        obj["segmentation"] = {**obj["segmentation"], "counts": obj["segmentation"]["counts"] * 20}
+    writer = CocoWriter(tmp_path / "annotations.json", ClassList(["cat", "dog", "bird"]))
+    writer.add_image("warm-up.jpg", 160, 120, objects)  # first-call allocations (caches, buffers) before measuring
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(3000):
+            writer.add_image(f"{i:05d}.jpg", 160, 120, objects, extra_key=i)
+        grown = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    writer.close()
+    size = (tmp_path / "annotations.json").stat().st_size
+    assert size > 2_000_000
+    assert grown < 100_000, f"{grown} bytes kept for {size} bytes of file"
+    data = json.loads((tmp_path / "annotations.json").read_text())
+    assert len(data["images"]) == 3001 and len(data["annotations"]) == 9003
+    assert [a["id"] for a in data["annotations"]] == list(range(1, 9004))
+
+
 def test_mot_mots_and_ytvis_writers_read_back(tmp_path):
     from gsam2.core.track_metrics import read_mot, read_mots
 
@@ -280,6 +307,60 @@ def test_image_formats_from_the_cli_round_trip(tmp_path, tiny_models):
         "--no-draw", "--quiet", "--format", "coco", *model_args(tiny_models),
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
+
+
+def test_classes_without_a_prompt_are_numbered_as_the_images_bring_them(tmp_path):
+    """``autolabel`` and prompt-free detectors: no prompt, so COCO and YOLO number the phrases in the order the
+    images (in input order) bring them, alike; with a prompt its phrases come first, in prompt order."""
+    from gsam2.core.formats import ImageDatasetWriter
+
+    masks = [square(30, 40, 2, 3, 10), square(30, 40, 15, 20, 8)]
+    records = [
+        {"img_width": 40, "img_height": 30, "annotations": objects_on(masks, ["dog", "cat"])},
+        {"img_width": 40, "img_height": 30, "annotations": objects_on(masks, ["bird", "dog"])},
+    ]
+    for phrases, expected in (((), ["dog", "cat", "bird"]), (("cat", "car"), ["cat", "car", "dog", "bird"])):
+        out = tmp_path / f"out-{len(phrases)}"
+        (out / "in").mkdir(parents=True)
+        writer = ImageDatasetWriter(out, ["coco", "yolo"], phrases)
+        for i, record in enumerate(records):
+            image = out / "in" / f"im{i}.png"
+            Image.fromarray(np.zeros((30, 40, 3), np.uint8)).save(image)
+            writer.add(image, f"im{i}", record)
+        writer.close()
+        coco = COCO(str(out / "annotations.json"))
+        assert [c["name"] for c in coco.loadCats(sorted(coco.getCatIds()))] == expected
+        yaml_names = __import__("yaml").safe_load((out / "data.yaml").read_text())["names"]
+        assert list(yaml_names.values()) == expected
+        for i, record in enumerate(records):
+            lines = (out / "labels" / f"im{i}.txt").read_text().splitlines()
+            [image] = [im for im in coco.loadImgs(coco.getImgIds()) if im["file_name"] == f"im{i}.png"]
+            annotations = coco.loadAnns(coco.getAnnIds(imgIds=image["id"]))
+            names = [o["class_name"] for o in record["annotations"]]
+            assert [expected[a["category_id"] - 1] for a in annotations] == names
+            assert [expected[int(line.split()[0])] for line in lines] == names
+
+
+def test_autolabel_writes_the_formats(tmp_path, tiny_models):
+    """``gsam2 autolabel --format``: the same dataset files as ``gsam2 image`` (their class numbering: above)."""
+    images = tmp_path / "in"
+    images.mkdir()
+    for index, (height, width) in enumerate([(120, 160), (96, 80)]):
+        Image.fromarray(shapes_image(height, width, seed=index)).save(images / f"image{index}.png")
+    out = tmp_path / "out"
+    result = gsam2(
+        "autolabel", "--input", str(images), "--output", str(out), "--device", "cpu", "--quiet", "--no-draw",
+        "--detector", f"florence2:{tiny_models['florence2']}", "--segmenter", str(tiny_models["sam2"]),
+        "--caption", "caption", "--format", "json", "--format", "coco", "--format", "yolo",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    records = [json.loads((out / f"image{i}.json").read_text()) for i in range(2)]
+    coco = COCO(str(out / "annotations.json"))
+    assert sorted(im["file_name"] for im in coco.loadImgs(coco.getImgIds())) == ["image0.png", "image1.png"]
+    assert len(coco.getAnnIds()) == sum(len(r["annotations"]) for r in records)
+    for i, record in enumerate(records):
+        assert len((out / "labels" / f"image{i}.txt").read_text().splitlines()) == len(record["annotations"])
+    assert (out / "data.yaml").is_file() and (out / "images" / "image0.png").resolve() == (images / "image0.png").resolve()
 
 
 def test_dataset_files_gsam2_did_not_write_are_never_replaced(tmp_path, tiny_models):
