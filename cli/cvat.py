@@ -77,7 +77,7 @@ def run_cvat(args: argparse.Namespace) -> int:
 
 
 class TrackCopy:
-    """``--save-copy OUT``: the tracks also on disk, as ``gsam2 video`` writes them (``--format``), named ``task<ID>``."""
+    """``--save-copy OUT``: the tracks also on disk, as ``gsam2 video`` writes them (``--format``), as ``task<ID>``."""
 
     def __init__(
         self, output: Path, stem: str, formats: list[str], phrases: list[str], size: tuple[int, int] | None = None

@@ -487,3 +487,35 @@ def test_cvat_track_format_without_save_copy_is_a_usage_error(capsys):
     err = capsys.readouterr().err
     assert status == 2
     assert err.strip() == "error: --format chooses what --save-copy OUT writes: give --save-copy OUT too"
+
+
+def test_sam3_tracks_write_the_formats_with_the_prompts_classes(tmp_path, tiny_models):
+    """``gsam2 video --tracker sam3 --format mots --format ytvis``: SAM 3's own phrases are the classes, in prompt order."""
+    from gsam2.core.track_metrics import read_mots
+
+    from .media import moving_squares, write_video
+
+    video = write_video(tmp_path / "squares.mp4", moving_squares(4))
+    out = tmp_path / "out"
+    result = gsam2(
+        "video", "--tracker", f"sam3:{tiny_models['sam3-video']}", "--prompt", "red square. blue disc.",
+        "--input", str(video), "--output", str(out), "--box-threshold", "0", "--device", "cpu", "--quiet",
+        "--no-draw", "--format", "jsonl", "--format", "mots", "--format", "ytvis",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in (out / "squares.jsonl").read_text().splitlines()]
+    assert any(line["objects"] for line in lines)
+    ytvis = json.loads((out / "ytvis" / "squares.json").read_text())
+    assert [c["name"] for c in ytvis["categories"]][:2] == ["red square", "blue disc"]
+    names = {c["id"]: c["name"] for c in ytvis["categories"]}
+    tracks = {a["track_id"]: a for a in ytvis["annotations"]}
+    [masks] = read_mots(out / "mots").values()
+    for position, line in enumerate(lines):
+        for o in line["objects"]:
+            assert names[tracks[o["id"]]["category_id"]] == o["class_name"]
+            assert np.array_equal(rle_to_mask(tracks[o["id"]]["segmentations"][position]), rle_to_mask(o["segmentation"]))
+        read = {m.track_id: m for m in masks[line["frame_index"]]}
+        for o, mask in zip(line["objects"], exclusive_masks(line["objects"])):
+            if mask.any():
+                assert names[read[o["id"]].class_id] == o["class_name"]
+                assert np.array_equal(mask_utils.decode(read[o["id"]].mask).astype(bool), mask)
