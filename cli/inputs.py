@@ -98,7 +98,7 @@ class ImageRunPlan:
 
 def plan_image_run(args: argparse.Namespace) -> ImageRunPlan:
     """Inputs, output folder and output names; raises ``InputError`` (a usage error) before any work."""
-    output = check_output_folder(args.output)
+    output = check_output_folder(args.output, "--output")
     # The output folder inside an input folder: what earlier runs wrote there is not input.
     nested = any(
         Path(raw).is_dir() and inside(output, Path(raw)) and not inside(Path(raw), output)
@@ -110,6 +110,6 @@ def plan_image_run(args: argparse.Namespace) -> ImageRunPlan:
     written = [output / f"{name}.json" for name in names]
     if not args.no_draw:
         written += [output / f"{name}.jpg" for name in names]
-    check_no_overwrite(written, files)
-    check_not_foreign(written)  # e.g. a user's a.json (a LabelMe sidecar) next to a.png: never replaced
+    check_no_overwrite(written, files, "--output")
+    check_not_foreign(written, setting="--output")  # e.g. a user's a.json (a LabelMe sidecar) next to a.png: never replaced
     return ImageRunPlan(files, names, output, errors)

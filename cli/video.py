@@ -45,11 +45,11 @@ def run_video(args: argparse.Namespace) -> int:
     source: str | int = int(args.input) if args.input.isdigit() else args.input
     stem = Path(str(source)).stem if isinstance(source, str) else f"camera{source}"
     try:
-        output = check_output_folder(args.output)
+        output = check_output_folder(args.output, "--output")
         written = [output / f"{stem}.jsonl"] + ([] if args.no_draw else [output / f"{stem}.mp4"])
         if isinstance(source, str) and Path(source).exists():
-            check_no_overwrite(written, [Path(source)])
-        check_not_foreign(written, folders_refused=True)  # one output each: a folder in the way is refused too
+            check_no_overwrite(written, [Path(source)], "--output")
+        check_not_foreign(written, folders_refused=True, setting="--output")  # one output each: a folder in the way is refused too
         spec = spec_from_args(args).check_for_video()
         # A URL that does not answer holds the open for its timeout: Ctrl-C and SIGTERM must still stop it.
         info = interruptible(probe_video, source) if isinstance(source, str) else None
@@ -58,13 +58,11 @@ def run_video(args: argparse.Namespace) -> int:
         if isinstance(source, int):
             check_camera(source)
         run = Run(spec)
-        if not spec.tracks_with_sam3:
-            run.phrases()  # a prompt the detector cannot take fails before SAM 2 loads
-        run.load_for_video()  # SAM 3 checks its phrases here; all of it before decoding
+        run.load_for_video(check_prompt=True)  # all of it before decoding
     except GroundedSam2Error as error:
         return usage_error(error)
 
-    prepare_output_folder(output)
+    prepare_output_folder(output, "--output")
     skipped: list[str] = []
 
     skipped_frames: list[int] = []
