@@ -94,7 +94,8 @@ class GroundAndSegment(foo.Operator):
         """Check the parameters and load the models; return the work (or, split into shards, what was queued)."""
         params = self.run_params(ctx.params)
         if forms.needs_prompt(params):
-            parse_prompt(params.get("prompt") or "")  # an empty prompt fails before any model loads
+            # An empty prompt fails before any model loads, and before shards are queued (they load nothing here).
+            parse_prompt(params.get("prompt") or "")
         settings = run_settings(params)
         # One batch per forward pass and per write.
         spec = spec_from_params(params, ctx).replace(batch_size=settings["batch_size"])
@@ -104,8 +105,8 @@ class GroundAndSegment(foo.Operator):
             return summaries.queued_summary(sharding.queue_shards(ctx, self.uri))
 
         view = sharding.shard_of(ctx.target_view(), params)
-        run = Run(spec).load_for_images()  # a bad checkpoint fails here, before anything is written
-        run.phrases()  # a prompt the detector cannot take, too
+        # A bad checkpoint, or a prompt the detector cannot take (before SAM 2 loads), fails before anything is written.
+        run = Run(spec).load_for_images(check_prompt=True)
         dataset_writes.ensure_fields(ctx.dataset, settings["label_field"])
 
         steps = run.preparation_steps()

@@ -195,9 +195,8 @@ class TrackVideo(foo.Operator):
         if mode == "prompt":
             if spec.tracks_with_sam3 or forms.needs_prompt(params):
                 parse_prompt(params.get("prompt") or "")  # an empty prompt fails before any model loads
-            run = Run(spec).load_for_video()  # SAM 3, or the detector + SAM 2; a phrase SAM 3 cannot take fails here
-            if not spec.tracks_with_sam3:
-                run.phrases()  # a prompt the detector cannot take, before anything is written
+            # SAM 3, or the detector + SAM 2: a prompt either cannot take fails here, before anything is written.
+            run = Run(spec).load_for_video(check_prompt=True)
         else:
             source_field = params.get("source_field") or ""
             if source_field not in frame_detection_fields(ctx.dataset):
