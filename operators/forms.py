@@ -279,8 +279,12 @@ def require_images_in_form(inputs: types.Object, ctx) -> bool:
     return require_media_in_form(inputs, ctx, "image")
 
 
-def require_images(ctx) -> None:
-    """Refuse a dataset of videos (or point clouds...) up front, not sample by sample."""
-    problem = media_problem(ctx.dataset, "image")
+def require_media(ctx, wanted: str) -> None:
+    """Refuse a dataset of other media than ``wanted`` up front (a run started from Python), not sample by sample."""
+    problem = media_problem(ctx.dataset, wanted)
     if problem:
         raise InputError(problem)
+
+
+def require_images(ctx) -> None:
+    require_media(ctx, "image")

@@ -184,9 +184,7 @@ class TrackVideo(foo.Operator):
         mode = params.get("mode", "prompt")
         if mode not in MODES:
             raise InputError(f"mode {mode!r}: choose prompt or field")
-        problem = forms.media_problem(ctx.dataset, "video")
-        if problem:
-            raise InputError(problem)
+        forms.require_media(ctx, "video")
         spec = run_spec(params, ctx)  # every setting checked before any model loads
         label_field = (params.get("label_field") or "").strip().removeprefix("frames.")
         check_field_name(label_field, "gsam2_tracks", frame_field=True)
