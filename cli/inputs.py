@@ -94,6 +94,7 @@ class ImageRunPlan:
     names: list[str]
     output: Path
     input_errors: list[str]
+    already_done: int = 0  # --resume: inputs left out because their results are complete
 
 
 def plan_image_run(args: argparse.Namespace) -> ImageRunPlan:
@@ -111,5 +112,25 @@ def plan_image_run(args: argparse.Namespace) -> ImageRunPlan:
     if not args.no_draw:
         written += [output / f"{name}.jpg" for name in names]
     check_no_overwrite(written, files)
+    if getattr(args, "resume", False):  # a record of ours cut short is redone, not refused as foreign
+        from .resume import half_written_record
+
+        written = [path for path in written if not (path.suffix == ".json" and half_written_record(path))]
     check_not_foreign(written)  # e.g. a user's a.json (a LabelMe sidecar) next to a.png: never replaced
-    return ImageRunPlan(files, names, output, errors)
+    plan = ImageRunPlan(files, names, output, errors)
+    if getattr(args, "resume", False):
+        plan = without_complete(plan, draw=not args.no_draw, caption=hasattr(args, "caption"))
+    return plan
+
+
+def without_complete(plan: ImageRunPlan, draw: bool, caption: bool) -> ImageRunPlan:
+    """``plan`` less the inputs whose results in the output folder are complete (``--resume``)."""
+    from .resume import image_result_complete
+
+    kept = [
+        (path, name)
+        for path, name in zip(plan.files, plan.names)
+        if not image_result_complete(plan.output, name, path, draw, caption)
+    ]
+    done = len(plan.files) - len(kept)
+    return ImageRunPlan([p for p, _ in kept], [n for _, n in kept], plan.output, plan.input_errors, done)

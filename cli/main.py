@@ -18,6 +18,7 @@ from .options import (
     add_image_file_options,
     add_model_options,
     add_threshold_options,
+    add_ray_options,
     non_negative_int,
     positive_int,
     probability,
@@ -51,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(not needed by Florence-2's prompt-free tasks)",
     )
     add_image_file_options(image)
+    add_ray_options(image)
     add_threshold_options(image)
     add_model_options(image)
     image.set_defaults(run=run_image)
@@ -71,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="how much Florence-2 writes: longer captions name more objects (default: more_detailed_caption)",
     )
     add_image_file_options(autolabel)
+    add_ray_options(autolabel)
     add_model_options(autolabel, detector_default="florence2", slicing=False)
     autolabel.set_defaults(run=run_autolabel)
 
