@@ -13,10 +13,18 @@ from ..core import InputError
 from ..core.images import IMAGE_EXTENSIONS, special_file_kind
 from ..core.outputs import check_no_overwrite, check_not_foreign, check_output_folder, inside, output_names
 
+#: What a folder or pattern given to ``gsam2 video`` yields (an explicit file is tried whatever its extension).
+VIDEO_EXTENSIONS = frozenset({".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".wmv", ".flv"})
+
+
 def expand_inputs(
-    inputs: Sequence[str], recursive: bool = False, skip_folder: Path | None = None
+    inputs: Sequence[str],
+    recursive: bool = False,
+    skip_folder: Path | None = None,
+    extensions: frozenset[str] | set[str] = IMAGE_EXTENSIONS,
+    kind: str = "image",
 ) -> tuple[list[Path], list[str]]:
-    """Turn files, folders and globs into a sorted, de-duplicated list of image files.
+    """Turn files, folders and globs into a sorted, de-duplicated list of image files (or ``kind`` files).
 
     Files found in ``skip_folder`` (the run's output folder, when it lies inside an
     input folder) are left out, so a run never reads what an earlier run wrote.
@@ -31,12 +39,14 @@ def expand_inputs(
     files: list[Path] = []
     errors: list[str] = []
 
+    article = "an" if kind[0] in "aeiou" else "a"
+
     def keep(found: Path) -> bool:
         if skip_folder is not None and inside(found, skip_folder):
             return False
-        kind = special_file_kind(found)
-        if kind is not None:
-            errors.append(f"{found}: is {kind}, not an image file; skipped")
+        special = special_file_kind(found)
+        if special is not None:
+            errors.append(f"{found}: is {special}, not {article} {kind} file; skipped")
         return found.is_file()
 
     for raw in inputs:
@@ -45,14 +55,14 @@ def expand_inputs(
             errors.append("--input '': an empty path names no file")
         elif path.is_dir():
             entries = folder_entries(path, recursive)
-            found = sorted(p for p in entries if p.suffix.lower() in IMAGE_EXTENSIONS and keep(p))
+            found = sorted(p for p in entries if p.suffix.lower() in extensions and keep(p))
             if not found:
-                errors.append(f"{raw}: folder holds no image files ({', '.join(sorted(IMAGE_EXTENSIONS))})")
+                errors.append(f"{raw}: folder holds no {kind} files ({', '.join(sorted(extensions))})")
             files.extend(found)
         elif path.exists():
-            kind = special_file_kind(path)
-            if kind is not None:  # refused before anything opens it: reading it could block forever
-                raise InputError(f"--input {raw}: is {kind}, not an image file")
+            special = special_file_kind(path)
+            if special is not None:  # refused before anything opens it: reading it could block forever
+                raise InputError(f"--input {raw}: is {special}, not {article} {kind} file")
             files.append(path)  # an explicit file is tried whatever its extension
         elif glob.has_magic(raw):
             found = sorted(Path(p) for p in glob.glob(raw, recursive=recursive) if keep(Path(p)))

@@ -88,7 +88,14 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     video.add_argument("--prompt", help='what to track, e.g. "car. person." (not needed by prompt-free detectors)')
-    video.add_argument("--input", required=True, metavar="VIDEO", help="video file, camera index or stream URL")
+    video.add_argument(
+        "--input",
+        required=True,
+        nargs="+",
+        metavar="VIDEO",
+        help="video file, camera index or stream URL; or several videos: files, folders, glob patterns "
+        "(quote them: 'clips/*.mp4'), each written as OUT/<stem>.jsonl and .mp4",
+    )
     video.add_argument("--output", required=True, metavar="OUT", help="folder to write results into (created)")
     add_threshold_options(video)
     video.add_argument(
@@ -132,6 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     video.add_argument("--no-draw", action="store_true", help="write only the JSON lines, not the MP4")
     video.add_argument("--quiet", action="store_true", help="no progress bar")
+    video.add_argument("--recursive", action="store_true", help="look for videos in sub-folders too")
+    add_ray_options(video, "videos")
     add_model_options(video)
     video.set_defaults(run=run_video)
 
