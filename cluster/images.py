@@ -145,7 +145,7 @@ def label_files_on_ray(
             ImageWorker,
             fn_constructor_args=(spec, work, crash_marker, draw),
             batch_size=rows,
-            **worker_options(workers, gpus_per_worker, cpus_per_worker),
+            **worker_options(workers, gpus_per_worker, cpus_per_worker, overlap=True),
         )
         .map_batches(write, fn_kwargs={"output": str(output), "draw": draw}, batch_size=rows, num_cpus=1)
     )
