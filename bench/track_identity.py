@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import supervision as sv
 
-from gsam2.core.spec import DEFAULT_IOU_THRESHOLD, DEFAULT_STEP
+from gsam2.core.spec import DEFAULT_IOU_THRESHOLD
 from gsam2.core.track_metrics import Frames, evaluate_tracks, objects_from_masks
 from gsam2.core.tracker import TrackedFrame
 from gsam2.core.video_pipeline import ground_and_track
@@ -570,40 +570,45 @@ def as_frames(tracked: list[Tracked]) -> Frames:
 # ------------------------------------------------------------------------------------------------ sweep
 
 
+REFERENCE_IOU_THRESHOLD = 0.8  # hard-coded in the reference demo (L140)
+
+
 def run_one(scene: str, level: str, step: int, rule: str, seed: int = 0, iou_threshold: float | None = None,
             truth: GroundTruth | None = None, **options) -> dict:
-    """One (scene, fault level, step, rule) cell: its scores and the raw tracks."""
+    """One (scene, fault level, step, rule, seed) run, scored. ``iou_threshold`` None: the rule's own default
+    (ours: ``DEFAULT_IOU_THRESHOLD``; the reference: 0.8). ``options`` go to ``GroundedTracker`` (ours only)."""
     truth = truth if truth is not None else SCENES[scene].render()
     faults = FAULT_LEVELS[level]
     frames = scene_frames(truth)
     detector = StandInDetector(truth, faults, seed)
     segmenter = StandInSegmenter(truth)
     tracker = StandInVideoTracker(truth, faults, seed)
-    kwargs = {} if iou_threshold is None else {"iou_threshold": iou_threshold}
+    if iou_threshold is None:
+        iou_threshold = DEFAULT_IOU_THRESHOLD if rule == "ours" else REFERENCE_IOU_THRESHOLD
     if rule == "ours":
-        tracked = ours_track(frames, detector, segmenter, tracker, step, kwargs.get("iou_threshold", DEFAULT_IOU_THRESHOLD),
-                             **options)
+        tracked = ours_track(frames, detector, segmenter, tracker, step, iou_threshold, **options)
     else:
-        tracked = reference_track(frames, detector, segmenter, tracker, step, **kwargs)
+        tracked = reference_track(frames, detector, segmenter, tracker, step, iou_threshold)
     scores = evaluate_tracks({scene: truth.tracks()}, {scene: as_frames(tracked)}, kind="masks", by_class=True)
     return {
         "scene": scene, "fault_level": level, "step": step, "rule": rule, "seed": seed,
-        "iou_threshold": kwargs.get("iou_threshold", 0.8 if rule == "reference" else DEFAULT_IOU_THRESHOLD),
+        "iou_threshold": iou_threshold,
         "hota": round(scores["HOTA"], 4), "idf1": round(scores["IDF1"], 4), "id_switches": scores["IDSW"],
         "deta": round(scores["DetA"], 4), "assa": round(scores["AssA"], 4), "mota": round(scores["MOTA"], 4),
         "pred_ids": len({i for f in tracked for i in f.ids}),
     }
 
 
-def sweep(scenes, levels, steps, seeds, iou_thresholds, rules=("ours", "reference")) -> Iterator[dict]:
+def sweep(scenes, levels, steps, seeds, iou_thresholds, reference_iou=None, ours_options=None) -> Iterator[dict]:
+    """Rows averaged over ``seeds``: per scene, level and step, ours at each IoU threshold, then the reference."""
     for scene in scenes:
         truth = SCENES[scene].render()
         for level in levels:
             for step in steps:
                 for iou in iou_thresholds:
-                    for rule in rules:
-                        rows = [run_one(scene, level, step, rule, seed, iou, truth) for seed in seeds]
-                        yield average(rows)
+                    yield average([run_one(scene, level, step, "ours", seed, iou, truth, **(ours_options or {}))
+                                   for seed in seeds])
+                yield average([run_one(scene, level, step, "reference", seed, reference_iou, truth) for seed in seeds])
 
 
 def average(rows: list[dict]) -> dict:
@@ -619,18 +624,16 @@ def average(rows: list[dict]) -> dict:
 
 
 def print_tables(rows: list[dict]) -> None:
-    by_cell: dict[tuple, dict[str, dict]] = {}
-    for row in rows:
-        by_cell.setdefault((row["scene"], row["fault_level"], row["step"], row["iou_threshold"]), {})[row["rule"]] = row
+    references = {(r["scene"], r["fault_level"], r["step"]): r for r in rows if r["rule"] == "reference"}
     print(f"{'scene':10} {'faults':7} {'step':>4} {'iou':>4} | {'HOTA ours/ref':>14} | {'IDF1 ours/ref':>14} |"
           f" {'IDSW ours/ref':>13} | {'ids ours/ref':>12}")
-    for (scene, level, step, iou), cell in by_cell.items():
-        o, r = cell.get("ours"), cell.get("reference")
-        if o is None or r is None:
+    for o in rows:
+        r = references.get((o["scene"], o["fault_level"], o["step"]))
+        if o["rule"] != "ours" or r is None:
             continue
-        print(f"{scene:10} {level:7} {step:4d} {iou:4.2f} | {o['hota']:6.3f} {r['hota']:7.3f} |"
-              f" {o['idf1']:6.3f} {r['idf1']:7.3f} | {o['id_switches']:5d} {r['id_switches']:7d} |"
-              f" {o['pred_ids']:4d} {r['pred_ids']:7d}")
+        print(f"{o['scene']:10} {o['fault_level']:7} {o['step']:4d} {o['iou_threshold']:4.2f} |"
+              f" {o['hota']:6.3f} {r['hota']:7.3f} | {o['idf1']:6.3f} {r['idf1']:7.3f} |"
+              f" {o['id_switches']:5d} {r['id_switches']:7d} | {o['pred_ids']:4d} {r['pred_ids']:7d}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -638,18 +641,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--scenes", nargs="+", default=list(SCENES), choices=list(SCENES))
     parser.add_argument("--levels", nargs="+", default=list(FAULT_LEVELS), choices=list(FAULT_LEVELS))
     parser.add_argument("--steps", nargs="+", type=int, default=[5, 10, 20])
-    parser.add_argument("--iou-thresholds", nargs="+", type=float, default=[0.8])
+    parser.add_argument("--iou-thresholds", nargs="+", type=float, default=[DEFAULT_IOU_THRESHOLD],
+                        help=f"ours (default: gsam2's default {DEFAULT_IOU_THRESHOLD})")
+    parser.add_argument("--reference-iou", type=float, default=REFERENCE_IOU_THRESHOLD,
+                        help="the reference's threshold (its demo hard-codes 0.8)")
+    parser.add_argument("--no-reidentify", action="store_true",
+                        help="ours without re-identification (GroundedTracker(reidentify_within=0)): the rule before it")
     parser.add_argument("--seeds", type=int, default=3, help="random seeds per cell (scores averaged, IDSW summed)")
     parser.add_argument("--json", action="store_true", help="print {'rows': [...]} as the last line")
     args = parser.parse_args(argv)
     began = time.perf_counter()
     rows = []
-    for row in sweep(args.scenes, args.levels, args.steps, range(args.seeds), args.iou_thresholds):
+    options = {"reidentify_within": 0} if args.no_reidentify else {}
+    for row in sweep(args.scenes, args.levels, args.steps, range(args.seeds), args.iou_thresholds,
+                     args.reference_iou, options):
+        row["reidentify"] = row["rule"] == "ours" and not args.no_reidentify
         rows.append(row)
         print(f"  {row['scene']} {row['fault_level']} step {row['step']} iou {row['iou_threshold']} {row['rule']}: "
               f"HOTA {row['hota']:.3f} IDF1 {row['idf1']:.3f} IDSW {row['id_switches']}", file=sys.stderr)
     print_tables(rows)
-    print(f"{len(rows)} rows in {time.perf_counter() - began:.0f} s")
+    print(f"{len(rows)} rows, {args.seeds} seed(s) each, in {time.perf_counter() - began:.0f} s")
     if args.json:
         print(json.dumps({"rows": rows}))
     return 0
