@@ -7,7 +7,7 @@ object with the next id. Objects the detector misses at a keyframe keep being
 tracked (the reference drops them); objects SAM 2 no longer sees for
 ``end_after`` frames end their track. A detection that matches no visible
 object but has the class of one SAM 2 lost at most ``reidentify_within``
-frames ago (default 4 x step), next to where it was last seen or to where its
+frames ago (default 4 x step, at least 100 frames), next to where it was last seen or to where its
 motion would have taken it, continues that object's id (re-identification:
 objects coming back from behind an occluder or from outside the frame). Any
 other new detection gets a new id, never one used before.
@@ -41,8 +41,13 @@ POINTS_PER_OBJECT = 10
 # where SAM 2 last saw it, and the two boxes' areas are within this ratio.
 REID_DISTANCE = 2.0
 REID_AREA_RATIO = 2.5
-# ... and if SAM 2 last saw it at most this many keyframe steps ago (bench/track_identity.py chose it).
+# ... and if SAM 2 last saw it at most this many keyframe steps ago, and never less than REID_FRAMES
+# frames (about 3 s at 30 fps): bench/track_identity.py's re-entry and occlusion scenes keep objects away
+# for up to ~65 frames, and a window of 4 x step alone (20 frames at step 5) gave them new ids.
 REID_STEPS = 4
+REID_FRAMES = 100
+# An object's remembered size fades by this factor per frame it is seen (TrackInfo.size).
+SIZE_MEMORY = 0.98
 
 
 def mask_iou(first: np.ndarray, second: np.ndarray) -> np.ndarray:
@@ -98,6 +103,7 @@ class TrackInfo:
     last_seen: int = -1  # the last frame SAM 2 saw the object on
     last_box: np.ndarray | None = None  # its xyxy box there
     velocity: np.ndarray | None = None  # its box centre's recent motion, pixels per frame
+    size: np.ndarray | None = None  # its whole size (box width, height): a slowly fading maximum over sightings
 
 
 @dataclass
@@ -138,7 +144,7 @@ class GroundedTracker:
         self.step, self.iou_threshold, self.prompt_type = step, iou_threshold, prompt_type
         self.box_threshold, self.text_threshold = box_threshold, text_threshold
         self.end_after = end_after if end_after is not None else 2 * step
-        self.reidentify_within = reidentify_within if reidentify_within is not None else REID_STEPS * step
+        self.reidentify_within = reidentify_within if reidentify_within is not None else max(REID_STEPS * step, REID_FRAMES)
         self.reverse = reverse
         self.reverse_window = (reverse_window if reverse_window is not None else 2 * step) if reverse else 0
         self.keep_frames = keep_frames
@@ -243,21 +249,27 @@ class GroundedTracker:
         pairs = []
         for i in unmatched:
             box = found.xyxy[i].astype(np.float64)
-            centre, area = (box[:2] + box[2:]) / 2, max(float(np.prod(box[2:] - box[:2])), 1.0)
+            centre = (box[:2] + box[2:]) / 2
             for object_id in candidates:
                 info = self.tracks[object_id]
                 if info.class_id != int(found.class_id[i]):
                     continue
                 last = info.last_box
-                last_area = max(float(np.prod(last[2:] - last[:2])), 1.0)
-                if max(area / last_area, last_area / area) > REID_AREA_RATIO:
+                size = info.size if info.size is not None else last[2:] - last[:2]
+                # A detection no bigger than the object ever was (with slack for box noise), and not a
+                # sliver of it along both axes: an occluder or the frame's edge cuts one side at a time.
+                width, height = box[2:] - box[:2]
+                if width > REID_AREA_RATIO * size[0] + 2 or height > REID_AREA_RATIO * size[1] + 2:
                     continue
-                # Where it was last seen, or where it would be had it kept moving as it did: the nearer counts.
+                if width * REID_AREA_RATIO < size[0] and height * REID_AREA_RATIO < size[1]:
+                    continue
+                # Where it was last seen, or where it would be had it kept moving as it did: the nearer counts,
+                # in the object's whole diagonals (the last box may be a sliver of it).
                 last_centre = (last[:2] + last[2:]) / 2
                 expected = [last_centre]
                 if info.velocity is not None:
                     expected.append(last_centre + info.velocity * (frame_index - info.last_seen))
-                diagonal = max(float(np.linalg.norm(last[2:] - last[:2])), 1.0)
+                diagonal = max(float(np.linalg.norm(size)), 1.0)
                 distance = min(float(np.linalg.norm(centre - c)) for c in expected) / diagonal
                 if distance <= REID_DISTANCE:
                     pairs.append((distance, i, object_id))
@@ -310,6 +322,11 @@ class GroundedTracker:
                     motion = (box[:2] + box[2:] - info.last_box[:2] - info.last_box[2:]) / 2
                     info.velocity = motion if info.velocity is None else 0.7 * info.velocity + 0.3 * motion
                 info.last_seen, info.last_box = tracked.frame_index, box
+                # The last box of an object going behind something, or out of the frame, is a sliver of it:
+                # remember its whole size for re-identification (fading, so that an object that does get
+                # smaller, moving away, is followed).
+                wh = box[2:] - box[:2]
+                info.size = wh if info.size is None else np.maximum(wh, SIZE_MEMORY * info.size)
         ended = []
         for object_id in tracked.object_ids:
             info = self.tracks[object_id]
