@@ -3,7 +3,7 @@
 What runs:
 
 * **ours**: :func:`gsam2.core.video_pipeline.ground_and_track` (``GroundedTracker``),
-  unchanged. Only the three models are replaced, by stand-ins with the interfaces
+  the code ``gsam2 video`` runs, with its defaults. Only the three models are replaced, by stand-ins with the interfaces
   the real ones have (``Detector.detect``, ``Sam2ImageSegmenter.embed`` /
   ``segment_boxes``, ``Sam2VideoTracker.start`` -> ``TrackingSession.prompt`` /
   ``step`` / ``remove``).
@@ -28,6 +28,7 @@ wrong).
     python bench/track_identity.py                   # full sweep, a table per scene
     python bench/track_identity.py --json            # ... and one JSON object as the last line
     python bench/track_identity.py --scenes occlusion --levels high --steps 10 20
+    python bench/track_identity.py --iou-thresholds 0.2 0.3 0.5 0.8 --markdown   # bench/README.md's tables
 """
 
 from __future__ import annotations
@@ -636,11 +637,36 @@ def print_tables(rows: list[dict]) -> None:
               f" {o['id_switches']:5d} {r['id_switches']:7d} | {o['pred_ids']:4d} {r['pred_ids']:7d}")
 
 
+def markdown_tables(rows: list[dict], iou_threshold: float = DEFAULT_IOU_THRESHOLD) -> str:
+    """bench/README.md's tables: one per scene (ours at ``iou_threshold`` vs the reference, per fault level
+    and step), then means over scenes and fault levels per rule, IoU threshold and step."""
+    references = {(r["scene"], r["fault_level"], r["step"]): r for r in rows if r["rule"] == "reference"}
+    ours = [r for r in rows if r["rule"] == "ours" and r["iou_threshold"] == iou_threshold]
+    lines = []
+    for scene in dict.fromkeys(r["scene"] for r in rows):
+        lines += [f"**{scene}** (ours at IoU {iou_threshold}, the reference at its 0.8)", "", "| faults | step | IoU | HOTA ours | HOTA ref | IDF1 ours | IDF1 ref |"
+                  " IDSW ours | IDSW ref |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+        for o in (o for o in ours if o["scene"] == scene):
+            r = references[(scene, o["fault_level"], o["step"])]
+            lines.append(f"| {o['fault_level']} | {o['step']} | {o['iou_threshold']} | {o['hota']:.3f} | {r['hota']:.3f} |"
+                         f" {o['idf1']:.3f} | {r['idf1']:.3f} | {o['id_switches']} | {r['id_switches']} |")
+        lines.append("")
+    lines += ["**all scenes and fault levels** (mean HOTA / IDF1, total ID switches)", "",
+              "| rule | IoU | step | HOTA | IDF1 | IDSW |", "|---|---:|---:|---:|---:|---:|"]
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["rule"], r["iou_threshold"], r["step"]), []).append(r)
+    for (rule, iou, step), members in sorted(groups.items(), key=lambda kv: (kv[0][0] != "ours", kv[0][1], kv[0][2])):
+        lines.append(f"| {rule} | {iou} | {step} | {np.mean([m['hota'] for m in members]):.3f} |"
+                     f" {np.mean([m['idf1'] for m in members]):.3f} | {sum(m['id_switches'] for m in members)} |")
+    return "\n".join(lines)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--scenes", nargs="+", default=list(SCENES), choices=list(SCENES))
     parser.add_argument("--levels", nargs="+", default=list(FAULT_LEVELS), choices=list(FAULT_LEVELS))
-    parser.add_argument("--steps", nargs="+", type=int, default=[5, 10, 20])
+    parser.add_argument("--steps", nargs="+", type=int, default=[5, 10, 20, 40])
     parser.add_argument("--iou-thresholds", nargs="+", type=float, default=[DEFAULT_IOU_THRESHOLD],
                         help=f"ours (default: gsam2's default {DEFAULT_IOU_THRESHOLD})")
     parser.add_argument("--reference-iou", type=float, default=REFERENCE_IOU_THRESHOLD,
@@ -648,6 +674,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-reidentify", action="store_true",
                         help="ours without re-identification (GroundedTracker(reidentify_within=0)): the rule before it")
     parser.add_argument("--seeds", type=int, default=3, help="random seeds per cell (scores averaged, IDSW summed)")
+    parser.add_argument("--markdown", action="store_true", help="also print bench/README.md's tables")
     parser.add_argument("--json", action="store_true", help="print {'rows': [...]} as the last line")
     args = parser.parse_args(argv)
     began = time.perf_counter()
@@ -660,6 +687,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"  {row['scene']} {row['fault_level']} step {row['step']} iou {row['iou_threshold']} {row['rule']}: "
               f"HOTA {row['hota']:.3f} IDF1 {row['idf1']:.3f} IDSW {row['id_switches']}", file=sys.stderr)
     print_tables(rows)
+    if args.markdown:
+        shown = DEFAULT_IOU_THRESHOLD if DEFAULT_IOU_THRESHOLD in args.iou_thresholds else args.iou_thresholds[0]
+        print(markdown_tables(rows, shown))
     print(f"{len(rows)} rows, {args.seeds} seed(s) each, in {time.perf_counter() - began:.0f} s")
     if args.json:
         print(json.dumps({"rows": rows}))
