@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..core import GroundedSam2Error, detections_to_record, draw_detections, load_image
-from ..core.errors import DiskFullError
+from ..core.errors import DiskFullError, OutputError
 from ..core.outputs import GSAM2_MARK, atomic_save, atomic_write_text, prepare_output_folder
 from ..core.run import Run
 from .console import EXIT_FAILURES, EXIT_OK, printable, report, stopped_status, usage_error
@@ -53,8 +53,7 @@ def run_image(args: argparse.Namespace) -> int:
     try:
         plan = plan_image_run(args)
         run = Run(spec_from_args(args))
-        run.phrases()  # a prompt the detector cannot take (or none where one is needed) fails before SAM 2 loads
-        run.load_for_images()
+        run.load_for_images(check_prompt=True)
         prepare = run.preparation_steps()  # one batch ahead of the models (core/engine.py)
     except GroundedSam2Error as error:
         return usage_error(error)
@@ -68,7 +67,7 @@ def run_image(args: argparse.Namespace) -> int:
         )
         return [(detections, {}) for detections in results]
 
-    return label_image_files(args, plan, run.batch_size, label_images, prepare)
+    return label_image_files(args, plan, run.batch_size, label_images, prepare, phrases=run.phrases())
 
 
 def run_autolabel(args: argparse.Namespace) -> int:
@@ -84,14 +83,21 @@ def run_autolabel(args: argparse.Namespace) -> int:
     return label_image_files(args, plan, run.batch_size, label_images)
 
 
-def label_image_files(args: argparse.Namespace, plan: ImageRunPlan, batch_size: int, label_images, prepare=None) -> int:
-    """The bulk loop of ``gsam2 image`` and ``gsam2 autolabel``: load, label, write JSON (+ drawing), summarise.
+def label_image_files(
+    args: argparse.Namespace, plan: ImageRunPlan, batch_size: int, label_images, prepare=None, phrases=()
+) -> int:
+    """The bulk loop of ``gsam2 image`` and ``gsam2 autolabel``: load, label, write labels (+ drawing), summarise.
 
     ``label_images`` turns a batch of RGB arrays into ``(detections, extra
     JSON fields)`` per image. A file that cannot be read, or a batch that
     fails, is reported and the run goes on. Every file is written under a
-    temporary name and renamed, so none is ever left half-written.
+    temporary name and renamed, so none is ever left half-written; the
+    dataset files (``--format coco|yolo``) are assembled at the end, also
+    when the run is interrupted, from the images finished. ``phrases``: the
+    prompt's, the first classes of those files, in prompt order.
     """
+    from ..core.formats import ImageDatasetWriter
+
     from tqdm import tqdm
 
     files, output = plan.files, plan.output
@@ -101,14 +107,16 @@ def label_image_files(args: argparse.Namespace, plan: ImageRunPlan, batch_size: 
     if not files:
         print("error: no input images found", file=sys.stderr)
         return EXIT_FAILURES
-    prepare_output_folder(output)
+    prepare_output_folder(output, "--output")
+    dataset = ImageDatasetWriter(output, plan.formats, phrases)
 
     started = time.perf_counter()
     progress = tqdm(total=len(files), desc="images", unit="img", disable=args.quiet)
     try:
-        label_batches(args, plan, batch_size, label_images, summary, progress, prepare)
+        label_batches(args, plan, batch_size, label_images, summary, progress, prepare, dataset)
     except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM: every file written so far is complete
         progress.close()
+        close_dataset(dataset, summary)
         summary.seconds = time.perf_counter() - started
         report("\n".join(summary.lines()) + "\n(interrupted)")
         return stopped_status(stop)
@@ -120,13 +128,23 @@ def label_image_files(args: argparse.Namespace, plan: ImageRunPlan, batch_size: 
         summary.stopped = f"{str(full.strerror).lower()}; {len(files) - ended - 1} images not processed"
         tqdm.write(printable(f"error: {summary.failures[-1]}; the run stops", sys.stderr), file=sys.stderr)
     progress.close()
+    close_dataset(dataset, summary)
     summary.seconds = time.perf_counter() - started
     report("\n".join(summary.lines()))
     return EXIT_FAILURES if summary.failures else EXIT_OK
 
 
+def close_dataset(dataset, summary: RunSummary) -> None:
+    """Assemble the dataset files (COCO, YOLO's data.yaml) from the images done; a failure is the summary's."""
+    try:
+        dataset.close()
+    except (GroundedSam2Error, DiskFullError) as error:  # e.g. a full disk while the COCO file is assembled
+        summary.failures.append(str(error))
+        report(f"error: {error}", sys.stderr)
+
+
 def label_batches(
-    args, plan: ImageRunPlan, batch_size: int, label_images, summary: RunSummary, progress, prepare=None
+    args, plan: ImageRunPlan, batch_size: int, label_images, summary: RunSummary, progress, prepare=None, dataset=None
 ) -> None:
     """Decode ahead, label in batches, encode and write in the background (:func:`~.core.engine.run_pipelined`)."""
     from PIL import Image
@@ -143,19 +161,25 @@ def label_batches(
     def load(item):
         return load_image(item[0], on_several_frames=lambda: several_frames.add(item[0]))
 
-    def write(item, image, labelled) -> int:
-        """Encode (RLE, JSON, drawing) and write one image's files; return its number of objects."""
+    def write(item, image, labelled):
+        """Encode (RLE, JSON, drawing, YOLO outlines) and write one image's own files.
+
+        Returns its number of objects, its record and its YOLO polygons: the
+        dataset files are fed in input order by the caller's loop.
+        """
         (path, stem), (detections, extra) = item, labelled
         detections = finish_masks(detections)  # SAM 2's logits -> mask crops, off the model's thread
         record = {**detections_to_record(detections, path, image.shape[:2]), **extra}
-        atomic_write_text(output / f"{stem}.json", json.dumps(record, indent=2))
+        if "json" in plan.formats:
+            atomic_write_text(output / f"{stem}.json", json.dumps(record, indent=2))
+        polygons = dataset.encode(record) if dataset is not None else None
         if not args.no_draw:
             drawing = Image.fromarray(draw_detections(image, detections))
             atomic_save(  # the comment tells a later run this file is ours to replace (check_not_foreign)
                 output / f"{stem}.jpg",
                 lambda temporary: drawing.save(temporary, "JPEG", quality=90, comment=GSAM2_MARK),
             )
-        return len(detections)
+        return len(detections), record, polygons
 
     items = list(zip(plan.files, plan.names))
     for outcome in run_pipelined(items, load, label_images, write, batch_size=batch_size, prepare=prepare):
@@ -166,8 +190,17 @@ def label_batches(
             summary.failures.append(message)
             tqdm.write(printable(f"error: {message}", sys.stderr), file=sys.stderr)
         else:
+            count, record, polygons = outcome.value
+            if dataset is not None:  # in input order: ids and classes are the same on every run
+                try:
+                    dataset.add(path, outcome.item[1], record, polygons)
+                except OutputError as error:  # that image's label file or link (a full disk stops the run)
+                    summary.failures.append(f"{path}: {error}")
+                    tqdm.write(printable(f"error: {summary.failures[-1]}", sys.stderr), file=sys.stderr)
+                    progress.update(1)
+                    continue
             summary.images += 1
-            summary.objects += outcome.value
+            summary.objects += count
             if path in several_frames:  # in input order (the decode workers finish in any order)
                 summary.first_frame_only.append(str(path))
         progress.update(1)

@@ -11,7 +11,9 @@ from pathlib import Path
 
 from ..core import InputError
 from ..core.images import IMAGE_EXTENSIONS, special_file_kind
+from ..core.formats.images import check_dataset_outputs
 from ..core.outputs import check_no_overwrite, check_not_foreign, check_output_folder, inside, output_names
+from .options import chosen_formats
 
 def expand_inputs(
     inputs: Sequence[str], recursive: bool = False, skip_folder: Path | None = None
@@ -94,11 +96,12 @@ class ImageRunPlan:
     names: list[str]
     output: Path
     input_errors: list[str]
+    formats: list[str]
 
 
 def plan_image_run(args: argparse.Namespace) -> ImageRunPlan:
     """Inputs, output folder and output names; raises ``InputError`` (a usage error) before any work."""
-    output = check_output_folder(args.output)
+    output = check_output_folder(args.output, "--output")
     # The output folder inside an input folder: what earlier runs wrote there is not input.
     nested = any(
         Path(raw).is_dir() and inside(output, Path(raw)) and not inside(Path(raw), output)
@@ -107,9 +110,11 @@ def plan_image_run(args: argparse.Namespace) -> ImageRunPlan:
     )
     files, errors = expand_inputs(args.input, recursive=args.recursive, skip_folder=output if nested else None)
     names = output_names(files)
-    written = [output / f"{name}.json" for name in names]
+    formats = chosen_formats(args)
+    written = [output / f"{name}.json" for name in names] if "json" in formats else []
     if not args.no_draw:
         written += [output / f"{name}.jpg" for name in names]
-    check_no_overwrite(written, files)
-    check_not_foreign(written)  # e.g. a user's a.json (a LabelMe sidecar) next to a.png: never replaced
-    return ImageRunPlan(files, names, output, errors)
+    check_no_overwrite(written, files, "--output")
+    check_not_foreign(written, setting="--output")  # e.g. a user's a.json (a LabelMe sidecar) next to a.png: never replaced
+    check_dataset_outputs(output, names, files, formats, setting="--output")
+    return ImageRunPlan(files, names, output, errors, formats)

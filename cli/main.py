@@ -9,12 +9,15 @@ import threading
 from collections.abc import Sequence
 
 from ..core import DEFAULT_SEGMENTER
+from ..core.formats import VIDEO_FORMATS
 from ..core.models import tracker_choices
 from .console import stopped_status, terminate
 from .cvat import run_cvat
+from .eval import add_eval_command
 from .image import run_autolabel, run_image
 from .options import (
     add_end_after_option,
+    add_format_option,
     add_image_file_options,
     add_model_options,
     add_threshold_options,
@@ -127,10 +130,18 @@ def build_parser() -> argparse.ArgumentParser:
             "--step, --iou-threshold, --prompt-type, --reverse; --box-threshold hides objects SAM 3 scores lower)"
         ),
     )
-    video.add_argument("--no-draw", action="store_true", help="write only the JSON lines, not the MP4")
+    add_format_option(video, VIDEO_FORMATS, "jsonl", {
+        "jsonl": "OUT/<stem>.jsonl, one line per frame",
+        "mot": "OUT/mot/<stem>.txt, MOT Challenge boxes",
+        "mots": "OUT/mots/<stem>.txt, MOTS Challenge masks",
+        "ytvis": "OUT/ytvis/<stem>.json, YouTube-VIS",
+    })  # fmt: skip
+    video.add_argument("--no-draw", action="store_true", help="write only the labels, not the MP4")
     video.add_argument("--quiet", action="store_true", help="no progress bar")
     add_model_options(video)
     video.set_defaults(run=run_video)
+
+    add_eval_command(subcommands)
 
     cvat = subcommands.add_parser(
         "cvat",
@@ -167,6 +178,15 @@ def build_parser() -> argparse.ArgumentParser:
                 help="mask IoU above which a detection is an object already tracked (default 0.8)",
             )
             action.add_argument("--reverse", action="store_true", help="also track new objects backwards")
+            action.add_argument(
+                "--save-copy",
+                metavar="OUT",
+                help="also write the tracks into this folder as gsam2 video does (OUT/task<ID>.jsonl, and --format)",
+            )
+            add_format_option(action, VIDEO_FORMATS, "jsonl", {
+                "jsonl": "OUT/task<ID>.jsonl", "mot": "OUT/mot/task<ID>.txt", "mots": "OUT/mots/task<ID>.txt",
+                "ytvis": "OUT/ytvis/task<ID>.json",
+            })  # fmt: skip
             add_end_after_option(action)
             action.add_argument(
                 "--prompt-type",

@@ -7,6 +7,7 @@ import argparse
 from ..core import DEFAULT_BOX_THRESHOLD, DEFAULT_DETECTOR, DEFAULT_SEGMENTER, DEFAULT_TEXT_THRESHOLD, SAM2_CHECKPOINTS
 from ..core.detectors.sliced import DEFAULT_SLICE_OVERLAP
 from ..core.devices import DEVICE_CHOICES
+from ..core.formats import IMAGE_FORMATS
 from ..core.models import detector_choices
 from ..core.pipeline import DEFAULT_BATCH_SIZE
 from ..core.spec import RunSpec, cli_name
@@ -141,8 +142,31 @@ def add_image_file_options(parser: argparse.ArgumentParser) -> None:
         "(a minute or more), later ones may run faster; off by default (figures: bench/README.md)",
     )
     parser.add_argument("--recursive", action="store_true", help="look for images in sub-folders too")
-    parser.add_argument("--no-draw", action="store_true", help="write only the JSON, not the annotated images")
+    add_format_option(parser, IMAGE_FORMATS, "json", {
+        "json": "OUT/<name>.json per image (the reference's format)",
+        "coco": "OUT/annotations.json, COCO instances with RLE masks",
+        "yolo": "OUT/labels/<name>.txt + OUT/data.yaml, Ultralytics segmentation",
+    })
+    parser.add_argument("--no-draw", action="store_true", help="write only the labels, not the annotated images")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def add_format_option(parser: argparse.ArgumentParser, formats: tuple[str, ...], default: str, what: dict[str, str]) -> None:
+    """``--format NAME`` (repeatable): the dataset formats a run writes; ``args.format`` is then a de-duplicated list."""
+    parser.add_argument(
+        "--format",
+        action="append",
+        choices=formats,
+        metavar="FORMAT",
+        help="what to write, repeat for several: " + "; ".join(f"{name}: {what[name]}" for name in formats)
+        + f" (default: {default})",
+    )
+    parser.set_defaults(format=None, format_default=default)
+
+
+def chosen_formats(args: argparse.Namespace) -> list[str]:
+    """The ``--format`` values in the order given, each once; the command's default when none was given."""
+    return list(dict.fromkeys(getattr(args, "format", None) or [args.format_default]))
 
 
 def probability(text: str) -> float:

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
 
 from ..core import GroundedSam2Error, InputError, draw_detections
+from ..core.formats.video import VideoDatasetWriter, check_video_outputs
 from ..core.outputs import check_no_overwrite, check_not_foreign, check_output_folder, prepare_output_folder
 from ..core.run import Run
 from .console import EXIT_FAILURES, EXIT_OK, stopped_status, usage_error
-from .options import spec_from_args
+from .options import chosen_formats, spec_from_args
 
 
 def frame_record(frame_index: int, detections) -> dict:
@@ -44,12 +46,16 @@ def run_video(args: argparse.Namespace) -> int:
 
     source: str | int = int(args.input) if args.input.isdigit() else args.input
     stem = Path(str(source)).stem if isinstance(source, str) else f"camera{source}"
+    formats = chosen_formats(args)
     try:
-        output = check_output_folder(args.output)
-        written = [output / f"{stem}.jsonl"] + ([] if args.no_draw else [output / f"{stem}.mp4"])
+        output = check_output_folder(args.output, "--output")
+        written = [output / f"{stem}.jsonl"] if "jsonl" in formats else []
+        written += [] if args.no_draw else [output / f"{stem}.mp4"]
         if isinstance(source, str) and Path(source).exists():
-            check_no_overwrite(written, [Path(source)])
-        check_not_foreign(written, folders_refused=True)  # one output each: a folder in the way is refused too
+            check_no_overwrite(written, [Path(source)], "--output")
+        # one output each: a folder in the way is refused too
+        check_not_foreign(written, folders_refused=True, setting="--output")
+        check_video_outputs(output, stem, formats, setting="--output")
         spec = spec_from_args(args).check_for_video()
         # A URL that does not answer holds the open for its timeout: Ctrl-C and SIGTERM must still stop it.
         info = interruptible(probe_video, source) if isinstance(source, str) else None
@@ -58,13 +64,15 @@ def run_video(args: argparse.Namespace) -> int:
         if isinstance(source, int):
             check_camera(source)
         run = Run(spec)
-        if not spec.tracks_with_sam3:
-            run.phrases()  # a prompt the detector cannot take fails before SAM 2 loads
-        run.load_for_video()  # SAM 3 checks its phrases here; all of it before decoding
+        run.load_for_video(check_prompt=True)  # all of it before decoding
+        # The classes of MOTS / YouTube-VIS: the detector's phrases (SAM 3: the prompt's), in prompt order.
+        phrases = list(spec.prompt or []) if spec.tracks_with_sam3 else run.phrases()
     except GroundedSam2Error as error:
         return usage_error(error)
 
-    prepare_output_folder(output)
+    prepare_output_folder(output, "--output")
+    # MOT / MOTS / YouTube-VIS (core/formats/video.py), fed every frame's JSONL objects, closed with what was done.
+    dataset = VideoDatasetWriter(output, stem, formats, phrases)
     skipped: list[str] = []
 
     skipped_frames: list[int] = []
@@ -92,6 +100,7 @@ def run_video(args: argparse.Namespace) -> int:
     total = None
     if info and info.frame_count:
         total = max(0, -(-(info.frame_count - args.start_frame) // args.stride))
+    frame_size = (info.height, info.width) if info else None  # YouTube-VIS's video size, also when nothing is found
     object_ids: set[int] = set()
     frames_done, started, interrupted = 0, time.perf_counter(), None
     writer = None if args.no_draw else VideoWriter(output / f"{stem}.mp4", fps=fps, resize_mismatched=True)
@@ -100,8 +109,10 @@ def run_video(args: argparse.Namespace) -> int:
     def write_frame(result, lines) -> None:
         """One frame's JSONL line (mask RLE), drawing and MP4 frame: in the background, in frame order."""
         nonlocal frames_done, writer  # only this job (one writer thread) changes them while the run goes on
-        lines.write(json.dumps(frame_record(result.frame_index, result.detections)) + "\n")
+        record = frame_record(result.frame_index, result.detections)
+        lines.write(json.dumps(record) + "\n")
         lines.flush()  # live sources: each frame's result is on disk as soon as it is final
+        dataset.add_frame(result.frame_index, record["objects"], size=frame_size)
         if writer is not None:
             try:
                 writer.write(draw_detections(result.frame, result.detections))
@@ -114,7 +125,8 @@ def run_video(args: argparse.Namespace) -> int:
         progress.update(1)
 
     try:
-        with open(output / f"{stem}.jsonl", "w") as lines, WriteBehind() as writes:
+        # Without --format jsonl the lines go nowhere (os.devnull): the other formats are made from the same records.
+        with open(output / f"{stem}.jsonl" if "jsonl" in formats else os.devnull, "w") as lines, WriteBehind() as writes:
             for result in results:  # SAM 2 tracks the next frame while the last ones are written
                 writes.submit(write_frame, result, lines)
     except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM: the JSONL holds every frame handed over
@@ -126,6 +138,7 @@ def run_video(args: argparse.Namespace) -> int:
         progress.close()
         if writer is not None:
             writer.close()
+        dataset.close()  # MOT / MOTS / YouTube-VIS files with every frame written to the JSONL
     seconds = time.perf_counter() - started
     # A truncated file whose index lists more frames than can be decoded ends early without an error.
     undecodable = sum(

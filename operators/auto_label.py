@@ -16,8 +16,8 @@ from ..core.autolabel import DEFAULT_CAPTION_TASK
 from ..core.detectors.florence2 import CAPTION_TASKS
 from ..core.models import DETECTOR_BACKENDS
 from ..core.run import Run
-from . import common, runs
-from .params import spec_from_params
+from . import dataset_writes, forms, runs, sharding, summaries
+from .params import run_settings, spec_from_params
 
 SOURCE = "auto_label"
 DEFAULT_FLORENCE2 = DETECTOR_BACKENDS["florence2"].default_checkpoint
@@ -32,19 +32,19 @@ class AutoLabelOperator(foo.Operator):
 
     @property
     def config(self) -> foo.OperatorConfig:
-        return common.operator_config(
+        return forms.operator_config(
             "auto_label",
             "Grounded SAM 2: auto-label without a prompt (Florence-2 captions)",
             "Florence-2 describes each image, grounds the phrases of its caption, SAM 2 segments them",
         )
 
     def resolve_delegation(self, ctx) -> bool | None:
-        return False if common.wants_fan_out(ctx.params) else None
+        return False if sharding.wants_fan_out(ctx.params) else None
 
     def resolve_input(self, ctx) -> types.Property:
         inputs = types.Object()
         inputs.view_target(ctx)
-        common.require_images_in_form(inputs, ctx)
+        forms.require_images_in_form(inputs, ctx)
         inputs.enum(
             "caption_task",
             list(CAPTION_TASKS),
@@ -54,12 +54,12 @@ class AutoLabelOperator(foo.Operator):
             "Each image's caption is saved in the sample field <label field>_caption",
             view=types.DropdownView(),
         )
-        common.add_checkpoint_input(
+        forms.add_checkpoint_input(
             inputs, ctx.params, "checkpoint", default=DEFAULT_FLORENCE2, label="Florence-2 checkpoint"
         )
-        common.add_model_inputs(inputs, detector=False, ctx=ctx)
-        common.add_output_inputs(inputs, ctx, default_field="auto_label")
-        common.add_run_notice(inputs)
+        forms.add_model_inputs(inputs, detector=False, ctx=ctx)
+        forms.add_output_inputs(inputs, ctx, default_field="auto_label")
+        forms.add_run_notice(inputs)
         return types.Property(inputs, view=types.View(label=self.config.label))
 
     @staticmethod
@@ -73,23 +73,23 @@ class AutoLabelOperator(foo.Operator):
 
     def prepare(self, ctx) -> runs.Prepared:
         params = self.run_params(ctx.params)
-        settings = common.run_settings(params)
+        settings = run_settings(params)
         spec = spec_from_params(params, ctx).replace(batch_size=settings["batch_size"])
-        common.require_images(ctx)
-        common.check_outputs(ctx.dataset, settings, {caption_field_name(settings["label_field"]): "captions"})
-        if common.wants_fan_out(params):
-            return common.queued_summary(common.queue_shards(ctx, self.uri))
+        forms.require_images(ctx)
+        dataset_writes.check_outputs(ctx.dataset, settings, {caption_field_name(settings["label_field"]): "captions"})
+        if sharding.wants_fan_out(params):
+            return summaries.queued_summary(sharding.queue_shards(ctx, self.uri))
 
-        view = common.shard_of(ctx.target_view(), params)
+        view = sharding.shard_of(ctx.target_view(), params)
         run = Run(spec).load_for_images()  # Florence-2 (grounding its captions) and SAM 2
         label_field = settings["label_field"]
-        common.ensure_fields(ctx.dataset, label_field)
+        dataset_writes.ensure_fields(ctx.dataset, label_field)
         if caption_field_name(label_field) not in ctx.dataset.get_field_schema():
             ctx.dataset.add_sample_field(
                 caption_field_name(label_field),
                 fo.StringField,
                 description=f"Florence-2's caption behind {label_field!r}",
-                info=common.field_info("captions", label_field),  # what check_outputs recognises as ours
+                info=dataset_writes.field_info("captions", label_field),  # what check_outputs recognises as ours
             )
 
         def label_batch(loaded):
@@ -98,10 +98,10 @@ class AutoLabelOperator(foo.Operator):
             return [(result.detections, None, {caption_field_name(label_field): result.caption}) for result in results]
 
         rows = [(sample_id, filepath, None) for sample_id, filepath in zip(*view.values(["id", "filepath"]))]
-        return common.label_samples(ctx, view, rows, settings, SOURCE, label_batch)
+        return runs.label_samples(ctx, view, rows, settings, SOURCE, label_batch)
 
     def resolve_output(self, ctx) -> types.Property:
-        return common.summary_outputs(self.config.label)
+        return summaries.summary_outputs(self.config.label)
 
     def __call__(
         self,

@@ -10,7 +10,7 @@ import fiftyone.operators.types as types
 from ..core import DEFAULT_BOX_THRESHOLD, DEFAULT_SEGMENTER, DEFAULT_TEXT_THRESHOLD
 from ..core.detectors.sliced import DEFAULT_SLICE_OVERLAP
 from ..core.models import DETECTOR_BACKENDS
-from . import common, runs
+from . import forms, runs
 from .ground_and_segment import GroundAndSegment
 
 DEFAULT_FLORENCE2 = DETECTOR_BACKENDS["florence2"].default_checkpoint
@@ -25,7 +25,7 @@ class Florence2GroundAndSegment(GroundAndSegment):
 
     @property
     def config(self) -> foo.OperatorConfig:
-        return common.operator_config(
+        return forms.operator_config(
             "florence2",
             "Florence-2 + SAM 2: find and segment",  # short: the operator browser cuts long names
             "Florence-2 runs the chosen task (object detection, dense region captions, region proposals, "
@@ -33,7 +33,7 @@ class Florence2GroundAndSegment(GroundAndSegment):
         )
 
     def add_detector_inputs(self, inputs: types.Object, ctx) -> None:
-        common.add_checkpoint_input(
+        forms.add_checkpoint_input(
             inputs,
             ctx.params,
             "checkpoint",
@@ -41,8 +41,8 @@ class Florence2GroundAndSegment(GroundAndSegment):
             label="Florence-2 checkpoint",
             description="A Hugging Face hub id or a local folder",
         )
-        common.add_florence2_task_input(inputs)
-        common.add_slicing_inputs(inputs, ctx.params)
+        forms.add_florence2_task_input(inputs)
+        forms.add_slicing_inputs(inputs, ctx.params)
 
     def run_params(self, params: dict[str, Any]) -> dict[str, Any]:
         checkpoint = params.get("checkpoint") or DEFAULT_FLORENCE2

@@ -17,8 +17,8 @@ from ..core import (
 )
 from ..core.detectors.sliced import DEFAULT_SLICE_OVERLAP
 from ..core.run import Run
-from . import common, runs
-from .params import spec_from_params
+from . import dataset_writes, forms, runs, sharding, summaries
+from .params import detector_backend, run_settings, spec_from_params
 
 #: The prompt's help for each Florence-2 task that takes one (the others need none).
 FLORENCE2_PROMPT_HELP = {
@@ -38,7 +38,7 @@ class GroundAndSegment(foo.Operator):
 
     @property
     def config(self) -> foo.OperatorConfig:
-        return common.operator_config(
+        return forms.operator_config(
             "ground_and_segment",
             "Grounded SAM 2: detect and segment from a text prompt",
             "Grounding DINO finds what the prompt names, SAM 2 segments it",
@@ -46,31 +46,31 @@ class GroundAndSegment(foo.Operator):
 
     def resolve_delegation(self, ctx) -> bool | None:
         # Splitting into shards only queues work: do that part at once.
-        return False if common.wants_fan_out(ctx.params) else None
+        return False if sharding.wants_fan_out(ctx.params) else None
 
     def resolve_input(self, ctx) -> types.Property:
         inputs = types.Object()
         inputs.view_target(ctx)
-        common.require_images_in_form(inputs, ctx)
+        forms.require_images_in_form(inputs, ctx)
         # The detector (and Florence-2's task) first: they decide whether a prompt is needed and what it is.
         self.add_detector_inputs(inputs, ctx)
         self.add_prompt_input(inputs, ctx)
-        if common.detector_backend(self.run_params(ctx.params)) == "sam3":
-            common.add_device_input(inputs)  # SAM 3 segments what it finds: no SAM 2 checkpoint to ask for
+        if detector_backend(self.run_params(ctx.params)) == "sam3":
+            forms.add_device_input(inputs)  # SAM 3 segments what it finds: no SAM 2 checkpoint to ask for
         else:
-            common.add_model_inputs(inputs, detector=False, ctx=ctx)
+            forms.add_model_inputs(inputs, detector=False, ctx=ctx)
         if self.show_thresholds:
-            common.add_threshold_inputs(inputs, ctx.params)
-        common.add_output_inputs(inputs, ctx, default_field=self.default_field)
-        common.add_run_notice(inputs)
+            forms.add_threshold_inputs(inputs, ctx.params)
+        forms.add_output_inputs(inputs, ctx, default_field=self.default_field)
+        forms.add_run_notice(inputs)
         return types.Property(inputs, view=types.View(label=self.config.label))
 
     def add_prompt_input(self, inputs: types.Object, ctx) -> None:
         params = self.run_params(ctx.params)
-        if not common.needs_prompt(params):
+        if not forms.needs_prompt(params):
             return
         help_text = DEFAULT_PROMPT_HELP
-        if common.detector_backend(params) == "florence2":
+        if detector_backend(params) == "florence2":
             help_text = FLORENCE2_PROMPT_HELP.get(params.get("task") or "", DEFAULT_PROMPT_HELP)
         prompt = inputs.str("prompt", required=True, label="Prompt", description=help_text)
         if ctx.params.get("prompt") is not None:
@@ -81,7 +81,7 @@ class GroundAndSegment(foo.Operator):
                 prompt.error_message = str(error)
 
     def add_detector_inputs(self, inputs: types.Object, ctx) -> None:
-        common.add_detector_inputs(inputs, ctx)
+        forms.add_detector_inputs(inputs, ctx)
 
     def run_params(self, params: dict[str, Any]) -> dict[str, Any]:
         """The parameters as this operator runs them (subclasses fix the detector)."""
@@ -93,21 +93,21 @@ class GroundAndSegment(foo.Operator):
     def prepare(self, ctx) -> runs.Prepared:
         """Check the parameters and load the models; return the work (or, split into shards, what was queued)."""
         params = self.run_params(ctx.params)
-        if common.needs_prompt(params):
-            parse_prompt(params.get("prompt") or "")  # an empty prompt fails before any model loads
-        settings = common.run_settings(params)
-        spec = spec_from_params(params, ctx)
-        if settings["batch_size"] != spec.batch_size:
-            spec = spec.replace(batch_size=settings["batch_size"])  # one batch per forward pass and per write
-        common.require_images(ctx)
-        common.check_outputs(ctx.dataset, settings)
-        if common.wants_fan_out(params):
-            return common.queued_summary(common.queue_shards(ctx, self.uri))
+        if forms.needs_prompt(params):
+            # An empty prompt fails before any model loads, and before shards are queued (they load nothing here).
+            parse_prompt(params.get("prompt") or "")
+        settings = run_settings(params)
+        # One batch per forward pass and per write.
+        spec = spec_from_params(params, ctx).replace(batch_size=settings["batch_size"])
+        forms.require_images(ctx)
+        dataset_writes.check_outputs(ctx.dataset, settings)
+        if sharding.wants_fan_out(params):
+            return summaries.queued_summary(sharding.queue_shards(ctx, self.uri))
 
-        view = common.shard_of(ctx.target_view(), params)
-        run = Run(spec).load_for_images()  # a bad checkpoint fails here, before anything is written
-        run.phrases()  # a prompt the detector cannot take, too
-        common.ensure_fields(ctx.dataset, settings["label_field"])
+        view = sharding.shard_of(ctx.target_view(), params)
+        # A bad checkpoint, or a prompt the detector cannot take (before SAM 2 loads), fails before anything is written.
+        run = Run(spec).load_for_images(check_prompt=True)
+        dataset_writes.ensure_fields(ctx.dataset, settings["label_field"])
 
         steps = run.preparation_steps()
         # The processors, one batch ahead of the models (core/engine.py), on the loaded rows' images.
@@ -123,10 +123,10 @@ class GroundAndSegment(foo.Operator):
             return [(detections, None) for detections in results]
 
         rows = [(sample_id, filepath, None) for sample_id, filepath in zip(*view.values(["id", "filepath"]))]
-        return common.label_samples(ctx, view, rows, settings, self.source, label_batch, prepare)
+        return runs.label_samples(ctx, view, rows, settings, self.source, label_batch, prepare)
 
     def resolve_output(self, ctx) -> types.Property:
-        return common.summary_outputs(self.config.label)
+        return summaries.summary_outputs(self.config.label)
 
     def __call__(
         self,

@@ -26,6 +26,9 @@ module drives that work three ways:
   raise there. ``foo.execute_operator`` would go through the App's immediate
   path and its 10-minute timeout, which leaves the work running after the call
   has raised ``TimeoutError``.
+
+The image operators' work is :func:`label_samples`, the per-sample loop they
+share: read the images, label them batch by batch, write each batch.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,7 +44,10 @@ import fiftyone.core.utils as fou
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
-from ..core import GroundedSam2Error
+from ..core import GroundedSam2Error, load_image
+from .dataset_writes import clear_mask_files, mask_paths_for, write_all
+from .sharding import fail_abandoned_runs
+from .summaries import run_summary
 
 logger = logging.getLogger(__name__)  # a child of "fiftyone" when FiftyOne loads the plugin: the server log
 
@@ -175,3 +181,77 @@ def _python_context(operator: foo.Operator, sample_collection, params: dict[str,
 
         raise InputError(f"{operator.name}: invalid parameters: {detail}")
     return prepared[2]
+
+
+# ---------------------------------------------------------------- the image operators' batch loop
+
+
+def label_samples(
+    ctx,
+    view,
+    rows: list[tuple],
+    settings: dict[str, Any],
+    source: str,
+    label_batch: Callable[..., list[tuple[Any, list[dict[str, Any]] | None]]],
+    prepare: Callable[[list[tuple]], Any] | Sequence[Callable[[list[tuple]], Any]] | None = None,
+) -> Work:
+    """The batch loop both image operators share.
+
+    ``rows`` are ``(sample_id, filepath, payload)``. For every batch, images are
+    loaded (a sample whose media is missing or unreadable is recorded in the
+    error field and skipped), ``label_batch`` turns the loaded
+    ``(sample_id, image, payload)`` rows into ``(sv.Detections, extra
+    attributes)`` or ``(sv.Detections, extra attributes, {sample field: value})``
+    (e.g. auto-labelling's caption); with ``prepare``, the batch's preprocessing
+    (or its steps' futures, see :func:`~..core.engine.run_pipelined`) runs one batch
+    ahead and ``label_batch`` gets it as a second argument. Every ``batch_size`` samples are
+    written in one bulk write per field, so an interrupted run keeps every
+    finished batch. Images are decoded ahead and labels encoded (mask crops,
+    PNG files) in worker threads while the models work
+    (:func:`~..core.engine.run_pipelined`). It yields :class:`Progress` after
+    each write and returns the run's summary (see this module's docstring).
+    """
+    from ..core.engine import run_pipelined
+    from ..core.masks import finish_masks
+    from .labels import to_fiftyone_detections
+
+    label_field, mask_dir, batch_size = settings["label_field"], settings["mask_dir"], settings["batch_size"]
+    fail_abandoned_runs(ctx, ctx.operator_uri)
+    total, done, objects, failed = len(rows), 0, 0, []
+    yield Progress(0, total)
+
+    def load(row):
+        sample_id, filepath, payload = row
+        return sample_id, load_image(filepath), payload
+
+    def encode(row, loaded, result):
+        """The sample's fo.Detections (mask crops; PNGs written when masks go to files), extra fields, count."""
+        (sample_id, image, _), (detections, extra, *fields) = loaded, result
+        detections = finish_masks(detections)  # deferred SAM 2 masks are made here, off the model's thread
+        clear_mask_files(mask_dir, label_field, [sample_id])  # the labels that pointed at them are replaced
+        paths = mask_paths_for(mask_dir, label_field, sample_id, len(detections))
+        labels = to_fiftyone_detections(detections, image.shape[:2], source, mask_paths=paths, extra_attributes=extra)
+        return labels, (fields[0] if fields else {}), len(detections)
+
+    labels, errors, sample_fields, pending = {}, {}, {}, 0
+    for outcome in run_pipelined(rows, load, label_batch, encode, batch_size=batch_size, prepare=prepare):
+        sample_id, filepath, _ = outcome.item
+        if outcome.error is not None:
+            errors[sample_id] = outcome.error
+            failed.append({"id": sample_id, "filepath": filepath, "error": outcome.error})
+        else:
+            labels[sample_id], fields, count = outcome.value
+            for name, value in fields.items():
+                sample_fields.setdefault(name, {})[sample_id] = value
+            errors[sample_id] = None
+            objects += count
+        pending += 1
+        if pending == batch_size:
+            write_all(view, label_field, labels, errors, sample_fields, settings["write_mode"], source)
+            labels, errors, sample_fields = {}, {}, {}
+            done, pending = done + pending, 0
+            yield Progress(done, total)
+    if pending:
+        write_all(view, label_field, labels, errors, sample_fields, settings["write_mode"], source)
+        yield Progress(done + pending, total)
+    return run_summary(total - len(failed), objects, failed, f"`{label_field}`")

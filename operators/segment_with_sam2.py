@@ -11,8 +11,8 @@ import supervision as sv
 
 from ..core import DEFAULT_SEGMENTER, InputError
 from ..core.run import Run
-from . import common, runs
-from .params import spec_from_params
+from . import dataset_writes, forms, runs, sharding, summaries
+from .params import run_settings, spec_from_params
 from .labels import box_from_relative
 
 SOURCE = "segment_with_sam2"
@@ -27,19 +27,19 @@ def detection_fields(dataset) -> list[str]:
 class SegmentWithSam2(foo.Operator):
     @property
     def config(self) -> foo.OperatorConfig:
-        return common.operator_config(
+        return forms.operator_config(
             "segment_with_sam2",
             "Grounded SAM 2: segment existing boxes with SAM 2",
             "Add SAM 2 masks to the boxes of a Detections field",
         )
 
     def resolve_delegation(self, ctx) -> bool | None:
-        return False if common.wants_fan_out(ctx.params) else None
+        return False if sharding.wants_fan_out(ctx.params) else None
 
     def resolve_input(self, ctx) -> types.Property:
         inputs = types.Object()
         inputs.view_target(ctx)
-        common.require_images_in_form(inputs, ctx)
+        forms.require_images_in_form(inputs, ctx)
         fields = detection_fields(ctx.dataset) if ctx.dataset is not None else []
         if fields:
             inputs.enum(
@@ -55,10 +55,10 @@ class SegmentWithSam2(foo.Operator):
             problem = (
                 f"dataset {ctx.dataset.name!r} has no Detections field: add boxes first (or use ground_and_segment)"
             )
-            common.add_form_error(inputs, "source_error", problem)
-        common.add_model_inputs(inputs, detector=False, ctx=ctx)
-        common.add_output_inputs(inputs, ctx, default_field="sam2")
-        common.add_run_notice(inputs)
+            forms.add_form_error(inputs, "source_error", problem)
+        forms.add_model_inputs(inputs, detector=False, ctx=ctx)
+        forms.add_output_inputs(inputs, ctx, default_field="sam2")
+        forms.add_run_notice(inputs)
         return types.Property(inputs, view=types.View(label=self.config.label))
 
     def execute(self, ctx):
@@ -66,21 +66,21 @@ class SegmentWithSam2(foo.Operator):
 
     def prepare(self, ctx) -> runs.Prepared:
         params = ctx.params
-        settings = common.run_settings(params)
+        settings = run_settings(params)
         spec = spec_from_params(params, ctx)
-        common.require_images(ctx)
+        forms.require_images(ctx)
         source_field = params.get("source_field") or ""
         if source_field not in detection_fields(ctx.dataset):
             raise InputError(f"source field {source_field!r}: not a Detections field of dataset {ctx.dataset.name!r}")
         if source_field == settings["label_field"]:
             raise InputError(f"label field {source_field!r}: write the masks to another field than the source")
-        common.check_outputs(ctx.dataset, settings)
-        if common.wants_fan_out(params):
-            return common.queued_summary(common.queue_shards(ctx, self.uri))
+        dataset_writes.check_outputs(ctx.dataset, settings)
+        if sharding.wants_fan_out(params):
+            return summaries.queued_summary(sharding.queue_shards(ctx, self.uri))
 
-        view = common.shard_of(ctx.target_view(), params)
+        view = sharding.shard_of(ctx.target_view(), params)
         segmenter = Run(spec).image_segmenter  # SAM 2 alone: the boxes come from the source field
-        common.ensure_fields(ctx.dataset, settings["label_field"])
+        dataset_writes.ensure_fields(ctx.dataset, settings["label_field"])
 
         def label_batch(loaded):
             with_boxes = [(sample_id, image) for sample_id, image, boxes in loaded if boxes]
@@ -97,7 +97,7 @@ class SegmentWithSam2(foo.Operator):
             (sample_id, filepath, source.detections if source is not None else [])
             for sample_id, filepath, source in zip(*view.values(["id", "filepath", source_field]))
         ]
-        return common.label_samples(ctx, view, rows, settings, SOURCE, label_batch)
+        return runs.label_samples(ctx, view, rows, settings, SOURCE, label_batch)
 
     @staticmethod
     def _segment(segmenter, embedding, image: np.ndarray, boxes: list) -> sv.Detections:
@@ -127,7 +127,7 @@ class SegmentWithSam2(foo.Operator):
         )
 
     def resolve_output(self, ctx) -> types.Property:
-        return common.summary_outputs(self.config.label)
+        return summaries.summary_outputs(self.config.label)
 
     def __call__(
         self,

@@ -18,8 +18,8 @@ from ..core.models import parse_sam3_tracker_spec
 from ..core.run import Run
 from ..core.video_io import iter_frames, probe_video
 from ..core.video_pipeline import DEFAULT_IOU_THRESHOLD, DEFAULT_STEP, BoxPrompt, track_from_boxes
-from . import common, runs
-from .params import param_problem, spec_from_params
+from . import dataset_writes, forms, runs, sharding, summaries
+from .params import check_field_name, param_problem, spec_from_params
 from .labels import SOURCE_ATTRIBUTE, box_from_relative, to_fiftyone_detections
 
 SOURCE = "track_video"
@@ -92,7 +92,7 @@ def run_spec(params: dict, ctx=None):
 class TrackVideo(foo.Operator):
     @property
     def config(self) -> foo.OperatorConfig:
-        return common.operator_config(
+        return forms.operator_config(
             "track_video",
             "Grounded SAM 2: track objects through videos",
             "Find objects from a text prompt (or from boxes on a few frames) and follow them with SAM 2",
@@ -101,7 +101,7 @@ class TrackVideo(foo.Operator):
     def resolve_input(self, ctx) -> types.Property:
         inputs = types.Object()
         inputs.view_target(ctx)
-        if not common.require_media_in_form(inputs, ctx, "video"):
+        if not forms.require_media_in_form(inputs, ctx, "video"):
             return types.Property(inputs, view=types.View(label=self.config.label))
         inputs.enum(
             "mode",
@@ -129,9 +129,9 @@ class TrackVideo(foo.Operator):
                     f"dataset {ctx.dataset.name!r} has no frame-level Detections field: draw boxes on a few "
                     "key frames first (or choose prompt)"
                 )
-                common.add_form_error(inputs, "source_error", problem)
+                forms.add_form_error(inputs, "source_error", problem)
         # The tracker first: with SAM 3 it finds the prompt by itself, and the detector and SAM 2 are not asked for.
-        common.add_checkpoint_input(
+        forms.add_checkpoint_input(
             inputs,
             ctx.params,
             "tracker",
@@ -143,19 +143,19 @@ class TrackVideo(foo.Operator):
         sam3 = parse_sam3_tracker_spec(ctx.params.get("tracker") or DEFAULT_SEGMENTER) is not None
         if ctx.params.get("mode", "prompt") == "prompt":
             if not sam3:
-                common.add_detector_inputs(inputs, ctx)
-            if sam3 or common.needs_prompt(ctx.params):
+                forms.add_detector_inputs(inputs, ctx)
+            if sam3 or forms.needs_prompt(ctx.params):
                 inputs.str("prompt", required=True, label="Prompt", description='What to follow, e.g. "car. person."')
             if not sam3:
-                common.add_checkpoint_input(
+                forms.add_checkpoint_input(
                     inputs, ctx.params, "segmenter", default=DEFAULT_SEGMENTER, label="SAM 2 image checkpoint"
                 )
-            common.add_threshold_inputs(inputs, ctx.params)
+            forms.add_threshold_inputs(inputs, ctx.params)
             if not sam3:
                 step = inputs.int("step", default=DEFAULT_STEP, label="Detect every N frames")
-                common.flag_problem(step, lambda: param_problem(ctx.params, ["step"]))
+                forms.flag_problem(step, lambda: param_problem(ctx.params, ["step"]))
                 iou = inputs.float("iou_threshold", default=DEFAULT_IOU_THRESHOLD, label="Same-object mask IoU")
-                common.flag_problem(iou, lambda: param_problem(ctx.params, ["iou_threshold"]))
+                forms.flag_problem(iou, lambda: param_problem(ctx.params, ["iou_threshold"]))
                 inputs.enum("prompt_type", ["mask", "box", "point"], default="mask", label="Prompt SAM 2 with")
                 inputs.bool("reverse", default=False, label="Also track backwards from where objects appear")
             end_after = inputs.int(
@@ -163,8 +163,8 @@ class TrackVideo(foo.Operator):
                 label="End a track after N frames unseen",
                 description="A later sighting gets a new id (empty: twice the detection interval; SAM 3: 40)",
             )
-            common.flag_problem(end_after, lambda: param_problem(ctx.params, ["end_after"]))
-        common.add_device_input(inputs)
+            forms.flag_problem(end_after, lambda: param_problem(ctx.params, ["end_after"]))
+        forms.add_device_input(inputs)
         inputs.str(
             "label_field",
             default="gsam2_tracks",
@@ -172,7 +172,7 @@ class TrackVideo(foo.Operator):
             label="Frame label field",
             description="Written as frames.<field>",
         )
-        common.add_run_notice(inputs)
+        forms.add_run_notice(inputs)
         return types.Property(inputs, view=types.View(label=self.config.label))
 
     def execute(self, ctx):
@@ -184,20 +184,17 @@ class TrackVideo(foo.Operator):
         mode = params.get("mode", "prompt")
         if mode not in MODES:
             raise InputError(f"mode {mode!r}: choose prompt or field")
-        problem = common.media_problem(ctx.dataset, "video")
-        if problem:
-            raise InputError(problem)
+        forms.require_media(ctx, "video")
         spec = run_spec(params, ctx)  # every setting checked before any model loads
         label_field = (params.get("label_field") or "").strip().removeprefix("frames.")
-        common.check_field_name(label_field, "gsam2_tracks", frame_field=True)
+        check_field_name(label_field, "gsam2_tracks", frame_field=True)
         self._check_frame_field(ctx.dataset, label_field)
         source_field = None
         if mode == "prompt":
-            if spec.tracks_with_sam3 or common.needs_prompt(params):
+            if spec.tracks_with_sam3 or forms.needs_prompt(params):
                 parse_prompt(params.get("prompt") or "")  # an empty prompt fails before any model loads
-            run = Run(spec).load_for_video()  # SAM 3, or the detector + SAM 2; a phrase SAM 3 cannot take fails here
-            if not spec.tracks_with_sam3:
-                run.phrases()  # a prompt the detector cannot take, before anything is written
+            # SAM 3, or the detector + SAM 2: a prompt either cannot take fails here, before anything is written.
+            run = Run(spec).load_for_video(check_prompt=True)
         else:
             source_field = params.get("source_field") or ""
             if source_field not in frame_detection_fields(ctx.dataset):
@@ -211,7 +208,7 @@ class TrackVideo(foo.Operator):
     def _track_all(self, ctx, run: Run, mode, label_field, source_field) -> runs.Work:
         """Track every video of the view, one after another, yielding progress within each."""
         view = ctx.target_view()
-        common.fail_abandoned_runs(ctx, self.uri)
+        sharding.fail_abandoned_runs(ctx, self.uri)
         rows = list(zip(*view.values(["id", "filepath"])))
         processed, objects, failed = 0, 0, []
         for position, (sample_id, filepath) in enumerate(rows):
@@ -241,17 +238,17 @@ class TrackVideo(foo.Operator):
                 if writer is not None:
                     writer.abandon()
                 failed.append({"id": sample_id, "filepath": filepath, "error": str(error)})
-                common.write_errors(view, label_field, {sample_id: str(error)})
+                dataset_writes.write_errors(view, label_field, {sample_id: str(error)})
                 continue
             except BaseException:
                 if writer is not None:
                     writer.abandon()  # nothing half-written, whatever stopped the run
                 raise
-            common.write_errors(view, label_field, {sample_id: None})
+            dataset_writes.write_errors(view, label_field, {sample_id: None})
             processed += 1
             objects += len(ids)
         yield runs.Progress(len(rows), len(rows), "videos")
-        return common.run_summary(processed, objects, failed, f"`frames.{label_field}`", what="videos")
+        return summaries.run_summary(processed, objects, failed, f"`frames.{label_field}`", what="videos")
 
     @staticmethod
     def _prompts_from_field(dataset, sample_id, source_field, info) -> list[BoxPrompt]:
@@ -290,10 +287,10 @@ class TrackVideo(foo.Operator):
                     f"frame field {label_field!r} holds {others} labels track_video did not write, "
                     "which a run would replace: choose another label field"
                 )
-        common.check_error_field(dataset, label_field)
+        dataset_writes.check_error_field(dataset, label_field)
 
     def resolve_output(self, ctx) -> types.Property:
-        return common.summary_outputs(self.config.label)
+        return summaries.summary_outputs(self.config.label)
 
     def __call__(
         self,

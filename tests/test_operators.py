@@ -86,7 +86,7 @@ def check_labels(dataset, field, allowed_labels, require_confidence=True):
 
 def test_both_operators_are_registered():
     assert foo.get_operator(GROUND).config.allow_delegated_execution
-    # Delegated by default only where the App can offer Schedule (see common.delegation_available).
+    # Delegated by default only where the App can offer Schedule (see sharding.delegation_available).
     assert foo.get_operator(SEGMENT).config.default_choice_to_delegated == fo.config.allow_legacy_orchestrators
     assert foo.get_operator(GROUND).config.execute_as_generator, "immediate runs stream their progress"
 
@@ -307,15 +307,15 @@ def test_a_label_field_that_is_not_a_plain_field_name_is_refused(dataset, model_
 
 def test_mask_files_never_leave_the_mask_folder(tmp_path):
     from gsam2.core import InputError
-    from gsam2.operators import common
+    from gsam2.operators import dataset_writes
 
     mask_dir = tmp_path / "masks"
     for label_field, sample_id in (("../x", "0"), (str(tmp_path / "elsewhere"), "0"), ("gsam2", "../../x")):
         with pytest.raises(InputError, match="would be written outside"):
-            common.mask_paths_for(mask_dir, label_field, sample_id, 1)
+            dataset_writes.mask_paths_for(mask_dir, label_field, sample_id, 1)
         with pytest.raises(InputError, match="would be written outside"):
-            common.clear_mask_files(mask_dir, label_field, [sample_id])
-    assert common.mask_paths_for(mask_dir, "gsam2", "0", 1) == [mask_dir / "gsam2" / "0" / "0000.png"]
+            dataset_writes.clear_mask_files(mask_dir, label_field, [sample_id])
+    assert dataset_writes.mask_paths_for(mask_dir, "gsam2", "0", 1) == [mask_dir / "gsam2" / "0" / "0000.png"]
 
 
 def test_a_mask_folder_that_cannot_hold_files_is_refused_before_the_run(dataset, model_params, tmp_path):
