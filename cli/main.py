@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from ..core import DEFAULT_SEGMENTER
 from ..core.formats import VIDEO_FORMATS
 from ..core.models import tracker_choices
+from ..core.spec import DEFAULT_IOU_THRESHOLD, DEFAULT_STEP
 from .console import stopped_status, terminate
 from .cvat import run_cvat
 from .eval import add_eval_command
@@ -104,14 +105,14 @@ def build_parser() -> argparse.ArgumentParser:
     video.add_argument(
         "--step",
         type=positive_int,
-        default=20,
-        help="run the detector every STEP processed frames to pick up new objects (default: 20)",
+        default=DEFAULT_STEP,
+        help=f"run the detector every STEP processed frames to pick up new objects (default: {DEFAULT_STEP})",
     )
     video.add_argument(
         "--iou-threshold",
         type=probability,
-        default=0.8,
-        help="mask IoU above which a detection is an object already tracked (default: 0.8)",
+        default=DEFAULT_IOU_THRESHOLD,
+        help=f"mask IoU above which a detection is an object already tracked (default: {DEFAULT_IOU_THRESHOLD})",
     )
     video.add_argument(
         "--prompt-type",
@@ -182,12 +183,14 @@ def build_parser() -> argparse.ArgumentParser:
         action.add_argument("--quiet", action="store_true", help="no progress bar")
         add_threshold_options(action)
         if name == "track":
-            action.add_argument("--step", type=positive_int, default=20, help="detect every STEP frames (default 20)")
+            action.add_argument(
+                "--step", type=positive_int, default=DEFAULT_STEP, help=f"detect every STEP frames (default {DEFAULT_STEP})"
+            )
             action.add_argument(
                 "--iou-threshold",
                 type=probability,
-                default=0.8,
-                help="mask IoU above which a detection is an object already tracked (default 0.8)",
+                default=DEFAULT_IOU_THRESHOLD,
+                help=f"mask IoU above which a detection is an object already tracked (default {DEFAULT_IOU_THRESHOLD})",
             )
             action.add_argument("--reverse", action="store_true", help="also track new objects backwards")
             action.add_argument(

@@ -105,6 +105,7 @@ def read_mot(path: str | Path, ground_truth: bool = False) -> dict[str, Frames]:
     for name, file, length in _sequence_files(Path(path)):
         rows = _read_rows(file, force_delimiters=None)
         frames: dict[int, list[TrackedObject]] = {}
+        length = max([length or 0, *(frame for frame, _ in rows)])  # dropped rows' frames still count
         for frame, row in rows:
             if len(row) < 6:
                 raise InputError(f"{file}: frame {frame} has {len(row)} columns; MOT rows are frame,id,x,y,w,h,conf")
@@ -130,8 +131,10 @@ def read_mots(path: str | Path, ground_truth: bool = False) -> dict[str, Frames]
     """
     sequences = {}
     for name, file, length in _sequence_files(Path(path)):
+        rows = _read_rows(file, force_delimiters=" ")
         frames: dict[int, list[TrackedObject]] = {}
-        for frame, row in _read_rows(file, force_delimiters=" "):
+        length = max([length or 0, *(frame for frame, _ in rows)])  # dropped rows' frames still count
+        for frame, row in rows:
             if len(row) < 6:
                 raise InputError(f"{file}: frame {frame} has {len(row)} columns; MOTS rows are frame id class height width rle")
             try:

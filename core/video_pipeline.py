@@ -5,7 +5,13 @@ compared with the masks being tracked on that frame: the best match (mask
 IoU above ``iou_threshold``) keeps its id, anything unmatched becomes a new
 object with the next id. Objects the detector misses at a keyframe keep being
 tracked (the reference drops them); objects SAM 2 no longer sees for
-``end_after`` frames end their track. Ids are never reused within a video.
+``end_after`` frames end their track. A detection that matches no visible
+object but has the class of one SAM 2 lost at most ``reidentify_within``
+frames ago (default 4 x step, at least 100 frames), next to where it was last seen or to where its
+motion would have taken it, continues that object's id (re-identification:
+objects coming back from behind an occluder or from outside the frame). Any
+other new detection gets a new id, never one used before.
+bench/track_identity.py measures this rule against the reference's.
 
 With ``reverse=True``, objects first found after the first frame are also
 tracked backwards from where they were found, so that their tracks start
@@ -30,6 +36,18 @@ from .spec import DEFAULT_IOU_THRESHOLD, DEFAULT_STEP, PROMPT_TYPES
 from .tracker import Sam2VideoTracker, TrackedFrame
 
 POINTS_PER_OBJECT = 10
+# Re-identification (see GroundedTracker._reidentify): a detection may continue an object SAM 2 lost
+# if it has the object's class, its box is within this many of the object's last box diagonals of
+# where SAM 2 last saw it, and the two boxes' areas are within this ratio.
+REID_DISTANCE = 2.0
+REID_AREA_RATIO = 2.5
+# ... and if SAM 2 last saw it at most this many keyframe steps ago, and never less than REID_FRAMES
+# frames (about 3 s at 30 fps): bench/track_identity.py's re-entry and occlusion scenes keep objects away
+# for up to ~65 frames, and a window of 4 x step alone (20 frames at step 5) gave them new ids.
+REID_STEPS = 4
+REID_FRAMES = 100
+# An object's remembered size fades by this factor per frame it is seen (TrackInfo.size).
+SIZE_MEMORY = 0.98
 
 
 def mask_iou(first: np.ndarray, second: np.ndarray) -> np.ndarray:
@@ -82,6 +100,10 @@ class TrackInfo:
     confidence: float
     first_frame: int
     absent_for: int = 0
+    last_seen: int = -1  # the last frame SAM 2 saw the object on
+    last_box: np.ndarray | None = None  # its xyxy box there
+    velocity: np.ndarray | None = None  # its box centre's recent motion, pixels per frame
+    size: np.ndarray | None = None  # its whole size (box width, height): a slowly fading maximum over sightings
 
 
 @dataclass
@@ -112,6 +134,7 @@ class GroundedTracker:
         reverse_window: int | None = None,
         keep_frames: bool = False,
         seed: int = 0,
+        reidentify_within: int | None = None,
     ):
         if prompt_type not in PROMPT_TYPES:
             raise ValueError(f"prompt type {prompt_type!r}: choose one of {', '.join(PROMPT_TYPES)}")
@@ -121,6 +144,7 @@ class GroundedTracker:
         self.step, self.iou_threshold, self.prompt_type = step, iou_threshold, prompt_type
         self.box_threshold, self.text_threshold = box_threshold, text_threshold
         self.end_after = end_after if end_after is not None else 2 * step
+        self.reidentify_within = reidentify_within if reidentify_within is not None else max(REID_STEPS * step, REID_FRAMES)
         self.reverse = reverse
         self.reverse_window = (reverse_window if reverse_window is not None else 2 * step) if reverse else 0
         self.keep_frames = keep_frames
@@ -177,7 +201,10 @@ class GroundedTracker:
         else:
             unmatched = list(range(len(found)))
         unmatched = [i for i in unmatched if masks[i].any()]
-        if not unmatched:
+        visible_ids = set() if tracked is None else {tracked.object_ids[i] for i in tracked.visible()}
+        returning = self._reidentify(frame_index, found, masks, unmatched, visible_ids)
+        unmatched = [i for i in unmatched if i not in returning]
+        if not unmatched and not returning:
             return tracked if tracked is not None else self.session.step(frame_index, frame)
         new_ids = list(range(self.next_id, self.next_id + len(unmatched)))
         self.next_id += len(unmatched)
@@ -185,12 +212,72 @@ class GroundedTracker:
             self.tracks[object_id] = TrackInfo(
                 str(found.data["class_name"][i]), int(found.class_id[i]), float(found.confidence[i]), frame_index
             )
-        self._prompt(self.session, frame_index, new_ids, found.xyxy[unmatched], masks[unmatched])
+        for i, object_id in returning.items():
+            info = self.tracks[object_id]
+            info.confidence, info.absent_for = float(found.confidence[i]), 0
+        prompted = unmatched + list(returning)
+        self._prompt(
+            self.session, frame_index, new_ids + list(returning.values()), found.xyxy[prompted], masks[prompted]
+        )
         # With objects already tracked, frame_index is in the session: re-run it with the new prompts.
         tracked = self.session.step(frame_index, None if tracked is not None else frame)
         if self.reverse and self.frames_seen > 1:
             self._track_backwards(frame_index, new_ids, found.xyxy[unmatched], masks[unmatched])
         return tracked
+
+    def _reidentify(
+        self, frame_index: int, found: sv.Detections, masks: np.ndarray, unmatched: list[int], visible: set[int]
+    ) -> dict[int, int]:
+        """``{detection index: object id}`` for unmatched detections that are objects SAM 2 lost.
+
+        An object hidden behind another or gone out of the frame for a while
+        often comes back where it left; SAM 2 may not pick it up again (or its
+        track already ended). A detection of the same class whose box is within
+        ``REID_DISTANCE`` diagonals of the object's last box, with an area within
+        ``REID_AREA_RATIO`` of it, continues that object if SAM 2 last saw it
+        at most ``reidentify_within`` frames ago. Nearest pairs first, one to one.
+        """
+        if not self.reidentify_within or not unmatched:
+            return {}
+        candidates = [
+            object_id
+            for object_id, info in self.tracks.items()
+            if object_id not in visible
+            and info.last_box is not None
+            and frame_index - info.last_seen <= self.reidentify_within
+        ]
+        pairs = []
+        for i in unmatched:
+            box = found.xyxy[i].astype(np.float64)
+            centre = (box[:2] + box[2:]) / 2
+            for object_id in candidates:
+                info = self.tracks[object_id]
+                if info.class_id != int(found.class_id[i]):
+                    continue
+                last = info.last_box
+                size = info.size if info.size is not None else last[2:] - last[:2]
+                # A detection no bigger than the object ever was (with slack for box noise), and not a
+                # sliver of it along both axes: an occluder or the frame's edge cuts one side at a time.
+                width, height = box[2:] - box[:2]
+                if width > REID_AREA_RATIO * size[0] + 2 or height > REID_AREA_RATIO * size[1] + 2:
+                    continue
+                if width * REID_AREA_RATIO < size[0] and height * REID_AREA_RATIO < size[1]:
+                    continue
+                # Where it was last seen, or where it would be had it kept moving as it did: the nearer counts,
+                # in the object's whole diagonals (the last box may be a sliver of it).
+                last_centre = (last[:2] + last[2:]) / 2
+                expected = [last_centre]
+                if info.velocity is not None:
+                    expected.append(last_centre + info.velocity * (frame_index - info.last_seen))
+                diagonal = max(float(np.linalg.norm(size)), 1.0)
+                distance = min(float(np.linalg.norm(centre - c)) for c in expected) / diagonal
+                if distance <= REID_DISTANCE:
+                    pairs.append((distance, i, object_id))
+        returning: dict[int, int] = {}
+        for _, i, object_id in sorted(pairs):
+            if i not in returning and object_id not in returning.values():
+                returning[i] = object_id
+        return returning
 
     def _prompt(self, session, frame_index, object_ids, boxes, masks) -> None:
         if self.prompt_type == "mask":
@@ -226,7 +313,20 @@ class GroundedTracker:
     # ------------------------------------------------------------------ helpers
 
     def _update_absence(self, tracked: TrackedFrame) -> None:
-        visible = {tracked.object_ids[i] for i in tracked.visible()}
+        shown = tracked.visible()
+        visible = {tracked.object_ids[i] for i in shown}
+        if self.reidentify_within and shown:
+            for i, box in zip(shown, sv.mask_to_xyxy(tracked.masks[shown]).astype(np.float64)):
+                info = self.tracks[tracked.object_ids[i]]
+                if info.last_box is not None and info.last_seen == tracked.frame_index - 1:
+                    motion = (box[:2] + box[2:] - info.last_box[:2] - info.last_box[2:]) / 2
+                    info.velocity = motion if info.velocity is None else 0.7 * info.velocity + 0.3 * motion
+                info.last_seen, info.last_box = tracked.frame_index, box
+                # The last box of an object going behind something, or out of the frame, is a sliver of it:
+                # remember its whole size for re-identification (fading, so that an object that does get
+                # smaller, moving away, is followed).
+                wh = box[2:] - box[:2]
+                info.size = wh if info.size is None else np.maximum(wh, SIZE_MEMORY * info.size)
         ended = []
         for object_id in tracked.object_ids:
             info = self.tracks[object_id]
@@ -269,7 +369,8 @@ def ground_and_track(
 
     ``options`` are :class:`GroundedTracker`'s (``step``, ``iou_threshold``,
     ``prompt_type``, ``box_threshold``, ``text_threshold``, ``end_after``,
-    ``reverse``, ``reverse_window``, ``keep_frames``). Frames are consumed
+    ``reverse``, ``reverse_window``, ``keep_frames``, ``reidentify_within``:
+    frames, 0 turns re-identification off). Frames are consumed
     one at a time; nothing but SAM 2's bounded memory and, with ``reverse``,
     the last ``reverse_window`` frames is kept.
     """

@@ -174,10 +174,45 @@ def test_object_entering_later_gets_the_next_id_and_one_leaving_ends_its_track()
 
 
 def test_ids_are_never_reused_when_an_object_comes_back():
+    # Gone for frames 5..29, longer than the re-identification window given here (the default,
+    # max(4 x step, 100) frames, would continue it: see the next test).
     objects = {RED: lambda t: (5, 5) if t < 5 or t >= 30 else None}
-    results, _, _ = track(scene(objects, 40), step=5, end_after=4)
+    results, _, _ = track(scene(objects, 40), step=5, end_after=4, reidentify_within=20)
     by_class, _ = ids_by_class(results)
     assert by_class == {"red": {1, 2}}, "the track ended; the returning object is a new track"
+
+
+def test_an_object_back_soon_where_it_left_keeps_its_id():
+    # Hidden for frames 5..14: its track ends after end_after=4 frames unseen, and the detection on
+    # keyframe 15, same class and next to where SAM 2 last saw it, continues it (re-identification
+    # within max(4 x step, 100) frames).
+    objects = {RED: lambda t: (5 + t, 5) if t < 5 or t >= 15 else None}
+    results, _, tracker = track(scene(objects, 30), step=5, end_after=4)
+    by_class, per_frame = ids_by_class(results)
+    assert by_class == {"red": {1}}
+    assert 1 in tracker.sessions[0].removed, "the track had ended in SAM 2; it was prompted again"
+    assert all(frame == {1: "red"} for frame in per_frame[15:])
+
+
+def test_an_object_that_left_as_a_sliver_is_known_by_its_whole_size():
+    # It slides out of the frame on the right: its last box is 2 pixels wide (a fifth of its area).
+    # Back whole next to where it left: re-identified by the size it had while whole, not its sliver.
+    objects = {RED: lambda t: (90 + 2 * t, 5) if t < 5 else ((88, 5) if t >= 15 else None)}
+    results, _, _ = track(scene(objects, 30), step=5, end_after=4)
+    by_class, per_frame = ids_by_class(results)
+    assert per_frame[4] == {1: "red"}, "the sliver is still tracked on frame 4"
+    assert by_class == {"red": {1}}
+
+
+def test_reidentification_needs_the_same_class_a_nearby_box_and_a_recent_sighting():
+    far = {RED: lambda t: (5, 5) if t < 5 else ((80, 45) if t >= 15 else None)}
+    other_class = {RED: lambda t: (5, 5) if t < 5 else None, GREEN: lambda t: (5, 5) if t >= 15 else None}
+    for objects, expected in ((far, {"red": {1, 2}}), (other_class, {"red": {1}, "green": {2}})):
+        results, _, _ = track(scene(objects, 30), step=5, end_after=4)
+        assert ids_by_class(results)[0] == expected
+    back = {RED: lambda t: (5, 5) if t < 5 or t >= 15 else None}
+    results, _, _ = track(scene(back, 30), step=5, end_after=4, reidentify_within=0)
+    assert ids_by_class(results)[0] == {"red": {1, 2}}, "reidentify_within=0 turns it off"
 
 
 def test_a_missed_detection_does_not_end_a_track():
