@@ -15,6 +15,7 @@ from ..core import DEFAULT_SEGMENTER
 from ..core.autolabel import DEFAULT_CAPTION_TASK
 from ..core.detectors.florence2 import CAPTION_TASKS
 from ..core.models import DETECTOR_BACKENDS
+from ..cluster.fiftyone_datasets import label_on_ray, wants_ray
 from ..core.run import Run
 from . import common, runs
 from .params import spec_from_params
@@ -25,6 +26,18 @@ DEFAULT_FLORENCE2 = DETECTOR_BACKENDS["florence2"].default_checkpoint
 
 def caption_field_name(label_field: str) -> str:
     return f"{label_field}_caption"
+
+
+def ensure_fields(dataset, label_field: str) -> None:
+    """Create the label field and the caption field beside it (see :func:`~.common.ensure_fields`)."""
+    common.ensure_fields(dataset, label_field)
+    if caption_field_name(label_field) not in dataset.get_field_schema():
+        dataset.add_sample_field(
+            caption_field_name(label_field),
+            fo.StringField,
+            description=f"Florence-2's caption behind {label_field!r}",
+            info=common.field_info("captions", label_field),  # what check_outputs recognises as ours
+        )
 
 
 class AutoLabelOperator(foo.Operator):
@@ -77,20 +90,16 @@ class AutoLabelOperator(foo.Operator):
         spec = spec_from_params(params, ctx).replace(batch_size=settings["batch_size"])
         common.require_images(ctx)
         common.check_outputs(ctx.dataset, settings, {caption_field_name(settings["label_field"]): "captions"})
+        if wants_ray(params):  # the work runs on the cluster's workers (gsam2.cluster), in shards of the view
+            ensure_fields(ctx.dataset, settings["label_field"])
+            return label_on_ray(ctx, self.uri, f"`{settings['label_field']}`")
         if common.wants_fan_out(params):
             return common.queued_summary(common.queue_shards(ctx, self.uri))
 
         view = common.shard_of(ctx.target_view(), params)
         run = Run(spec).load_for_images()  # Florence-2 (grounding its captions) and SAM 2
         label_field = settings["label_field"]
-        common.ensure_fields(ctx.dataset, label_field)
-        if caption_field_name(label_field) not in ctx.dataset.get_field_schema():
-            ctx.dataset.add_sample_field(
-                caption_field_name(label_field),
-                fo.StringField,
-                description=f"Florence-2's caption behind {label_field!r}",
-                info=common.field_info("captions", label_field),  # what check_outputs recognises as ours
-            )
+        ensure_fields(ctx.dataset, label_field)
 
         def label_batch(loaded):
             # Box crops for FiftyOne come from the mask crops.

@@ -16,6 +16,7 @@ from ..core import (
     parse_prompt,
 )
 from ..core.detectors.sliced import DEFAULT_SLICE_OVERLAP
+from ..cluster.fiftyone_datasets import label_on_ray, wants_ray
 from ..core.run import Run
 from . import common, runs
 from .params import spec_from_params
@@ -101,6 +102,9 @@ class GroundAndSegment(foo.Operator):
             spec = spec.replace(batch_size=settings["batch_size"])  # one batch per forward pass and per write
         common.require_images(ctx)
         common.check_outputs(ctx.dataset, settings)
+        if wants_ray(params):  # the work runs on the cluster's workers (gsam2.cluster), in shards of the view
+            common.ensure_fields(ctx.dataset, settings["label_field"])
+            return label_on_ray(ctx, self.uri, f"`{settings['label_field']}`")
         if common.wants_fan_out(params):
             return common.queued_summary(common.queue_shards(ctx, self.uri))
 

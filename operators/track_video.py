@@ -7,6 +7,7 @@ import fiftyone.operators as foo
 import fiftyone.operators.types as types
 from fiftyone import ViewField as F
 
+from ..cluster.fiftyone_datasets import label_on_ray, wants_ray
 from ..core import (
     DEFAULT_SEGMENTER,
     GroundedSam2Error,
@@ -195,22 +196,31 @@ class TrackVideo(foo.Operator):
         if mode == "prompt":
             if spec.tracks_with_sam3 or common.needs_prompt(params):
                 parse_prompt(params.get("prompt") or "")  # an empty prompt fails before any model loads
-            run = Run(spec).load_for_video()  # SAM 3, or the detector + SAM 2; a phrase SAM 3 cannot take fails here
-            if not spec.tracks_with_sam3:
-                run.phrases()  # a prompt the detector cannot take, before anything is written
         else:
             source_field = params.get("source_field") or ""
             if source_field not in frame_detection_fields(ctx.dataset):
                 raise InputError(f"source field {source_field!r}: not a frame-level Detections field")
+        if wants_ray(params):  # the videos are tracked on the cluster's workers (gsam2.cluster), in shards
+            self._ensure_frame_field(ctx.dataset, label_field)
+            return label_on_ray(ctx, self.uri, f"`frames.{label_field}`", what="videos")
+        if mode == "prompt":
+            run = Run(spec).load_for_video()  # SAM 3, or the detector + SAM 2; a phrase SAM 3 cannot take fails here
+            if not spec.tracks_with_sam3:
+                run.phrases()  # a prompt the detector cannot take, before anything is written
+        else:
             run = Run(spec)
             run.video_tracker  # noqa: B018 - a bad checkpoint fails here, before anything is written
-        if label_field not in ctx.dataset.get_frame_field_schema():
-            ctx.dataset.add_frame_field(label_field, fo.EmbeddedDocumentField, embedded_doc_type=fo.Detections)
+        self._ensure_frame_field(ctx.dataset, label_field)
         return self._track_all(ctx, run, mode, label_field, source_field)
+
+    @staticmethod
+    def _ensure_frame_field(dataset, label_field: str) -> None:
+        if label_field not in dataset.get_frame_field_schema():
+            dataset.add_frame_field(label_field, fo.EmbeddedDocumentField, embedded_doc_type=fo.Detections)
 
     def _track_all(self, ctx, run: Run, mode, label_field, source_field) -> runs.Work:
         """Track every video of the view, one after another, yielding progress within each."""
-        view = ctx.target_view()
+        view = common.shard_of(ctx.target_view(), ctx.params)  # a Ray worker's range of the videos (gsam2.cluster)
         common.fail_abandoned_runs(ctx, self.uri)
         rows = list(zip(*view.values(["id", "filepath"])))
         processed, objects, failed = 0, 0, []

@@ -1,0 +1,208 @@
+"""FiftyOne datasets labelled on a real Ray cluster (gsam2.cluster.label_dataset, the operators' Ray option).
+
+One cluster serves the module: the one ``RAY_ADDRESS`` names (``.ci/run`` starts
+a head), else a local one with 2 CPUs. Its workers write into this test
+session's own database (tests/conftest.py names it), which they are given
+explicitly: a labelled view must equal a local run of the same operator,
+labels, masks and error records alike.
+"""
+
+from __future__ import annotations
+
+import os
+
+import fiftyone as fo
+import numpy as np
+import pytest
+import ray
+from fiftyone.operators.delegated import DelegatedOperationService
+from PIL import Image
+
+from gsam2.cluster import label_dataset
+from gsam2.core import InputError
+from gsam2.core.spec import RunSpec
+
+from . import app_runs
+from .conftest import shapes_image
+from .media import moving_squares, write_video
+
+GROUND = "@gsam2/grounded-sam2/ground_and_segment"
+TRACK = "@gsam2/grounded-sam2/track_video"
+SIZES = [(120, 160), (90, 70), (64, 64), (100, 150), (80, 120), (70, 90)]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def ray_cluster():
+    """One Ray cluster for the module: RAY_ADDRESS's, or a local one (2 CPUs, as the issue sets)."""
+    started = not ray.is_initialized()
+    if started:
+        address = os.environ.get("RAY_ADDRESS")
+        ray.init(address=address or "local", num_cpus=None if address else 2, log_to_driver=False)
+    yield
+    if started:
+        ray.shutdown()
+
+
+@pytest.fixture
+def images(tmp_path):
+    """Six generated images and one missing file (that sample's error is recorded, the others labelled)."""
+    samples = []
+    for index, (height, width) in enumerate(SIZES):
+        path = tmp_path / f"image{index}.png"
+        Image.fromarray(shapes_image(height, width, seed=index)).save(path)
+        samples.append(fo.Sample(filepath=str(path), tags=["keep"] if index != 4 else []))
+    samples.append(fo.Sample(filepath=str(tmp_path / "missing.png"), tags=["keep"]))
+    dataset = fo.Dataset()
+    dataset.add_samples(samples)
+    yield dataset
+    DelegatedOperationService().delete_for_dataset(dataset._doc.id)
+    dataset.delete()
+
+
+def image_spec(tiny_models, **settings) -> RunSpec:
+    return RunSpec.build(
+        prompt="car. person.",
+        detector=str(tiny_models["grounding-dino"]),
+        segmenter=str(tiny_models["sam2"]),
+        device="cpu",
+        box_threshold=0.0,
+        text_threshold=0.0,
+        batch_size=2,
+        **settings,
+    )
+
+
+def local_params(spec: RunSpec, label_field: str, **params) -> dict:
+    """The operator's parameters for a local run of ``spec``."""
+    return {
+        "prompt": "car. person.",
+        "detector": spec.detector,
+        "segmenter": spec.segmenter,
+        "device": "cpu",
+        "box_threshold": spec.box_threshold,
+        "text_threshold": spec.text_threshold,
+        "batch_size": spec.batch_size,
+        "label_field": label_field,
+        **params,
+    }
+
+
+def detections_of(view, field: str) -> dict[str, list[tuple]]:
+    """Every sample's labels as comparable values: label, box, confidence, mask pixels (wherever they are stored)."""
+    result = {}
+    for sample in view.select_fields(field):
+        labels = sample[field]
+        result[sample.filepath] = None if labels is None else [
+            (d.label, tuple(d.bounding_box), d.confidence, d.get_mask().astype(bool).tobytes()) for d in labels.detections
+        ]
+    return result
+
+
+def errors_of(view, field: str) -> dict[str, str | None]:
+    error_field = f"{field}_error"
+    if error_field not in view._root_dataset.get_field_schema():
+        return {}
+    return dict(zip(*view.values(["filepath", error_field])))
+
+
+def test_a_view_labelled_on_ray_equals_a_local_run(images, tiny_models, tmp_path):
+    view = images.match_tags("keep")  # five images and the missing file; one sample is not in the view
+    spec = image_spec(tiny_models)
+    local = app_runs.run(GROUND, view, local_params(spec, "local", mask_storage="files", mask_dir=str(tmp_path / "masks")))
+    assert local.error is None, local.error
+
+    summary = label_dataset(view, spec, "onray", mask_dir=str(tmp_path / "masks"), workers=2, shards=3)
+
+    assert summary["processed"] == local.result["processed"] == 5
+    assert summary["failed_count"] == 1 and summary["failed"][0]["filepath"].endswith("missing.png")
+    assert summary["objects"] == local.result["objects"] > 0
+    assert detections_of(images, "onray") == detections_of(images, "local")
+    excluded = images.match_tags("keep", bool=False).first()
+    assert excluded["onray"] is None, "a sample outside the view is not labelled"
+    # The same error record, in a field the workers created (the driver's schema shows it after the run).
+    assert images.get_field_schema()["onray_error"].info["created_by"] == "gsam2"
+    assert errors_of(view, "onray") == errors_of(view, "local")
+    assert sum(error is not None for error in errors_of(view, "onray").values()) == 1
+    # Masks went to files under the shared folder, one folder per label field and sample.
+    pngs = sorted(p.relative_to(tmp_path / "masks" / "onray").parent for p in (tmp_path / "masks" / "onray").rglob("*.png"))
+    assert len(pngs) == summary["objects"] and len(set(pngs)) == 5
+    assert all(d.mask is None and d.mask_path for d in images.first()["onray"].detections)
+
+    # A re-run on Ray replaces the labels (the ranges are redone, nothing is added twice).
+    again = label_dataset(view, spec, "onray", mask_dir=str(tmp_path / "masks"), workers=1)
+    assert again["objects"] == summary["objects"] and images.count("onray.detections") == summary["objects"]
+
+
+def test_the_operators_ray_option_labels_as_a_local_run(images, tiny_models):
+    spec = image_spec(tiny_models)
+    app_runs.run(GROUND, images, local_params(spec, "local"))
+    ray_run = app_runs.run(GROUND, images, local_params(spec, "onray", ray_address="auto", ray_workers=2))
+    assert ray_run.error is None, ray_run.error
+    assert ray_run.result["processed"] == 6 and ray_run.result["failed_count"] == 1
+    assert ray_run.progress[0]["label"] == "0/7 samples" and ray_run.progress[-1]["label"] == "7/7 samples"
+    assert detections_of(images, "onray") == detections_of(images, "local")
+    assert errors_of(images, "onray") == errors_of(images, "local")
+
+
+def test_videos_tracked_on_ray_equal_a_local_run(tmp_path, tiny_models):
+    paths = [write_video(tmp_path / f"{name}.mp4", moving_squares(8)) for name in "abc"]
+    dataset = fo.Dataset()
+    dataset.add_samples([fo.Sample(filepath=str(path)) for path in paths])
+    spec = RunSpec.build(
+        prompt="red square",
+        detector=str(tiny_models["grounding-dino"]),
+        segmenter=str(tiny_models["sam2"]),
+        tracker=str(tiny_models["sam2-video"]),
+        device="cpu",
+        box_threshold=0.7,
+        text_threshold=0.0,
+        step=4,
+    )
+    try:
+        params = {
+            "prompt": "red square",
+            "detector": spec.detector,
+            "segmenter": spec.segmenter,
+            "tracker": spec.tracker,
+            "device": "cpu",
+            "box_threshold": 0.7,
+            "text_threshold": 0.0,
+            "step": 4,
+        }
+        local = app_runs.run(TRACK, dataset, dict(params, label_field="local"))
+        assert local.error is None, local.error
+        summary = label_dataset(dataset, spec, "onray", workers=2)
+        assert summary["processed"] == 3 and summary["failed_count"] == 0
+        assert summary["objects"] == local.result["objects"]
+        for sample in dataset:
+            for frame in sample.frames.values():
+                ours = [(d.label, tuple(d.bounding_box), d.index, d.mask.tobytes()) for d in frame["onray"].detections]
+                theirs = [(d.label, tuple(d.bounding_box), d.index, d.mask.tobytes()) for d in frame["local"].detections]
+                assert ours == theirs
+        assert dataset.count("frames.onray.detections") > 0
+    finally:
+        dataset.delete()
+
+
+def test_a_spec_the_operator_cannot_run_is_refused_before_any_work(images, tiny_models):
+    with pytest.raises(InputError, match=r"ground_and_segment cannot run this spec as given: it takes no compile"):
+        label_dataset(images, image_spec(tiny_models, compile=True), "onray")
+    assert "onray" not in images.get_field_schema()
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"workers": 0}, r"workers 0: must be a whole number of at least 1"),
+        ({"gpus_per_worker": 1000}, r"GPUs per worker 1000: the cluster has \d+ GPUs"),
+    ],
+)
+def test_bad_ray_options_are_one_line(images, tiny_models, options, message):
+    with pytest.raises(InputError, match=message):
+        label_dataset(images, image_spec(tiny_models), "onray", **options)
+
+
+def test_a_worker_error_is_the_runs_one_line_error(images, tiny_models, tmp_path):
+    spec = image_spec(tiny_models).replace(segmenter=str(tmp_path / "no-such-checkpoint"))
+    with pytest.raises(InputError, match="no-such-checkpoint"):
+        label_dataset(images, spec, "onray")
