@@ -189,7 +189,7 @@ def operator_context(view, params: dict[str, Any], operator_uri: str):
     """
     from fiftyone.operators.executor import ExecutionContext
 
-    request = {"dataset_name": view._root_dataset.name, "view": view._serialize(), "params": params}
+    request = {"dataset_name": view._root_dataset.name, "view": view.view()._serialize(), "params": params}
     return ExecutionContext(request_params=request, operator_uri=operator_uri)
 
 
@@ -212,12 +212,12 @@ def label_on_ray(ctx, operator_uri: str, written_to: str, what: str = "samples")
     workers, gpus = worker_resources(ray, params.get("ray_workers"), params.get("ray_gpus_per_worker"))
     ids = sorted(view.values("id"))
     shards = common.whole_number("Ray shards", params.get("ray_shards"), minimum=1, default=workers * SHARDS_PER_WORKER)
-    ranges = common.shard_ranges(view, max(1, min(shards, len(ids))))
+    ranges = whole_batch_ranges(ids, shards, 1 if what == "videos" else params.get("batch_size") or BATCH_ALIGNMENT)
     worker_params = {name: value for name, value in params.items() if name not in RAY_PARAMS and name != "view_target"}
     requests = [
         {
             "dataset_name": ctx.dataset.name,
-            "view": view._serialize(),
+            "view": view.view()._serialize(),
             "params": dict(worker_params, shard_range=bounds, num_shards=1),
         }
         for bounds in ranges
@@ -242,6 +242,27 @@ def label_on_ray(ctx, operator_uri: str, written_to: str, what: str = "samples")
     if failed_count > len(failed):  # each range lists at most FAILURES_LISTED failures; the count is all of them
         result["failed_count"] = failed_count
     return result
+
+
+#: Ranges are cut at multiples of this when the batch size is left to the workers (1 on a CPU, 4 on a GPU).
+BATCH_ALIGNMENT = 4
+
+
+def whole_batch_ranges(ids: list[str], shards: int, batch_size: int) -> list[list[str | None]]:
+    """About ``shards`` contiguous ``[low, high)`` ranges of the sorted ``ids`` (``None``: open end), whole batches each.
+
+    The ranges of :func:`~..operators.common.shard_ranges`, with every cut at a
+    multiple of ``batch_size``: an image is then batched with the same
+    neighbours as in a local run over the view in id order, and a batched
+    forward pass may round differently from a single one (another kernel), so
+    the labels match a local run's to the bit.
+    """
+    if not ids:
+        return [[None, None]]
+    per_shard = -(-len(ids) // max(1, min(shards, len(ids))))
+    per_shard = -(-per_shard // batch_size) * batch_size  # rounded up to whole batches
+    starts = list(range(0, len(ids), per_shard))
+    return [[None if k == 0 else ids[start], ids[starts[k + 1]] if k + 1 < len(starts) else None] for k, start in enumerate(starts)]
 
 
 def connect(address: str | None):
@@ -311,7 +332,7 @@ def start_workers(ray, workers: int, gpus_per_worker: float) -> list:
     tolerance), so no range is lost.
     """
     env = database_env(ray)
-    worker_class = ray.remote(ShardWorker)
+    worker_class = ray.remote(installed_worker_class())
     return [
         worker_class.options(
             num_cpus=1,
@@ -322,6 +343,25 @@ def start_workers(ray, workers: int, gpus_per_worker: float) -> list:
         ).remote()
         for _ in range(workers)
     ]
+
+
+def installed_worker_class() -> type:
+    """:class:`ShardWorker` as the installed package ``gsam2`` names it, the name the workers import.
+
+    Ray sends an actor class by reference to its module. FiftyOne loads a
+    plugin under a name of its own (``fiftyone.plugins.orgs.gsam2.grounded_sam2...``,
+    PLUGIN_MODULE_PREFIX in fiftyone/plugins/context.py), which no worker can import; the workers, like
+    this process, need gsam2 installed (``pip install "gsam2[ray]"``).
+    """
+    import importlib
+
+    try:
+        return importlib.import_module("gsam2.cluster.fiftyone_datasets").ShardWorker
+    except ImportError:
+        raise InputError(
+            'Ray cluster address: Ray workers run the installed gsam2 package: pip install "gsam2[ray]" '
+            "here and on every machine of the cluster"
+        ) from None
 
 
 def run_shards(ray, actors: list, operator_uri: str, requests: list[dict]) -> Iterator[dict[str, Any]]:
