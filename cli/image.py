@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..core import GroundedSam2Error, detections_to_record, draw_detections, load_image
+from ..core import GroundedSam2Error, InputError, detections_to_record, draw_detections, load_image
 from ..core.errors import DiskFullError
 from ..core.outputs import GSAM2_MARK, atomic_save, atomic_write_text, prepare_output_folder
 from ..core.run import Run
@@ -28,6 +28,7 @@ class RunSummary:
     seconds: float = 0.0
     stopped: str | None = None  # why the run ended before its last image (a full disk)
     first_frame_only: list[str] = field(default_factory=list)  # inputs of several frames (animated GIF, TIFF pages)
+    already_done: int = 0  # --resume: inputs whose complete results were kept
 
     def lines(self) -> list[str]:
         rate = self.images / self.seconds if self.seconds > 0 else 0.0
@@ -37,6 +38,8 @@ class RunSummary:
             f"failures:         {len(self.failures)}",
             f"time:             {self.seconds:.1f} s ({rate:.2f} images/s)",
         ]
+        if self.already_done:
+            lines.insert(0, f"already done:     {self.already_done} (--resume: complete results kept)")
         if self.first_frame_only:
             count, shown = len(self.first_frame_only), ", ".join(self.first_frame_only[:5])
             more = f" and {count - 5} more" if count > 5 else ""
@@ -50,7 +53,10 @@ class RunSummary:
 
 
 def run_image(args: argparse.Namespace) -> int:
+    if args.ray is not None:
+        return run_on_ray(args, "images")
     try:
+        check_local_options(args)
         plan = plan_image_run(args)
         run = Run(spec_from_args(args))
         run.phrases()  # a prompt the detector cannot take (or none where one is needed) fails before SAM 2 loads
@@ -68,11 +74,16 @@ def run_image(args: argparse.Namespace) -> int:
         )
         return [(detections, {}) for detections in results]
 
-    return label_image_files(args, plan, run.batch_size, label_images, prepare)
+    return label_image_files(
+        args, plan, lambda summary, progress: label_batches(args, plan, run.batch_size, label_images, summary, progress, prepare)
+    )
 
 
 def run_autolabel(args: argparse.Namespace) -> int:
+    if args.ray is not None:
+        return run_on_ray(args, "autolabel")
     try:
+        check_local_options(args)
         plan = plan_image_run(args)
         run = Run(spec_from_args(args)).load_for_images()
     except GroundedSam2Error as error:
@@ -81,24 +92,120 @@ def run_autolabel(args: argparse.Namespace) -> int:
     def label_images(images):
         return [(result.detections, {"caption": result.caption}) for result in run.auto_label(images)]
 
-    return label_image_files(args, plan, run.batch_size, label_images)
+    return label_image_files(
+        args, plan, lambda summary, progress: label_batches(args, plan, run.batch_size, label_images, summary, progress)
+    )
 
 
-def label_image_files(args: argparse.Namespace, plan: ImageRunPlan, batch_size: int, label_images, prepare=None) -> int:
+def check_local_options(args: argparse.Namespace) -> None:
+    """``--workers`` and ``--gpus-per-worker`` size a Ray pool: without ``--ray`` they are a usage error."""
+    for option in ("workers", "gpus_per_worker"):
+        if getattr(args, option, None) is not None:
+            raise InputError(f"--{option.replace('_', '-')}: only with --ray (it sizes the Ray cluster's worker pool)")
+
+
+def run_on_ray(args: argparse.Namespace, work: str) -> int:
+    """``gsam2 image|autolabel --ray``: the same plan and files, the labelling spread over a Ray cluster."""
+    try:
+        from ..cluster.workers import check_pool_options, connect, pool_size, require_ray
+
+        check_pool_options(args.workers, args.gpus_per_worker)
+        require_ray()
+        plan = plan_image_run(args)
+        spec = spec_from_args(args)
+        if work == "images":
+            phrases_needed(spec)
+        connect(args.ray or None)
+        workers, gpus = pool_size(args.workers, args.gpus_per_worker)
+    except GroundedSam2Error as error:
+        return usage_error(error)
+    return label_image_files(
+        args, plan, lambda summary, progress: label_on_ray(args, plan, spec, work, workers, gpus, summary, progress)
+    )
+
+
+def phrases_needed(spec) -> None:
+    """Without loading a model: a prompt is needed unless the detector is Florence-2 on a prompt-free task.
+
+    (A local run asks the loaded detector, :func:`~..core.detectors.base.detector_phrases`; a Ray driver
+    loads no model, and the workers check the rest when they load theirs.)
+    """
+    florence2 = spec.detector.split(":", 1)[0] == "florence2"
+    prompt_free = {"object_detection", "dense_region_caption", "region_proposal"}  # core/detectors/florence2.py
+    if not spec.prompt and not (florence2 and (spec.task or "object_detection") in prompt_free):
+        raise InputError("--prompt: missing: name what to find, e.g. --prompt \"car. person.\"")
+
+
+def label_on_ray(args, plan: ImageRunPlan, spec, work: str, workers: int, gpus: float, summary, progress) -> None:
+    """Run :func:`~..cluster.images.label_files_on_ray` and count its results as :func:`label_batches` does."""
+    import os
+
+    from tqdm import tqdm
+
+    from ..cluster.images import label_files_on_ray
+    from ..cluster.workers import CRASH_ONCE_ENV
+
+    failures: list[tuple[int, str]] = []
+    several: list[int] = []
+    results = label_files_on_ray(
+        plan.files,
+        plan.names,
+        range(len(plan.files)),
+        spec.to_dict(),
+        work,
+        plan.output,
+        draw=not args.no_draw,
+        workers=workers,
+        gpus_per_worker=gpus,
+        crash_marker=os.environ.get(CRASH_ONCE_ENV),
+    )
+    try:
+        for result in results:
+            if result.error is not None:
+                failures.append((result.index, result.error))
+                tqdm.write(printable(f"error: {result.error}", sys.stderr), file=sys.stderr)
+            else:
+                summary.images += 1
+                summary.objects += result.objects
+                if result.several_frames:
+                    several.append(result.index)
+            progress.update(1)
+    except (KeyboardInterrupt, DiskFullError):
+        raise
+    except Exception as error:  # noqa: BLE001 - the pipeline itself failed (e.g. workers that cannot load the models)
+        reason = root_cause(error)
+        left = len(plan.files) - summary.images - len(failures)
+        tqdm.write(printable(f"error: the Ray run failed: {reason}", sys.stderr), file=sys.stderr)
+        summary.stopped = f"the Ray run failed ({reason}); {left} images not processed"
+    finally:
+        # In input order, as a local run lists them (results land in the order workers finish).
+        summary.failures += [message for _, message in sorted(failures)]
+        summary.first_frame_only += [str(plan.files[index]) for index in sorted(several)]
+
+
+def root_cause(error: BaseException) -> str:
+    """The first line of the innermost error a Ray failure wraps (a worker's ``ModelLoadError``, say)."""
+    while error.__cause__ is not None or getattr(error, "cause", None) is not None:
+        error = error.__cause__ or error.cause
+    text = str(error).strip().splitlines()
+    return text[-1] if text else type(error).__name__
+
+
+def label_image_files(args: argparse.Namespace, plan: ImageRunPlan, process) -> int:
     """The bulk loop of ``gsam2 image`` and ``gsam2 autolabel``: load, label, write JSON (+ drawing), summarise.
 
-    ``label_images`` turns a batch of RGB arrays into ``(detections, extra
-    JSON fields)`` per image. A file that cannot be read, or a batch that
-    fails, is reported and the run goes on. Every file is written under a
-    temporary name and renamed, so none is ever left half-written.
+    ``process(summary, progress)`` labels ``plan``'s files and counts them: :func:`label_batches` in this
+    process, :func:`label_on_ray` on a Ray cluster. A file that cannot be read, or a batch that fails, is
+    reported and the run goes on. Every file is written under a temporary name and renamed, so none is
+    ever left half-written.
     """
     from tqdm import tqdm
 
     files, output = plan.files, plan.output
     for failure in plan.input_errors:
         report(f"error: {failure}", sys.stderr)
-    summary = RunSummary(failures=list(plan.input_errors))
-    if not files:
+    summary = RunSummary(failures=list(plan.input_errors), already_done=plan.already_done)
+    if not files and not plan.already_done:
         print("error: no input images found", file=sys.stderr)
         return EXIT_FAILURES
     prepare_output_folder(output)
@@ -106,7 +213,7 @@ def label_image_files(args: argparse.Namespace, plan: ImageRunPlan, batch_size: 
     started = time.perf_counter()
     progress = tqdm(total=len(files), desc="images", unit="img", disable=args.quiet)
     try:
-        label_batches(args, plan, batch_size, label_images, summary, progress, prepare)
+        process(summary, progress)
     except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM: every file written so far is complete
         progress.close()
         summary.seconds = time.perf_counter() - started
@@ -122,18 +229,41 @@ def label_image_files(args: argparse.Namespace, plan: ImageRunPlan, batch_size: 
     progress.close()
     summary.seconds = time.perf_counter() - started
     report("\n".join(summary.lines()))
-    return EXIT_FAILURES if summary.failures else EXIT_OK
+    return EXIT_FAILURES if summary.failures or summary.stopped else EXIT_OK
+
+
+def write_image_outputs(
+    output: Path, stem: str, path: Path, image, detections, extra: dict, draw: bool = True
+) -> int:
+    """Encode (RLE, JSON, drawing) and write one image's files; return its number of objects.
+
+    The one writer of ``gsam2 image`` / ``autolabel`` results, on one machine (an encode thread) and on Ray
+    (a write task, :mod:`gsam2.cluster.images`): the same bytes either way. Each file is written under a
+    temporary name and renamed, the JSON first, so a complete drawing means a complete JSON too.
+    """
+    from PIL import Image
+
+    from ..core.masks import finish_masks
+
+    detections = finish_masks(detections)  # SAM 2's logits -> mask crops, off the model's thread
+    record = {**detections_to_record(detections, path, image.shape[:2]), **extra}
+    atomic_write_text(output / f"{stem}.json", json.dumps(record, indent=2))
+    if draw:
+        drawing = Image.fromarray(draw_detections(image, detections))
+        atomic_save(  # the comment tells a later run this file is ours to replace (check_not_foreign)
+            output / f"{stem}.jpg",
+            lambda temporary: drawing.save(temporary, "JPEG", quality=90, comment=GSAM2_MARK),
+        )
+    return len(detections)
 
 
 def label_batches(
     args, plan: ImageRunPlan, batch_size: int, label_images, summary: RunSummary, progress, prepare=None
 ) -> None:
     """Decode ahead, label in batches, encode and write in the background (:func:`~.core.engine.run_pipelined`)."""
-    from PIL import Image
     from tqdm import tqdm
 
     from ..core.engine import reuse_freed_buffers, run_pipelined
-    from ..core.masks import finish_masks
 
     output = plan.output
     reuse_freed_buffers()  # no page faults on every batch's large buffers (a bulk process keeps its peak)
@@ -144,18 +274,8 @@ def label_batches(
         return load_image(item[0], on_several_frames=lambda: several_frames.add(item[0]))
 
     def write(item, image, labelled) -> int:
-        """Encode (RLE, JSON, drawing) and write one image's files; return its number of objects."""
         (path, stem), (detections, extra) = item, labelled
-        detections = finish_masks(detections)  # SAM 2's logits -> mask crops, off the model's thread
-        record = {**detections_to_record(detections, path, image.shape[:2]), **extra}
-        atomic_write_text(output / f"{stem}.json", json.dumps(record, indent=2))
-        if not args.no_draw:
-            drawing = Image.fromarray(draw_detections(image, detections))
-            atomic_save(  # the comment tells a later run this file is ours to replace (check_not_foreign)
-                output / f"{stem}.jpg",
-                lambda temporary: drawing.save(temporary, "JPEG", quality=90, comment=GSAM2_MARK),
-            )
-        return len(detections)
+        return write_image_outputs(output, stem, path, image, detections, extra, draw=not args.no_draw)
 
     items = list(zip(plan.files, plan.names))
     for outcome in run_pipelined(items, load, label_images, write, batch_size=batch_size, prepare=prepare):

@@ -13,10 +13,18 @@ from ..core import InputError
 from ..core.images import IMAGE_EXTENSIONS, special_file_kind
 from ..core.outputs import check_no_overwrite, check_not_foreign, check_output_folder, inside, output_names
 
+#: What a folder or pattern given to ``gsam2 video`` yields (an explicit file is tried whatever its extension).
+VIDEO_EXTENSIONS = frozenset({".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".wmv", ".flv"})
+
+
 def expand_inputs(
-    inputs: Sequence[str], recursive: bool = False, skip_folder: Path | None = None
+    inputs: Sequence[str],
+    recursive: bool = False,
+    skip_folder: Path | None = None,
+    extensions: frozenset[str] | set[str] = IMAGE_EXTENSIONS,
+    kind: str = "image",
 ) -> tuple[list[Path], list[str]]:
-    """Turn files, folders and globs into a sorted, de-duplicated list of image files.
+    """Turn files, folders and globs into a sorted, de-duplicated list of image files (or ``kind`` files).
 
     Files found in ``skip_folder`` (the run's output folder, when it lies inside an
     input folder) are left out, so a run never reads what an earlier run wrote.
@@ -31,12 +39,14 @@ def expand_inputs(
     files: list[Path] = []
     errors: list[str] = []
 
+    article = "an" if kind[0] in "aeiou" else "a"
+
     def keep(found: Path) -> bool:
         if skip_folder is not None and inside(found, skip_folder):
             return False
-        kind = special_file_kind(found)
-        if kind is not None:
-            errors.append(f"{found}: is {kind}, not an image file; skipped")
+        special = special_file_kind(found)
+        if special is not None:
+            errors.append(f"{found}: is {special}, not {article} {kind} file; skipped")
         return found.is_file()
 
     for raw in inputs:
@@ -45,14 +55,14 @@ def expand_inputs(
             errors.append("--input '': an empty path names no file")
         elif path.is_dir():
             entries = folder_entries(path, recursive)
-            found = sorted(p for p in entries if p.suffix.lower() in IMAGE_EXTENSIONS and keep(p))
+            found = sorted(p for p in entries if p.suffix.lower() in extensions and keep(p))
             if not found:
-                errors.append(f"{raw}: folder holds no image files ({', '.join(sorted(IMAGE_EXTENSIONS))})")
+                errors.append(f"{raw}: folder holds no {kind} files ({', '.join(sorted(extensions))})")
             files.extend(found)
         elif path.exists():
-            kind = special_file_kind(path)
-            if kind is not None:  # refused before anything opens it: reading it could block forever
-                raise InputError(f"--input {raw}: is {kind}, not an image file")
+            special = special_file_kind(path)
+            if special is not None:  # refused before anything opens it: reading it could block forever
+                raise InputError(f"--input {raw}: is {special}, not {article} {kind} file")
             files.append(path)  # an explicit file is tried whatever its extension
         elif glob.has_magic(raw):
             found = sorted(Path(p) for p in glob.glob(raw, recursive=recursive) if keep(Path(p)))
@@ -94,6 +104,7 @@ class ImageRunPlan:
     names: list[str]
     output: Path
     input_errors: list[str]
+    already_done: int = 0  # --resume: inputs left out because their results are complete
 
 
 def plan_image_run(args: argparse.Namespace) -> ImageRunPlan:
@@ -111,5 +122,25 @@ def plan_image_run(args: argparse.Namespace) -> ImageRunPlan:
     if not args.no_draw:
         written += [output / f"{name}.jpg" for name in names]
     check_no_overwrite(written, files)
+    if getattr(args, "resume", False):  # a record of ours cut short is redone, not refused as foreign
+        from .resume import half_written_record
+
+        written = [path for path in written if not (path.suffix == ".json" and half_written_record(path))]
     check_not_foreign(written)  # e.g. a user's a.json (a LabelMe sidecar) next to a.png: never replaced
-    return ImageRunPlan(files, names, output, errors)
+    plan = ImageRunPlan(files, names, output, errors)
+    if getattr(args, "resume", False):
+        plan = without_complete(plan, draw=not args.no_draw, caption=hasattr(args, "caption"))
+    return plan
+
+
+def without_complete(plan: ImageRunPlan, draw: bool, caption: bool) -> ImageRunPlan:
+    """``plan`` less the inputs whose results in the output folder are complete (``--resume``)."""
+    from .resume import image_result_complete
+
+    kept = [
+        (path, name)
+        for path, name in zip(plan.files, plan.names)
+        if not image_result_complete(plan.output, name, path, draw, caption)
+    ]
+    done = len(plan.files) - len(kept)
+    return ImageRunPlan([p for p, _ in kept], [n for _, n in kept], plan.output, plan.input_errors, done)

@@ -18,6 +18,7 @@ from .options import (
     add_image_file_options,
     add_model_options,
     add_threshold_options,
+    add_ray_options,
     non_negative_int,
     positive_int,
     probability,
@@ -51,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(not needed by Florence-2's prompt-free tasks)",
     )
     add_image_file_options(image)
+    add_ray_options(image)
     add_threshold_options(image)
     add_model_options(image)
     image.set_defaults(run=run_image)
@@ -71,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="how much Florence-2 writes: longer captions name more objects (default: more_detailed_caption)",
     )
     add_image_file_options(autolabel)
+    add_ray_options(autolabel)
     add_model_options(autolabel, detector_default="florence2", slicing=False)
     autolabel.set_defaults(run=run_autolabel)
 
@@ -85,7 +88,14 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     video.add_argument("--prompt", help='what to track, e.g. "car. person." (not needed by prompt-free detectors)')
-    video.add_argument("--input", required=True, metavar="VIDEO", help="video file, camera index or stream URL")
+    video.add_argument(
+        "--input",
+        required=True,
+        nargs="+",
+        metavar="VIDEO",
+        help="video file, camera index or stream URL; or several videos: files, folders, glob patterns "
+        "(quote them: 'clips/*.mp4'), each written as OUT/<stem>.jsonl and .mp4",
+    )
     video.add_argument("--output", required=True, metavar="OUT", help="folder to write results into (created)")
     add_threshold_options(video)
     video.add_argument(
@@ -129,6 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     video.add_argument("--no-draw", action="store_true", help="write only the JSON lines, not the MP4")
     video.add_argument("--quiet", action="store_true", help="no progress bar")
+    video.add_argument("--recursive", action="store_true", help="look for videos in sub-folders too")
+    add_ray_options(video, "videos")
     add_model_options(video)
     video.set_defaults(run=run_video)
 

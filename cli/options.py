@@ -93,6 +93,40 @@ def add_model_options(
     )
 
 
+def add_ray_options(parser: argparse.ArgumentParser, what: str = "images") -> None:
+    """``--ray [ADDRESS]``, ``--workers``, ``--gpus-per-worker``, ``--resume``: the run on a Ray cluster, or resumed."""
+    group = parser.add_argument_group("scale out on Ray (pip install \"gsam2[ray]\")")
+    group.add_argument(
+        "--ray",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="ADDRESS",
+        help=f"spread the {what} over a Ray cluster's workers: without ADDRESS a local cluster on this machine "
+        "(all its GPUs); 'auto' or HOST:PORT (ray://HOST:PORT) an existing one. Outputs are the same files",
+    )
+    group.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="with --ray: model replicas (default: one per GPU of the cluster, 1 on a cluster without GPUs)",
+    )
+    group.add_argument(
+        "--gpus-per-worker",
+        type=float,
+        default=None,
+        metavar="F",
+        help="with --ray: GPUs each replica takes; fractions share a GPU between small models (default: 1, "
+        "or 0 without GPUs)",
+    )
+    group.add_argument(
+        "--resume",
+        action="store_true",
+        help=f"skip the {what} whose results in OUT are complete (they are read and checked); redo the rest",
+    )
+
+
 def add_end_after_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--end-after",

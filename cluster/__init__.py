@@ -1,7 +1,10 @@
-"""gsam2 on a Ray cluster: many GPUs and machines, the same outputs as one machine.
+"""gsam2 on a Ray cluster: bulk images and videos over many GPUs and machines, the same outputs as one machine.
 
-:func:`label_dataset` labels a FiftyOne dataset or view on Ray (:mod:`.fiftyone_datasets`).
-Nothing here imports Ray until a run starts: ``pip install "gsam2[ray]"`` adds it.
+Ray is optional (``pip install "gsam2[ray]"``); nothing here imports it until a run asks for it.
+:mod:`.workers` holds what every Ray job shares (connecting, sizing the pool, the model-holding worker);
+:mod:`.images` and :mod:`.videos` are the pipelines of ``gsam2 image|autolabel|video --ray``;
+:func:`label_dataset` labels a FiftyOne dataset or view on a cluster (:mod:`.fiftyone_datasets`, which
+imports FiftyOne only when it runs).
 """
 
 from __future__ import annotations

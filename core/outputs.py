@@ -158,6 +158,11 @@ def check_not_foreign(outputs: Iterable[Path], folders_refused: bool = False) ->
             )
 
 
+def temporary_path(path: Path) -> Path:
+    """A new, empty file next to ``path`` (same folder, same extension) to write and later rename onto it."""
+    return _create_temporary(Path(path))
+
+
 def _create_temporary(path: Path) -> Path:
     """Create an empty, new file next to ``path`` with a name no other writer uses, and return its path.
 

@@ -1,0 +1,280 @@
+"""The pieces every Ray job of gsam2 shares: reaching a cluster, sizing the pool, the model-holding worker.
+
+- :func:`require_ray` imports Ray, or says in one line how to install it;
+- :func:`connect` joins a cluster (``--ray ADDRESS``, ``auto``) or starts a local one (``--ray``), checking the
+  address first so a wrong one is one line, not minutes of Ray's own retries;
+- :func:`pool_size` turns ``--workers`` / ``--gpus-per-worker`` into the actor pool (one replica per GPU
+  by default, one on a CPU-only cluster) and :func:`worker_options` into ``map_batches`` arguments;
+- :class:`RunWorker` is what each actor holds: the :class:`~..core.run.Run` of a
+  :class:`~..core.spec.RunSpec` sent as :meth:`~..core.spec.RunSpec.to_dict`, its models loaded once per
+  process, and :meth:`RunWorker.label` to label a batch of images with the engine's failure isolation.
+
+Example (what ``gsam2 image --ray`` and ``gsam2.cluster`` do)::
+
+    ray = require_ray()
+    connect(None)                                    # a local cluster; "auto" or "HOST:PORT" for an existing one
+    size, gpus = pool_size(workers=None, gpus_per_worker=None)
+    dataset.map_batches(MyWorker, fn_constructor_args=(spec.to_dict(), "images"),
+                        **worker_options(size, gpus))
+
+Fault tolerance comes from Ray Data: its actor pools are created with ``max_restarts=-1`` and
+``max_task_retries=-1`` unless told otherwise (``ActorPoolMapOperator._apply_default_remote_args``,
+ray/data/_internal/execution/operators/actor_pool_map_operator.py, Ray 2.58), so an actor whose process dies
+is started again (its ``__init__`` loads the models again) and the batch it held is given to the pool again.
+Our outputs are written atomically under names planned by the driver, so a batch done twice writes the
+same files twice, never a second copy.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from ..core.errors import GroundedSam2Error, InputError
+
+#: The oldest Ray whose Data API we use as we use it (``map_batches(compute=ActorPoolStrategy(size=N))``,
+#: ``fn_constructor_args``, streaming ``iter_rows``); pyproject's ``ray`` extra asks for it.
+MINIMUM_RAY = "2.40"
+
+#: Seconds to wait for a cluster's address to answer before saying it does not (Ray itself retries for minutes).
+CONNECT_TIMEOUT = 5.0
+
+#: Test hook: the path of a marker file. The first worker to start a batch while the file does not exist
+#: creates it and ends its own process (``os._exit``), as a crash or an OOM kill would: the test of
+#: "a worker dies and nothing is lost" kills a real Ray worker process, once, at a known point.
+CRASH_ONCE_ENV = "GSAM2_RAY_CRASH_ONCE"
+
+
+def require_ray():
+    """Import and return :mod:`ray` (with Ray Data), or raise :class:`InputError` saying how to install it."""
+    try:
+        import ray
+        import ray.data  # noqa: F401 - the extra installs ray[data]; plain ray lacks it
+    except ImportError:
+        raise InputError('--ray: Ray is not installed here: pip install "gsam2[ray]"') from None
+    return ray
+
+
+def check_address(address: str) -> None:
+    """Raise :class:`InputError` (one line) unless ``address`` names a Ray cluster that answers.
+
+    ``auto`` is left to Ray (it looks for a cluster started on this machine, at once). ``HOST:PORT`` (a
+    head node's GCS, as ``ray start --head`` prints it) and ``ray://HOST:PORT`` (Ray Client) get a TCP
+    connection first: ``ray.init`` would retry an address that never answers for minutes.
+    """
+    if address == "auto":
+        return
+    parts = urlsplit(address if "://" in address else f"tcp://{address}")
+    try:
+        host, port = parts.hostname, parts.port
+    except ValueError:  # a port that is not a number
+        host, port = None, None
+    if not host or port is None or parts.scheme not in ("tcp", "ray"):
+        raise InputError(f"--ray {address}: not a cluster address (HOST:PORT, ray://HOST:PORT or auto)")
+    try:
+        socket.create_connection((host, port), timeout=CONNECT_TIMEOUT).close()
+    except OSError as error:
+        reason = error.strerror or type(error).__name__.replace("Error", " error").lower()
+        if isinstance(error, TimeoutError) or isinstance(error, socket.timeout):
+            reason = f"no answer in {CONNECT_TIMEOUT:g} s"
+        raise InputError(f"--ray {address}: no Ray cluster answers there ({reason})") from None
+
+
+def connect(address: str | None, **init_options: Any) -> None:
+    """Join the Ray cluster at ``address`` (``auto``, ``HOST:PORT``, ``ray://HOST:PORT``), or start a local one.
+
+    ``None`` starts a cluster on this machine for the run (all its CPUs and GPUs, unless ``init_options`` say
+    otherwise, e.g. ``num_cpus=2``) that ends with the process. A process already connected (a test's
+    cluster, a notebook's ``ray.init()``) stays on its cluster. Usage statistics are not sent.
+    """
+    ray = require_ray()
+    if ray.is_initialized():
+        quiet_ray_data()
+        return
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # read by ray.init (ray/_private/usage/usage_lib.py)
+    if address is not None:
+        check_address(address)
+    try:
+        ray.init(
+            address=address,
+            log_to_driver=False,  # our workers report through their results, not on the driver's console
+            include_dashboard=False if address is None else None,
+            configure_logging=False,
+            **init_options,
+        )
+    except (ConnectionError, RuntimeError, ValueError) as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise InputError(f"--ray {address or ''}: cannot connect ({first_line})".replace(" :", ":")) from None
+    quiet_ray_data()
+
+
+def quiet_ray_data() -> None:
+    """No Ray Data progress bars or per-stage status lines on the driver: the command prints its own."""
+    import logging
+
+    from ray.data import DataContext
+
+    context = DataContext.get_current()
+    context.enable_progress_bars = False
+    context.print_on_execution_start = False
+    # Ray Data's status lines (ray/data/_internal/progress/logging_progress.py) go through these loggers.
+    for name in ("ray.data", "ray.data._internal.progress.logging_progress"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def cluster_gpus() -> float:
+    """GPUs the connected cluster has (all nodes together)."""
+    import ray
+
+    return float(ray.cluster_resources().get("GPU", 0.0))
+
+
+def check_pool_options(workers: int | None, gpus_per_worker: float | None) -> None:
+    """One-line errors for a pool that cannot be: fewer than one worker, a negative or NaN GPU share."""
+    if workers is not None and workers < 1:
+        raise InputError(f"--workers {workers}: must be at least 1")
+    if gpus_per_worker is not None and (math.isnan(gpus_per_worker) or gpus_per_worker < 0):
+        raise InputError(f"--gpus-per-worker {gpus_per_worker:g}: must be 0 or more (fractions share a GPU)")
+
+
+def pool_size(workers: int | None, gpus_per_worker: float | None) -> tuple[int, float]:
+    """``(actors, GPUs per actor)`` for the connected cluster.
+
+    Defaults: one GPU per actor and one actor per GPU; on a cluster without GPUs, one actor and no GPU
+    (a CPU-only model replica already uses every core it gets through torch's threads).
+    A GPU share the cluster cannot give even once is refused here, not left for Ray to wait on forever.
+
+    Example: a cluster of 4 GPUs -> ``(4, 1.0)``; ``gpus_per_worker=0.5`` -> ``(8, 0.5)``.
+    """
+    check_pool_options(workers, gpus_per_worker)
+    gpus = cluster_gpus()
+    share = gpus_per_worker if gpus_per_worker is not None else (1.0 if gpus >= 1 else 0.0)
+    if share > gpus:
+        raise InputError(f"--gpus-per-worker {share:g}: the cluster has {gpus:g} GPUs")
+    if workers is None:
+        workers = max(1, int(gpus // share)) if share > 0 else 1
+    return workers, share
+
+
+def worker_options(workers: int, gpus_per_worker: float, cpus_per_worker: float = 1.0) -> dict[str, Any]:
+    """``map_batches`` arguments for a fixed pool of ``workers`` model replicas.
+
+    ``compute=ActorPoolStrategy(size=N)`` is Ray Data's fixed pool (``concurrency=N`` in newer spellings);
+    ``max_tasks_in_flight_per_actor=2`` lets the next batch's transfer overlap the current one's work.
+    """
+    from ray.data import ActorPoolStrategy
+
+    return {
+        "compute": ActorPoolStrategy(size=workers, max_tasks_in_flight_per_actor=2),
+        "num_gpus": gpus_per_worker or None,
+        "num_cpus": cpus_per_worker,
+    }
+
+
+@dataclass
+class Labelled:
+    """One image's result from :meth:`RunWorker.label`: ``(detections, extra JSON fields)`` or an error line."""
+
+    detections: Any = None
+    extra: dict | None = None
+    error: str | None = None
+
+
+def _crash_once_if_asked() -> None:
+    marker = os.environ.get(CRASH_ONCE_ENV)
+    if not marker:
+        return
+    try:
+        os.close(os.open(marker, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+    except FileExistsError:
+        return  # a worker has died already: this one works
+    os._exit(17)  # a real process death: no exception, no cleanup, Ray sees the actor die
+
+
+class RunWorker:
+    """What one actor holds: a spec's models, loaded once in this process, and the work they do.
+
+    ``spec`` is :meth:`RunSpec.to_dict` (plain JSON: it travels to any node); ``work`` is ``"images"``
+    (detect + segment), ``"autolabel"`` (caption, ground, segment) or ``"video"`` (tracking). The models load
+    in ``__init__``, so an actor restarted after its process died loads them again before taking a batch.
+    Subclasses (the CLI's and FiftyOne's ``map_batches`` callables) define ``__call__``.
+    """
+
+    def __init__(self, spec: dict[str, Any], work: str = "images", crash_marker: str | None = None):
+        from ..core.run import Run
+        from ..core.spec import RunSpec
+
+        if crash_marker:  # the driver hands the test hook on (workers may not share its environment)
+            os.environ[CRASH_ONCE_ENV] = crash_marker
+        self.work = work
+        self.run = Run(RunSpec.from_dict(spec))
+        if work == "video":
+            self.run.load_for_video()
+        else:
+            self.run.load_for_images()
+        self.prepare = self.run.preparation_steps() if work == "images" else None
+
+    def label(self, images: Sequence[Any]) -> list[Labelled]:
+        """Label decoded RGB images with the spec's settings, in batches of the run's batch size.
+
+        A batch that fails is retried image by image, so only the images that fail on their own get an
+        error (the engine's isolation, :func:`~..core.engine.run_pipelined`). ``images`` entries that are
+        ``None`` (not decoded) are passed over with no result (``Labelled()``). Masks are made later, by the
+        caller (:func:`~..core.masks.finish_masks`), off this actor's accelerator: their logits are moved to
+        host memory so they travel to a CPU-only node.
+        """
+        from ..core.engine import run_pipelined
+
+        _crash_once_if_asked()
+        rows = [(index, image) for index, image in enumerate(images) if image is not None]
+        results: list[Labelled] = [Labelled() for _ in images]
+        if self.work == "autolabel":
+
+            def infer(batch):
+                return [(found.detections, {"caption": found.caption}) for found in self.run.auto_label(batch)]
+
+        else:
+
+            def infer(batch, prepared=None):
+                found = self.run.label_images(batch, prepared=prepared, compact_masks=True, defer_masks=True)
+                return [(_masks_to_host(detections), {}) for detections in found]
+
+        outcomes = run_pipelined(
+            rows,
+            load=lambda row: row[1],
+            infer=infer,
+            batch_size=self.run.batch_size,
+            prepare=self.prepare,
+            decode_workers=1,
+            encode_workers=1,
+        )
+        for outcome in outcomes:
+            index = outcome.item[0]
+            if outcome.error is not None:
+                results[index] = Labelled(error=outcome.error)
+            else:
+                detections, extra = outcome.value
+                results[index] = Labelled(detections, extra)
+        return results
+
+
+def _masks_to_host(detections):
+    """Deferred mask logits (on the model's device) moved to host memory, so the detections pickle anywhere."""
+    from ..core.masks import PENDING_MASKS
+
+    pending = detections.metadata.get(PENDING_MASKS)
+    if pending is not None and getattr(pending.logits, "device", None) is not None and pending.logits.device.type != "cpu":
+        pending.logits = pending.logits.cpu()
+    return detections
+
+
+def error_line(error: BaseException) -> str:
+    """How a worker reports a failure in the summary: our errors as they are, others with their type."""
+    if isinstance(error, GroundedSam2Error):
+        return str(error)
+    return f"{type(error).__name__}: {error}"
