@@ -265,34 +265,46 @@ def whole_batch_ranges(ids: list[str], shards: int, batch_size: int) -> list[lis
     return [[None if k == 0 else ids[start], ids[starts[k + 1]] if k + 1 < len(starts) else None] for k, start in enumerate(starts)]
 
 
+#: How the CLI's helpers (:mod:`.workers`) name the settings in their errors, and how a FiftyOne user knows them.
+SPELLINGS = {"--ray": "Ray cluster address", "--workers": "workers", "--gpus-per-worker": "GPUs per worker"}
+
+
+def in_our_words(error: InputError) -> InputError:
+    """``--workers 0: must be at least 1`` as a FiftyOne user reads it: ``workers 0: must be at least 1``."""
+    message = str(error)
+    for flag, name in SPELLINGS.items():
+        if message.startswith((flag + " ", flag + ":")):
+            return InputError(name + message[len(flag) :])
+    return error
+
+
 def connect(address: str | None):
-    """Ray, connected to the cluster ``address`` names (``"default"``: as ``ray.init()`` finds one)."""
+    """Ray, connected to the cluster ``address`` names (:func:`.workers.connect`; ``"default"``/``"local"``:
+    the one ``ray.init()`` finds, else a new one on this machine). A process already on a cluster stays there."""
+    from . import workers
+
+    address = (address or "").strip()
     try:
-        import ray
-    except ImportError:
-        raise InputError('Ray cluster address: Ray is not installed here: pip install "gsam2[ray]"') from None
-    if not ray.is_initialized():
-        address = (address or "").strip()
-        try:
-            ray.init(address=None if address in ("", "default") else address, log_to_driver=False)
-        except (ConnectionError, ValueError, RuntimeError) as error:
-            raise InputError(f"Ray cluster address {address!r}: {str(error).splitlines()[0]}") from None
+        workers.connect(None if address in ("", "default", "local") else address)
+    except InputError as error:
+        raise in_our_words(error) from None
+    import ray
+
     return ray
 
 
 def worker_resources(ray, workers: Any, gpus_per_worker: Any) -> tuple[int, float]:
-    """How many workers and GPUs each: one per GPU of the cluster by default, one CPU worker without GPUs."""
+    """How many workers and GPUs each (:func:`.workers.pool_size`): one per GPU by default, one without GPUs."""
     from ..operators import common
+    from . import workers as pool
 
-    cluster_gpus = ray.cluster_resources().get("GPU", 0)
-    if gpus_per_worker is None:
-        gpus_per_worker = 1 if cluster_gpus else 0
-    if isinstance(gpus_per_worker, bool) or not isinstance(gpus_per_worker, (int, float)) or gpus_per_worker < 0:
+    workers = None if workers is None else common.whole_number("workers", workers, minimum=1, default=1)
+    if gpus_per_worker is not None and (isinstance(gpus_per_worker, bool) or not isinstance(gpus_per_worker, (int, float))):
         raise InputError(f"GPUs per worker {gpus_per_worker!r}: must be a number of at least 0 (fractions share a GPU)")
-    if gpus_per_worker > cluster_gpus:
-        raise InputError(f"GPUs per worker {gpus_per_worker!r}: the cluster has {cluster_gpus:g} GPUs")
-    default = max(1, int(cluster_gpus // gpus_per_worker)) if gpus_per_worker else 1
-    return common.whole_number("workers", workers, minimum=1, default=default), float(gpus_per_worker)
+    try:
+        return pool.pool_size(workers, gpus_per_worker)
+    except InputError as error:
+        raise in_our_words(error) from None
 
 
 def database_env(ray) -> dict[str, str]:

@@ -1,7 +1,7 @@
 """FiftyOne datasets labelled on a real Ray cluster (gsam2.cluster.label_dataset, the operators' Ray option).
 
-One cluster serves the module: the one ``RAY_ADDRESS`` names (``.ci/run`` starts
-a head), else a local one with 2 CPUs. Its workers write into this test
+One cluster serves the session (:mod:`tests.ray_cluster`): the one ``RAY_ADDRESS``
+names (``.ci/run`` starts a head), else a local one with 2 CPUs. Its workers write into this test
 session's own database (tests/conftest.py names it), which they are given
 explicitly: a labelled view must equal a local run of the same operator,
 labels, masks and error records alike.
@@ -10,12 +10,10 @@ labels, masks and error records alike.
 from __future__ import annotations
 
 import contextlib
-import os
 
 import fiftyone as fo
 import numpy as np
 import pytest
-import ray
 import torch
 from fiftyone.operators.delegated import DelegatedOperationService
 from PIL import Image
@@ -27,22 +25,16 @@ from gsam2.core.spec import RunSpec
 from . import app_runs
 from .conftest import shapes_image
 from .media import moving_squares, write_video
+from .ray_cluster import ray_address  # noqa: F401 - the session's cluster
 
 GROUND = "@gsam2/grounded-sam2/ground_and_segment"
 TRACK = "@gsam2/grounded-sam2/track_video"
 SIZES = [(120, 160), (90, 70), (64, 64), (100, 150), (80, 120), (70, 90)]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def ray_cluster():
-    """One Ray cluster for the module: RAY_ADDRESS's, or a local one (2 CPUs, as the issue sets)."""
-    started = not ray.is_initialized()
-    if started:
-        address = os.environ.get("RAY_ADDRESS")
-        ray.init(address=address or "local", num_cpus=None if address else 2, log_to_driver=False)
-    yield
-    if started:
-        ray.shutdown()
+@pytest.fixture(autouse=True)
+def on_the_cluster(ray_address):
+    """Every test here runs on the session's Ray cluster (:mod:`tests.ray_cluster`)."""
 
 
 @pytest.fixture
@@ -154,11 +146,11 @@ def test_a_view_labelled_on_ray_equals_a_local_run(images, tiny_models, tmp_path
     assert again["objects"] == summary["objects"] and images.count("onray.detections") == summary["objects"]
 
 
-def test_the_operators_ray_option_labels_as_a_local_run(images, tiny_models):
+def test_the_operators_ray_option_labels_as_a_local_run(images, tiny_models, ray_address):
     spec = image_spec(tiny_models)
     with worker_threads():
         app_runs.run(GROUND, images, local_params(spec, "local"))
-    ray_run = app_runs.run(GROUND, images, local_params(spec, "onray", ray_address="auto", ray_workers=2))
+    ray_run = app_runs.run(GROUND, images, local_params(spec, "onray", ray_address=ray_address, ray_workers=2))
     assert ray_run.error is None, ray_run.error
     assert ray_run.result["processed"] == 6 and ray_run.result["failed_count"] == 1
     assert ray_run.progress[0]["label"] == "0/7 samples" and ray_run.progress[-1]["label"] == "7/7 samples"
@@ -218,6 +210,7 @@ def test_a_spec_the_operator_cannot_run_is_refused_before_any_work(images, tiny_
     [
         ({"workers": 0}, r"workers 0: must be a whole number of at least 1"),
         ({"gpus_per_worker": 1000}, r"GPUs per worker 1000: the cluster has \d+ GPUs"),
+        ({"gpus_per_worker": -1}, r"GPUs per worker -1: must be 0 or more"),
     ],
 )
 def test_bad_ray_options_are_one_line(images, tiny_models, options, message):
