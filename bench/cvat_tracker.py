@@ -1,6 +1,6 @@
 """The CVAT tracker function's memory and time per object, at 1, 8 and 32 objects on a frame.
 
-Each run is a fresh process holding the SAM 2 tracker function (``gsam2.nuclio.tracker``,
+Each run is a fresh process holding the SAM 2 tracker function (``gsam2.nuclio.handlers.tracker``,
 called through nuclio_sdk's Context as Nuclio calls it) with the full-size SAM 2.1
 Hiera-tiny architecture at 1024 px (random weights: speed and memory do not depend on
 them). It starts N objects on one frame and tracks them over ``--steps`` more frames,
@@ -29,7 +29,7 @@ RUN_ONE = r"""
 import base64, gc, io, json, os, sys, time
 import numpy as np, psutil, nuclio_sdk
 from PIL import Image
-from gsam2.nuclio import tracker
+from gsam2.nuclio.handlers import tracker
 
 count, steps = int(sys.argv[1]), int(sys.argv[2])
 def b64(frame):

@@ -16,7 +16,7 @@ def run_cvat(args: argparse.Namespace) -> int:
     """``gsam2 cvat annotate|track``: label a CVAT task through cvat-sdk."""
     from tqdm import tqdm
 
-    from ..nuclio import task_labeling
+    from ..nuclio.rest import task_labeling
 
     try:
         client = task_labeling.connect()

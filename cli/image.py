@@ -59,8 +59,7 @@ def run_image(args: argparse.Namespace) -> int:
         check_local_options(args)
         plan = plan_image_run(args)
         run = Run(spec_from_args(args))
-        run.phrases()  # a prompt the detector cannot take (or none where one is needed) fails before SAM 2 loads
-        run.load_for_images()
+        run.load_for_images(check_prompt=True)
         prepare = run.preparation_steps()  # one batch ahead of the models (core/engine.py)
     except GroundedSam2Error as error:
         return usage_error(error)
@@ -208,7 +207,7 @@ def label_image_files(args: argparse.Namespace, plan: ImageRunPlan, process) -> 
     if not files and not plan.already_done:
         print("error: no input images found", file=sys.stderr)
         return EXIT_FAILURES
-    prepare_output_folder(output)
+    prepare_output_folder(output, "--output")
 
     started = time.perf_counter()
     progress = tqdm(total=len(files), desc="images", unit="img", disable=args.quiet)

@@ -109,7 +109,7 @@ class ImageRunPlan:
 
 def plan_image_run(args: argparse.Namespace) -> ImageRunPlan:
     """Inputs, output folder and output names; raises ``InputError`` (a usage error) before any work."""
-    output = check_output_folder(args.output)
+    output = check_output_folder(args.output, "--output")
     # The output folder inside an input folder: what earlier runs wrote there is not input.
     nested = any(
         Path(raw).is_dir() and inside(output, Path(raw)) and not inside(Path(raw), output)
@@ -121,12 +121,12 @@ def plan_image_run(args: argparse.Namespace) -> ImageRunPlan:
     written = [output / f"{name}.json" for name in names]
     if not args.no_draw:
         written += [output / f"{name}.jpg" for name in names]
-    check_no_overwrite(written, files)
+    check_no_overwrite(written, files, "--output")
     if getattr(args, "resume", False):  # a record of ours cut short is redone, not refused as foreign
         from .resume import half_written_record
 
         written = [path for path in written if not (path.suffix == ".json" and half_written_record(path))]
-    check_not_foreign(written)  # e.g. a user's a.json (a LabelMe sidecar) next to a.png: never replaced
+    check_not_foreign(written, setting="--output")  # e.g. a user's a.json (a LabelMe sidecar) next to a.png: never replaced
     plan = ImageRunPlan(files, names, output, errors)
     if getattr(args, "resume", False):
         plan = without_complete(plan, draw=not args.no_draw, caption=hasattr(args, "caption"))

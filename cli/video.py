@@ -130,11 +130,11 @@ def run_one_video(args: argparse.Namespace) -> int:
     stem = Path(str(source)).stem if isinstance(source, str) else f"camera{source}"
     try:
         check_local_options(args)
-        output = check_output_folder(args.output)
+        output = check_output_folder(args.output, "--output")
         written = [output / f"{stem}.jsonl"] + ([] if args.no_draw else [output / f"{stem}.mp4"])
         if isinstance(source, str) and Path(source).exists():
-            check_no_overwrite(written, [Path(source)])
-        check_not_foreign(written, folders_refused=True)  # one output each: a folder in the way is refused too
+            check_no_overwrite(written, [Path(source)], "--output")
+        check_not_foreign(written, folders_refused=True, setting="--output")  # one output each: a folder in the way is refused too
         spec = spec_from_args(args).check_for_video()
         # A URL that does not answer holds the open for its timeout: Ctrl-C and SIGTERM must still stop it.
         info = interruptible(probe_video, source) if isinstance(source, str) else None
@@ -150,7 +150,7 @@ def run_one_video(args: argparse.Namespace) -> int:
     except GroundedSam2Error as error:
         return usage_error(error)
 
-    prepare_output_folder(output)
+    prepare_output_folder(output, "--output")
     progress = tqdm(total=frames, desc="frames", unit="frame", disable=args.quiet)
     warn = lambda message: tqdm.write(message, file=sys.stderr)  # noqa: E731
     try:
@@ -169,10 +169,8 @@ def run_one_video(args: argparse.Namespace) -> int:
 
 def load_video_run(spec) -> Run:
     """The spec's models for tracking, loaded (errors here are usage errors)."""
-    run = Run(spec)
-    if not spec.tracks_with_sam3:
-        run.phrases()  # a prompt the detector cannot take fails before SAM 2 loads
-    return run.load_for_video()  # SAM 3 checks its phrases here; all of it before decoding
+    # the spec's prompt is the run's: one the detector cannot take fails before SAM 2 loads
+    return Run(spec).load_for_video(check_prompt=True)  # all of it before decoding
 
 
 def processed_frames(info, start_frame: int, stride: int) -> int | None:
@@ -291,7 +289,7 @@ def plan_videos(args: argparse.Namespace) -> tuple[list[VideoJob], Path, list[st
     """
     from ..core.video_io import probe_video
 
-    output = check_output_folder(args.output)
+    output = check_output_folder(args.output, "--output")
     for raw in args.input:
         if raw.strip() and raw.isdigit() or "://" in raw:
             raise InputError(f"--input {raw}: a camera or stream is tracked alone, not with other inputs or --ray")
@@ -302,8 +300,8 @@ def plan_videos(args: argparse.Namespace) -> tuple[list[VideoJob], Path, list[st
     )
     names = output_names(files)
     written = [output / f"{name}.jsonl" for name in names] + ([] if args.no_draw else [output / f"{n}.mp4" for n in names])
-    check_no_overwrite(written, files)
-    check_not_foreign(written, folders_refused=True)
+    check_no_overwrite(written, files, "--output")
+    check_not_foreign(written, folders_refused=True, setting="--output")
     jobs = []
     for path, name in zip(files, names):
         try:
@@ -350,7 +348,7 @@ def run_many_videos(args: argparse.Namespace) -> int:
     if not jobs and not done:
         print("error: no input videos found", file=sys.stderr)
         return EXIT_FAILURES
-    prepare_output_folder(output)
+    prepare_output_folder(output, "--output")
     started = time.perf_counter()
     outcomes: list[VideoOutcome] = []
     stopped = None

@@ -30,30 +30,38 @@ GSAM2_MARK = "written by gsam2 (Grounded SAM 2)"
 DISK_FULL_ERRNOS = frozenset(code for code in (errno.ENOSPC, getattr(errno, "EDQUOT", None)) if code is not None)
 
 
-def check_output_folder(path: str | Path) -> Path:
-    """Raise ``InputError`` with one line unless ``path`` is, or can become, a writable folder. Creates nothing."""
+# How the messages below name the output folder unless the caller gives its own spelling
+# (the CLI passes "--output"; core must not name one adapter's flag to another's users).
+OUTPUT_FOLDER = "output folder"
+
+
+def check_output_folder(path: str | Path, setting: str = OUTPUT_FOLDER) -> Path:
+    """Raise ``InputError`` with one line unless ``path`` is, or can become, a writable folder. Creates nothing.
+
+    ``setting`` is how the message names the folder (``"--output"`` for the CLI).
+    """
     folder = Path(path)
     if str(path).strip() == "":
-        raise InputError("--output is empty: give a folder to write results into")
+        raise InputError(f"{setting} is empty: give a folder to write results into")
     if folder.exists() and not folder.is_dir():
-        raise InputError(f"--output {path}: is a file, not a folder")
+        raise InputError(f"{setting} {path}: is a file, not a folder")
     existing = folder
     while not existing.exists():
         existing = existing.parent
     if not existing.is_dir():
-        raise InputError(f"--output {path}: {existing} is a file, not a folder")
+        raise InputError(f"{setting} {path}: {existing} is a file, not a folder")
     if not os.access(existing, os.W_OK | os.X_OK):
-        raise InputError(f"--output {path}: no permission to write in {existing}")
+        raise InputError(f"{setting} {path}: no permission to write in {existing}")
     return folder
 
 
-def prepare_output_folder(path: str | Path) -> Path:
+def prepare_output_folder(path: str | Path, setting: str = OUTPUT_FOLDER) -> Path:
     """:func:`check_output_folder`, then create the folder."""
-    folder = check_output_folder(path)
+    folder = check_output_folder(path, setting)
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise InputError(f"--output {path}: cannot create it ({error.strerror or error})") from None
+        raise InputError(f"{setting} {path}: cannot create it ({error.strerror or error})") from None
     return folder
 
 
@@ -86,14 +94,12 @@ def inside(path: Path, folder: Path) -> bool:
     return path == folder or folder in path.parents
 
 
-def check_no_overwrite(outputs: Iterable[Path], inputs: Iterable[Path]) -> None:
+def check_no_overwrite(outputs: Iterable[Path], inputs: Iterable[Path], setting: str = OUTPUT_FOLDER) -> None:
     """Raise ``InputError`` if any output path is one of the input files."""
     sources = {Path(p).resolve() for p in inputs}
     for output in outputs:
         if Path(output).resolve() in sources:
-            raise InputError(
-                f"--output would overwrite the input {output}: choose another output folder"
-            )
+            raise InputError(f"{setting} would overwrite the input {output}: choose another output folder")
 
 
 def written_by_gsam2(path: Path) -> bool:
@@ -137,7 +143,7 @@ def written_by_gsam2(path: Path) -> bool:
     return False
 
 
-def check_not_foreign(outputs: Iterable[Path], folders_refused: bool = False) -> None:
+def check_not_foreign(outputs: Iterable[Path], folders_refused: bool = False, setting: str = OUTPUT_FOLDER) -> None:
     """Raise ``InputError`` naming the first output path that holds something gsam2 did not write.
 
     A folder in an output's place cannot be replaced (the rename fails, and that
@@ -149,11 +155,11 @@ def check_not_foreign(outputs: Iterable[Path], folders_refused: bool = False) ->
             continue
         if output.is_dir() and not output.is_symlink():
             if folders_refused:
-                raise InputError(f"--output: {output} is a folder: move it away, or choose another output folder")
+                raise InputError(f"{setting}: {output} is a folder: move it away, or choose another output folder")
             continue
         if not written_by_gsam2(output):
             raise InputError(
-                f"--output would replace {output}, which gsam2 did not write: move it away, or choose another "
+                f"{setting} would replace {output}, which gsam2 did not write: move it away, or choose another "
                 "output folder"
             )
 

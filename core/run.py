@@ -105,23 +105,33 @@ class Run:
         """Images per forward pass: the spec's, or 4 on CUDA and 1 elsewhere."""
         return self.spec.batch_size or default_batch_size(getattr(self.detector, "device", None))
 
-    def load_for_images(self) -> Run:
-        """Load (and compile, if asked) what labelling images needs; errors here are usage errors."""
+    def load_for_images(self, check_prompt: bool = False) -> Run:
+        """Load (and compile, if asked) what labelling images needs; errors here are usage errors.
+
+        ``check_prompt``: the spec's prompt is the run's (the CLI), so a prompt the detector
+        cannot take, or none where one is needed, fails before SAM 2 loads. Adapters whose
+        prompt comes per call (CVAT labels, a sample's classes) leave it off.
+        """
+        if check_prompt:
+            self.phrases()  # loads the detector only
         self.segmenter  # noqa: B018 - loads the detector, then SAM 2 where it is needed
         if self.spec.compile:
             self.compile_segmenter()
         return self
 
-    def load_for_video(self) -> Run:
+    def load_for_video(self, check_prompt: bool = False) -> Run:
         """Load what tracking needs; errors here are usage errors.
 
-        SAM 3 checks the spec's prompt here (it is its only input); with a detector, the
-        prompt may come per video (``track(prompt=...)``): check it with :meth:`phrases`.
+        SAM 3 always checks the spec's prompt here (it is its only input). With a detector the
+        prompt may come per video (``track(prompt=...)``); ``check_prompt`` checks the spec's
+        before SAM 2 loads, as :meth:`load_for_images` does.
         """
         self.spec.check_for_video()
         if self.spec.tracks_with_sam3:
             self.sam3_tracker.check_phrases(self._sam3_phrases(None))
         else:
+            if check_prompt:
+                self.phrases()  # loads the detector only
             self.segmenter  # noqa: B018
             self.video_tracker  # noqa: B018
         return self

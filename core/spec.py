@@ -137,17 +137,10 @@ class RunSpec:
         Raises:
             SettingError: an unknown setting or a value it cannot take.
         """
-        unknown = sorted(set(settings) - set(_KINDS))
-        if unknown:
-            raise SettingError(unknown[0], settings[unknown[0]], f"is not a setting; settings: {', '.join(_KINDS)}")
-        values = {name: _coerce(name, value) for name, value in settings.items() if not _is_unset(value)}
-        if values.get("slice_size") == 0:  # how forms and environments say "no slicing"
-            del values["slice_size"]
+        values = {name: value for name, value in _parsed(settings).items() if value is not None}
         if "slice_size" not in values:
             values.pop("slice_overlap", None)  # an overlap means nothing without tiles (a form keeps its default)
-        spec = cls(**values)
-        spec.check()
-        return spec
+        return cls(**values).check()
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> RunSpec:
@@ -199,14 +192,11 @@ class RunSpec:
         return env
 
     def replace(self, **settings: Any) -> RunSpec:
-        """A copy with some settings changed, checked again."""
-        values = {name: _coerce(name, value) for name, value in settings.items() if name in _KINDS}
-        unknown = sorted(set(settings) - set(_KINDS))
-        if unknown:
-            raise SettingError(unknown[0], settings[unknown[0]], "is not a setting")
-        spec = dataclasses.replace(self, **values)
-        spec.check()
-        return spec
+        """A copy with some settings changed, parsed as :meth:`build` parses them (``None``: the default), checked again."""
+        values = {name: _default(name) if value is None else value for name, value in _parsed(settings).items()}
+        if values.get("slice_size", self.slice_size) is None:
+            values["slice_overlap"] = None
+        return dataclasses.replace(self, **values).check()
 
     # ------------------------------------------------------------------ checking
 
@@ -255,6 +245,27 @@ class RunSpec:
                         "a SAM 3 tracker detects and tracks by itself; this applies only to a detector + SAM 2 run",
                     )
         return self
+
+
+def _parsed(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """``settings`` parsed to their types, unset values as ``None``; an unknown name is a :class:`SettingError`.
+
+    A slice size of 0 is how forms and environments say "no slicing": it becomes ``None``.
+    """
+    unknown = sorted(set(settings) - set(_KINDS))
+    if unknown:
+        raise SettingError(unknown[0], settings[unknown[0]], f"is not a setting; settings: {', '.join(_KINDS)}")
+    values = {name: None if _is_unset(value) else _coerce(name, value) for name, value in settings.items()}
+    if values.get("slice_size") == 0:
+        values["slice_size"] = None
+    return values
+
+
+def _default(name: str) -> Any:
+    spec_field = RunSpec.__dataclass_fields__[name]
+    if spec_field.default_factory is not dataclasses.MISSING:
+        return spec_field.default_factory()
+    return spec_field.default
 
 
 def _is_unset(value: Any) -> bool:

@@ -2,7 +2,7 @@
 # Deploy the Grounded SAM 2 functions into a running CVAT's Nuclio, as CVAT's own
 # serverless/deploy_{cpu,gpu}.sh do.
 #
-#   nuclio/deploy.sh [--gpu] [FUNCTION_FOLDER ...]     (default: every folder in nuclio/functions)
+#   nuclio/deploy.sh [--gpu] [FUNCTION_FOLDER ...]     (default: every folder in nuclio/serverless)
 #
 # The build context of each function is a staging folder holding its main.py, its
 # function file and this repository (gsam2-src/, pip-installed by the build). CVAT's own
@@ -18,7 +18,7 @@ repo="$(dirname "$here")"
 config="function.yaml"
 if [[ "${1:-}" == "--gpu" ]]; then config="function-gpu.yaml"; shift; fi
 folders=("$@")
-if [[ ${#folders[@]} -eq 0 ]]; then folders=("$here"/functions/*/); fi
+if [[ ${#folders[@]} -eq 0 ]]; then folders=("$here"/serverless/*/); fi
 
 # On a CVAT where no function was deployed before, the project does not exist and every
 # deploy fails with "Project does not exist" (cvat-ai/cvat#6441); CVAT's scripts create it too.

@@ -1,4 +1,4 @@
-"""End to end: ``cvat_sdk.auto_annotation.annotate_task`` runs ``gsam2.nuclio.sdk_detection``
+"""End to end: ``cvat_sdk.auto_annotation.annotate_task`` runs ``gsam2.nuclio.sdk.detection``
 on a task served by a local stand-in for the CVAT REST API (``tests/cvat_standin.py``).
 
 cvat-sdk's own client code does everything a real ``cvat-cli task auto-annotate`` does:
@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 from cvat_sdk.masks import decode_mask
 from gsam2.core import ground_and_segment, load_detector, load_segmenter
-from gsam2.nuclio import sdk_detection
-from gsam2.nuclio.protocol import polygon_points
+from gsam2.nuclio.sdk import detection as sdk_detection
+from gsam2.nuclio.handlers.protocol import polygon_points
 
 from .conftest import shapes_image
 from .cvat_standin import CvatStandIn

@@ -17,10 +17,10 @@ import pytest
 import supervision as sv
 from PIL import Image
 
-from gsam2.nuclio import detector, interactor, tracker
-from gsam2.nuclio.cache import ExpiringLRU
-from gsam2.nuclio.functions import function_config, write_function
-from gsam2.nuclio.tracker_state import ObjectState
+from gsam2.nuclio.handlers import detector, interactor, tracker
+from gsam2.nuclio.handlers.cache import ExpiringLRU
+from gsam2.nuclio.generate import function_config, write_function
+from gsam2.nuclio.handlers.tracker_state import ObjectState
 
 from . import cvat_rules
 from .conftest import shapes_image
@@ -415,7 +415,7 @@ def hard_masks() -> tuple[np.ndarray, list[str]]:
 @pytest.fixture
 def detector_context(models_env, tmp_path):
     def make(label_type="mask"):
-        from gsam2.nuclio.functions import DetectorChoice
+        from gsam2.nuclio.generate import DetectorChoice
 
         folder = write_function(tmp_path / label_type, "grounded-sam2-detector", "det", ["Car", "person"],
                                 DetectorChoice(label_type=label_type))
@@ -485,7 +485,7 @@ def test_detector_threshold_as_fraction_or_percentage(detector_context, threshol
 
 
 def test_detector_labels_that_differ_only_in_case_are_refused(tmp_path):
-    from gsam2.nuclio.functions import main
+    from gsam2.nuclio.generate import main
 
     labels = tmp_path / "labels.txt"
     labels.write_text("Car\ncar\n")

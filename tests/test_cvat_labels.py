@@ -26,9 +26,11 @@ from gsam2.core.pipeline import detector_phrases
 from gsam2.core.prompts import label_phrase
 from gsam2.core.run import Run
 from gsam2.core.spec import RunSpec
-from gsam2.nuclio import detector, sdk_detection, task_labeling
-from gsam2.nuclio.functions import function_config
-from gsam2.nuclio.task_labeling import TaskLabel
+from gsam2.nuclio.generate import function_config
+from gsam2.nuclio.handlers import detector
+from gsam2.nuclio.rest import task_labeling
+from gsam2.nuclio.rest.task_labeling import TaskLabel
+from gsam2.nuclio.sdk import detection as sdk_detection
 
 from .conftest import shapes_image
 from .cvat_standin import CvatStandIn

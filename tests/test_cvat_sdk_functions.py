@@ -10,7 +10,9 @@ from cvat_sdk.masks import decode_mask
 from PIL import Image
 
 from gsam2.core import ground_and_segment, load_detector, load_segmenter
-from gsam2.nuclio import sdk_detection, sdk_interaction, sdk_tracking
+from gsam2.nuclio.sdk import detection as sdk_detection
+from gsam2.nuclio.sdk import interaction as sdk_interaction
+from gsam2.nuclio.sdk import tracking as sdk_tracking
 
 from .conftest import shapes_image
 

@@ -22,8 +22,8 @@ import requests
 from PIL import Image
 
 from gsam2.core import decode_image, ground_and_segment, load_detector, load_segmenter
-from gsam2.nuclio import detector, interactor, tracker
-from gsam2.nuclio.functions import function_config, write_function
+from gsam2.nuclio.handlers import detector, interactor, tracker
+from gsam2.nuclio.generate import function_config, write_function
 
 from . import cvat_rules
 from .conftest import shapes_image

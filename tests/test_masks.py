@@ -128,8 +128,8 @@ def test_compact_segment_boxes_with_no_boxes(segmenter):
 def test_cvat_encodings_of_a_crop_equal_those_of_the_full_frame(offset):
     from cvat_sdk.masks import encode_mask
 
-    from gsam2.nuclio.protocol import cvat_detector_mask, mask_bounds, polygon_points
-    from gsam2.nuclio.sdk_detection import encode_crop
+    from gsam2.nuclio.handlers.protocol import cvat_detector_mask, mask_bounds, polygon_points
+    from gsam2.nuclio.sdk.detection import encode_crop
 
     full = np.zeros((40, 50), dtype=bool)
     full[5:20, 9:30] = True
@@ -162,7 +162,7 @@ def test_drawing_compact_masks_gives_the_same_picture(segmenter):
 def test_gsam2_cvat_annotate_shapes_from_compact_masks_equal_those_from_full_frames(segmenter, label_type):
     """``gsam2 cvat annotate`` labels with compact masks; what it uploads must not change."""
     from gsam2.core.detections import make_detections
-    from gsam2.nuclio.task_labeling import TaskLabel, shape_for
+    from gsam2.nuclio.rest.task_labeling import TaskLabel, shape_for
 
     image = shapes_image(120, 160, seed=3)
     [embedding] = segmenter.embed([image])

@@ -104,8 +104,11 @@ def test_output_folder_problems_stop_before_models_load(tmp_path, problem):
 def test_read_only_output_folder_is_reported(tmp_path, monkeypatch):
     """Root ignores permissions, so a refused access check stands in for a read-only folder."""
     monkeypatch.setattr(os, "access", lambda path, mode: False)
-    with pytest.raises(InputError, match=r"--output .*: no permission to write in "):
+    with pytest.raises(InputError, match=r"^output folder .*: no permission to write in "):
         check_output_folder(tmp_path / "out")
+    # Each adapter names the folder in its own spelling; core names no CLI flag.
+    with pytest.raises(InputError, match=r"^--output .*: no permission to write in "):
+        check_output_folder(tmp_path / "out", "--output")
     assert not (tmp_path / "out").exists()
 
 

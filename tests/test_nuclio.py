@@ -5,19 +5,20 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
 import numpy as np
 import pytest
 import yaml
 from PIL import Image
 
 from gsam2.core import ground_and_segment, load_detector, load_segmenter
-from gsam2.nuclio import detector, interactor, tracker
-from gsam2.nuclio.functions import FUNCTIONS, function_config, write_function
+from gsam2.nuclio.handlers import detector, interactor, tracker
+from gsam2.nuclio.generate import FUNCTIONS, function_config, write_function
 
 from .conftest import REPO_ROOT, shapes_image
 from .nuclio_harness import invoke, make_context
 
-FUNCTIONS_DIR = REPO_ROOT / "nuclio" / "functions"
+FUNCTIONS_DIR = REPO_ROOT / "nuclio" / "serverless"
 
 
 def call(module, context, payload):
@@ -200,7 +201,7 @@ import gc, json, os, sys
 from concurrent.futures import ThreadPoolExecutor
 import psutil
 from tests import test_nuclio as t
-from gsam2.nuclio import detector
+from gsam2.nuclio.handlers import detector
 
 context = t.make_context()
 detector.init_context(context)
@@ -228,7 +229,8 @@ def test_function_memory_is_stable_under_concurrent_load(models_env, tmp_path):
         capture_output=True,
         text=True,
         cwd=REPO_ROOT,
-        env={**__import__("os").environ, "PYTHONPATH": str(REPO_ROOT)},
+        # REPO_ROOT for `tests`; the PYTHONPATH given stays, as it may be where `gsam2` is found
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))},
         timeout=600,
     )
     assert result.returncode == 0, result.stderr[-2000:]
@@ -264,7 +266,7 @@ def test_function_files_parse_and_match_the_generator(tmp_path):
 
 
 def test_custom_label_file_makes_a_detector(tmp_path):
-    from gsam2.nuclio.functions import main
+    from gsam2.nuclio.generate import main
 
     labels = tmp_path / "labels.txt"
     labels.write_text("forklift\npallet\n\n")
@@ -366,7 +368,7 @@ def _preloaded(preload: str, monkeypatch) -> list[tuple[str, str]]:
     ],
 )
 def test_generated_detector_for_another_backend(tmp_path, monkeypatch, options, env, pip, preloads):
-    from gsam2.nuclio.functions import main
+    from gsam2.nuclio.generate import main
 
     assert main([str(tmp_path), "--name", "custom", *options]) == 0
     for file in ("function.yaml", "function-gpu.yaml"):
@@ -385,7 +387,7 @@ def test_generated_detector_for_another_backend(tmp_path, monkeypatch, options, 
 def test_a_generated_functions_environment_is_its_run_spec(tmp_path, kind):
     """function.yaml's env, read by the handler's RunSpec.from_env, gives back the spec it was generated from."""
     from gsam2.core.spec import RunSpec
-    from gsam2.nuclio.functions import main
+    from gsam2.nuclio.generate import main
 
     settings = {"detector": "owlv2", "slice_size": 640, "slice_overlap": 96, "segmenter": "facebook/sam2.1-hiera-large",
                 "text_threshold": 0.2, "box_threshold": 0.3, "tracker": "edgetam", "batch_size": 2}
@@ -408,7 +410,7 @@ def test_deploy_script_passes_the_cloud_token_only_from_the_environment(tmp_path
     import os
     import subprocess
 
-    from gsam2.nuclio.functions import main
+    from gsam2.nuclio.generate import main
 
     assert main([str(tmp_path / "fn"), "--name", "dinox-detector", "--detector", "dinox"]) == 0
     log = tmp_path / "nuctl.log"

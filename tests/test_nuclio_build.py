@@ -17,11 +17,11 @@ import yaml
 from packaging.requirements import Requirement
 from packaging.version import Version
 
-from gsam2.nuclio.functions import FUNCTIONS
+from gsam2.nuclio.generate import FUNCTIONS
 
 from .conftest import REPO_ROOT
 
-FUNCTIONS_DIR = REPO_ROOT / "nuclio" / "functions"
+FUNCTIONS_DIR = REPO_ROOT / "nuclio" / "serverless"
 
 
 def project_floor(name: str) -> Version:

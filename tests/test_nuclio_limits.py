@@ -20,8 +20,8 @@ import pytest
 import supervision as sv
 from PIL import Image
 
-from gsam2.nuclio import detector, interactor, tracker
-from gsam2.nuclio.functions import write_function
+from gsam2.nuclio.handlers import detector, interactor, tracker
+from gsam2.nuclio.generate import write_function
 
 from . import cvat_rules
 from .conftest import REPO_ROOT, shapes_image
@@ -78,7 +78,7 @@ def status_kib(field):
     return int(re.search(field + r":\\s+(\\d+)", open("/proc/self/status").read()).group(1))
 
 name = sys.argv[1]
-module = importlib.import_module("gsam2.nuclio." + name)
+module = importlib.import_module("gsam2.nuclio.handlers." + name)
 context = make_context()
 module.init_context(context)
 ordinary = t.ordinary_request(name, t.b64(t.IMAGE))
@@ -234,8 +234,10 @@ def test_cvat_sdk_functions_refuse_a_large_image_from_its_header(tiny_models, mo
     """The agent-served cvat-sdk functions get PIL images opened lazily: refused before they are decoded."""
     import io
 
-    from gsam2.nuclio import sdk_detection, sdk_interaction, sdk_tracking
-    from gsam2.nuclio.protocol import RequestError
+    from gsam2.nuclio.sdk import detection as sdk_detection
+    from gsam2.nuclio.sdk import interaction as sdk_interaction
+    from gsam2.nuclio.sdk import tracking as sdk_tracking
+    from gsam2.nuclio.handlers.protocol import RequestError
 
     from .test_cvat_sdk_functions import DetectionContext
 

@@ -33,3 +33,17 @@ def test_version_is_consistent():
     pyproject = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
     manifest = yaml.safe_load((REPO_ROOT / "fiftyone.yml").read_text())
     assert gsam2.__version__ == pyproject["project"]["version"] == str(manifest["version"])
+
+
+def test_every_package_folder_is_in_pyproject():
+    """pyproject lists its packages (the repository root is ``gsam2``): a folder with an ``__init__.py``
+    under the installed folders that is missing there would be left out of the wheel."""
+    pyproject = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
+    listed = set(pyproject["tool"]["setuptools"]["packages"])
+    folders = {
+        ".".join(("gsam2", *init.parent.relative_to(REPO_ROOT).parts))
+        for top in ("cli", "core", "operators", "nuclio")
+        for init in (REPO_ROOT / top).rglob("__init__.py")
+    }
+    assert folders - listed == set(), "add these to [tool.setuptools] packages"
+    assert {"gsam2.nuclio.handlers", "gsam2.nuclio.sdk", "gsam2.nuclio.rest"} <= folders

@@ -16,9 +16,9 @@ from hypothesis import strategies as st
 
 from gsam2.core.errors import PromptError
 from gsam2.core.prompts import parse_prompt
-from gsam2.nuclio import detector, interactor, tracker
-from gsam2.nuclio.protocol import RequestError
-from gsam2.nuclio.tracker_state import ObjectState
+from gsam2.nuclio.handlers import detector, interactor, tracker
+from gsam2.nuclio.handlers.protocol import RequestError
+from gsam2.nuclio.handlers.tracker_state import ObjectState
 
 from .conftest import shapes_image
 from .nuclio_harness import invoke, make_context

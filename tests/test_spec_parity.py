@@ -67,7 +67,7 @@ def environment(settings: dict[str, Any]) -> RunSpec:
 
 def cvat_sdk_parameters(settings: dict[str, Any]) -> RunSpec:
     """The spec a cvat-sdk function's ``create(**params)`` builds from ``cvat-cli -p name=str:value`` strings."""
-    from gsam2.nuclio.sdk_params import spec_from_params
+    from gsam2.nuclio.sdk.params import spec_from_params
 
     return spec_from_params({name: str(value) for name, value in settings.items()})
 
@@ -83,7 +83,7 @@ def generated_function(settings: dict[str, Any]) -> RunSpec:
     import yaml
 
     from gsam2.core.spec import cli_name
-    from gsam2.nuclio.functions import SPEC_OPTIONS, main
+    from gsam2.nuclio.generate import SPEC_OPTIONS, main
 
     argv = ["--kind", "sam2-tracker" if "tracker" in settings else "grounded-sam2-detector"]
     rest = {}

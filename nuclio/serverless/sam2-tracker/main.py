@@ -1,3 +1,3 @@
 """Nuclio entry point: CVAT calls init_context once per worker, then handler per request."""
 
-from gsam2.nuclio.tracker import handler, init_context  # noqa: F401
+from gsam2.nuclio.handlers.tracker import handler, init_context  # noqa: F401

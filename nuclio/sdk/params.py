@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ..core.errors import InputError
-from ..core.spec import RunSpec, SettingError
+from ...core.errors import InputError
+from ...core.spec import RunSpec, SettingError
 
 
 def spec_from_params(params: Mapping[str, Any]) -> RunSpec:

@@ -30,9 +30,9 @@ import supervision as sv
 import yaml
 from PIL import Image
 
-from ..core.errors import GroundedSam2Error, InputError
-from ..core.images import decode_image
-from ..core.spec import RunSpec, SettingError, env_name
+from ...core.errors import GroundedSam2Error, InputError
+from ...core.images import decode_image
+from ...core.spec import RunSpec, SettingError, env_name
 
 FUNCTION_CONFIG = "/opt/nuclio/function.yaml"
 
@@ -222,7 +222,7 @@ def spec_from_env(**overrides: Any) -> RunSpec:
 
 def run_from_env(**overrides: Any):
     """A :class:`~gsam2.core.run.Run` of :func:`spec_from_env`; its models load on first use."""
-    from ..core.run import Run  # torch: only where a function serves
+    from ...core.run import Run  # torch: only where a function serves
 
     return Run(spec_from_env(**overrides))
 

@@ -26,11 +26,11 @@ from typing import Any
 import numpy as np
 import supervision as sv
 
-from ..core.errors import InputError
-from ..core.images import decode_image
-from ..core.masks import mask_crop
-from ..core.prompts import label_phrase, parse_prompt
-from .protocol import mask_bounds, polygon_points
+from ...core.errors import InputError
+from ...core.images import decode_image
+from ...core.masks import mask_crop
+from ...core.prompts import label_phrase, parse_prompt
+from ..handlers.protocol import mask_bounds, polygon_points
 
 MARK = "auto"  # the source of what we upload, and of what --replace removes
 
@@ -218,7 +218,7 @@ def shape_for(
     ``interpolate`` in cvat/apps/dataset_manager/annotation.py raises
     NotImplementedError, which fails the upload of a video task whose jobs overlap).
     """
-    from .sdk_detection import encode_crop
+    from ..sdk.detection import encode_crop
 
     has_mask = detections.mask is not None
     crop, x0, y0 = mask_crop(detections.mask, index) if has_mask else (None, 0, 0)
@@ -292,9 +292,9 @@ def annotate_task(task, mapping: dict[str, TaskLabel], run, progress=None, repla
     """
     from cvat_sdk import models
 
-    from ..core.detections import class_names
-    from ..core.engine import run_pipelined
-    from ..core.masks import finish_masks
+    from ...core.detections import class_names
+    from ...core.engine import run_pipelined
+    from ...core.masks import finish_masks
 
     phrases = list(mapping)
     summary = LabelingSummary()
@@ -346,7 +346,7 @@ def track_task(task, mapping: dict[str, TaskLabel], run, progress=None,
     """One CVAT track per object id, tracked by ``run.track`` (detector + SAM 2 or EdgeTAM, or SAM 3)."""
     from cvat_sdk import models
 
-    from ..core.detections import class_names
+    from ...core.detections import class_names
 
     check_trackable(task, mapping)
     summary = LabelingSummary()
