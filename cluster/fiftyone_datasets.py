@@ -31,7 +31,7 @@ Example::
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from ..core.errors import GroundedSam2Error, InputError
@@ -85,11 +85,13 @@ def label_dataset(
     local run. ``mask_dir`` stores masks as PNG files under that folder, which
     must be the same path on every worker (a shared file system).
 
-    ``address``: ``None`` finds a cluster as ``ray.init()`` does (``RAY_ADDRESS``,
-    then one started on this machine with ``ray start``, else a new local one);
-    ``"auto"``, ``"host:6379"``, ``"ray://host:10001"`` or ``"local"`` as
-    ``ray.init(address=...)`` takes them. A session already connected to Ray
-    keeps its connection. ``workers``: model replicas (default one per GPU of
+    ``address``: ``None`` (or ``"local"``) finds a cluster as ``ray.init()``
+    does (``RAY_ADDRESS``, then one started on this machine with ``ray start``,
+    else a new one on this machine); ``"auto"`` (the one started here with
+    ``ray start``), ``"HOST:6379"`` (a head's GCS) or ``"ray://HOST:10001"``
+    (Ray Client) join that cluster, and one that does not answer is a one-line
+    :class:`InputError` before anything is written. A session already connected
+    to Ray (``ray.init()`` in a notebook) keeps its connection, whatever the address. ``workers``: model replicas (default one per GPU of
     the cluster, 1 without GPUs); ``gpus_per_worker``: default 1 where the
     cluster has GPUs (fractions share a GPU); ``shards``: id ranges (default 4
     per worker).
@@ -196,22 +198,28 @@ def operator_context(view, params: dict[str, Any], operator_uri: str):
 # ----------------------------------------------------------------- the driver's side of a run
 
 
-def label_on_ray(ctx, operator_uri: str, written_to: str, what: str = "samples"):
+def label_on_ray(ctx, operator_uri: str, written_to: str, create_fields: Callable[[], Any], what: str = "samples"):
     """An operator's work on a Ray cluster (its ``prepare`` returns this when :func:`wants_ray`).
 
-    Call it after the run's checks and after the fields it writes exist (the
-    workers must not race to create them). Yields :class:`~..operators.runs.Progress`
-    as ranges finish; returns the run's summary, counted over every range.
+    Call it after the run's checks. It connects and sizes the pool at once, so
+    that an address where no cluster answers, a pool the cluster cannot hold or
+    a database the workers cannot reach is the run's one-line error before
+    anything is written; then ``create_fields()`` makes the fields the run
+    writes (here, once: the workers must not race to create them). Returns the
+    work: it yields :class:`~..operators.runs.Progress` as ranges finish and
+    returns the run's summary, counted over every range.
     """
     from ..operators import common
-    from ..operators.runs import Progress
 
     params = ctx.params
-    view = ctx.target_view()
     ray = connect(params.get("ray_address"))
     workers, gpus = worker_resources(ray, params.get("ray_workers"), params.get("ray_gpus_per_worker"))
-    ids = sorted(view.values("id"))
     shards = common.whole_number("Ray shards", params.get("ray_shards"), minimum=1, default=workers * SHARDS_PER_WORKER)
+    env = database_env(ray)
+    worker_class = installed_worker_class()
+    create_fields()
+    view = ctx.target_view()
+    ids = sorted(view.values("id"))
     ranges = whole_batch_ranges(ids, shards, 1 if what == "videos" else params.get("batch_size") or BATCH_ALIGNMENT)
     worker_params = {name: value for name, value in params.items() if name not in RAY_PARAMS and name != "view_target"}
     requests = [
@@ -222,10 +230,19 @@ def label_on_ray(ctx, operator_uri: str, written_to: str, what: str = "samples")
         }
         for bounds in ranges
     ]
-    total, done = len(ids), 0
+    start = lambda: start_workers(ray, worker_class, workers, gpus, env)  # noqa: E731
+    return label_ranges(ctx, ray, start, operator_uri, requests, len(ids), written_to, what)
+
+
+def label_ranges(ctx, ray, start: Callable[[], list], operator_uri: str, requests: list[dict], total: int, written_to: str, what: str):
+    """The driver's loop: the actors started, progress as each range's summary comes back, the actors ended
+    however it stops (they start here, when the work is run, so work that is never run leaves none behind)."""
+    from ..operators import common
+    from ..operators.runs import Progress
+
+    processed, objects, failed, failed_count, done = 0, 0, [], 0, 0
     yield Progress(0, total, what)
-    processed, objects, failed, failed_count = 0, 0, [], 0
-    actors = start_workers(ray, workers, gpus)
+    actors = start()
     try:
         for summary in run_shards(ray, actors, operator_uri, requests):
             processed += summary.get("processed", 0)
@@ -336,17 +353,16 @@ def database_env(ray) -> dict[str, str]:
     return env
 
 
-def start_workers(ray, workers: int, gpus_per_worker: float) -> list:
-    """``workers`` actors, each with its share of a GPU, connected to this process's database.
+def start_workers(ray, worker_class: type, workers: int, gpus_per_worker: float, env: dict[str, str]) -> list:
+    """``workers`` actors of ``worker_class``, each with its share of a GPU, ``env`` (the database) set.
 
     ``max_restarts`` / ``max_task_retries``: an actor whose process dies is
     started again and its unfinished ranges resubmitted (Ray's actor fault
     tolerance), so no range is lost.
     """
-    env = database_env(ray)
-    worker_class = ray.remote(installed_worker_class())
+    remote_class = ray.remote(worker_class)
     return [
-        worker_class.options(
+        remote_class.options(
             num_cpus=1,
             num_gpus=gpus_per_worker,
             max_restarts=-1,

@@ -19,6 +19,7 @@ from ..cluster.fiftyone_datasets import label_on_ray, wants_ray
 from ..core.run import Run
 from . import common, runs
 from .params import spec_from_params
+from .ray_option import add_ray_inputs
 
 SOURCE = "auto_label"
 DEFAULT_FLORENCE2 = DETECTOR_BACKENDS["florence2"].default_checkpoint
@@ -72,6 +73,7 @@ class AutoLabelOperator(foo.Operator):
         )
         common.add_model_inputs(inputs, detector=False, ctx=ctx)
         common.add_output_inputs(inputs, ctx, default_field="auto_label")
+        add_ray_inputs(inputs, ctx.params)
         common.add_run_notice(inputs)
         return types.Property(inputs, view=types.View(label=self.config.label))
 
@@ -91,8 +93,8 @@ class AutoLabelOperator(foo.Operator):
         common.require_images(ctx)
         common.check_outputs(ctx.dataset, settings, {caption_field_name(settings["label_field"]): "captions"})
         if wants_ray(params):  # the work runs on the cluster's workers (gsam2.cluster), in shards of the view
-            ensure_fields(ctx.dataset, settings["label_field"])
-            return label_on_ray(ctx, self.uri, f"`{settings['label_field']}`")
+            fields = lambda: ensure_fields(ctx.dataset, settings["label_field"])  # noqa: E731
+            return label_on_ray(ctx, self.uri, f"`{settings['label_field']}`", fields)
         if common.wants_fan_out(params):
             return common.queued_summary(common.queue_shards(ctx, self.uri))
 
@@ -124,6 +126,7 @@ class AutoLabelOperator(foo.Operator):
         mask_dir: str | None = None,
         device: str = "auto",
         num_shards: int = 1,
+        ray_address: str | None = None,
         delegate: bool = False,
     ):
         """Auto-label ``sample_collection`` from Python; captions go to ``<label_field>_caption``.
@@ -144,6 +147,7 @@ class AutoLabelOperator(foo.Operator):
             "mask_dir": mask_dir,
             "device": device,
             "num_shards": num_shards,
+            "ray_address": ray_address,
         }
         return runs.run_in_python(self, sample_collection, params, delegate)
 

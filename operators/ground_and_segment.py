@@ -20,6 +20,7 @@ from ..cluster.fiftyone_datasets import label_on_ray, wants_ray
 from ..core.run import Run
 from . import common, runs
 from .params import spec_from_params
+from .ray_option import add_ray_inputs
 
 #: The prompt's help for each Florence-2 task that takes one (the others need none).
 FLORENCE2_PROMPT_HELP = {
@@ -63,6 +64,7 @@ class GroundAndSegment(foo.Operator):
         if self.show_thresholds:
             common.add_threshold_inputs(inputs, ctx.params)
         common.add_output_inputs(inputs, ctx, default_field=self.default_field)
+        add_ray_inputs(inputs, ctx.params)
         common.add_run_notice(inputs)
         return types.Property(inputs, view=types.View(label=self.config.label))
 
@@ -103,8 +105,8 @@ class GroundAndSegment(foo.Operator):
         common.require_images(ctx)
         common.check_outputs(ctx.dataset, settings)
         if wants_ray(params):  # the work runs on the cluster's workers (gsam2.cluster), in shards of the view
-            common.ensure_fields(ctx.dataset, settings["label_field"])
-            return label_on_ray(ctx, self.uri, f"`{settings['label_field']}`")
+            fields = lambda: common.ensure_fields(ctx.dataset, settings["label_field"])  # noqa: E731
+            return label_on_ray(ctx, self.uri, f"`{settings['label_field']}`", fields)
         if common.wants_fan_out(params):
             return common.queued_summary(common.queue_shards(ctx, self.uri))
 
@@ -149,6 +151,7 @@ class GroundAndSegment(foo.Operator):
         mask_dir: str | None = None,
         device: str = "auto",
         num_shards: int = 1,
+        ray_address: str | None = None,
         delegate: bool = False,
     ):
         """Detect and segment what ``prompt`` names in ``sample_collection``, from Python.
@@ -158,6 +161,9 @@ class GroundAndSegment(foo.Operator):
         happens in this process, with a progress bar, however long it takes;
         ``delegate=True`` queues it for a ``fiftyone delegated launch`` worker
         instead. ``batch_size`` defaults to 1 on a CPU and 4 on a GPU.
+        ``ray_address`` (``"auto"``, ``"HOST:PORT"``, ``"ray://HOST:10001"``)
+        labels the collection on that Ray cluster's workers instead
+        (:func:`gsam2.cluster.label_dataset` takes a ``RunSpec`` and sizes the pool).
 
         Returns the run's summary: ``processed``, ``objects``, ``failed`` (file
         and reason of each failure) and ``summary`` (the same as text).
@@ -183,5 +189,6 @@ class GroundAndSegment(foo.Operator):
             "mask_dir": mask_dir,
             "device": device,
             "num_shards": num_shards,
+            "ray_address": ray_address,
         }
         return runs.run_in_python(self, sample_collection, params, delegate)

@@ -21,6 +21,7 @@ from ..core.video_io import iter_frames, probe_video
 from ..core.video_pipeline import DEFAULT_IOU_THRESHOLD, DEFAULT_STEP, BoxPrompt, track_from_boxes
 from . import common, runs
 from .params import param_problem, spec_from_params
+from .ray_option import add_ray_inputs
 from .labels import SOURCE_ATTRIBUTE, box_from_relative, to_fiftyone_detections
 
 SOURCE = "track_video"
@@ -173,6 +174,7 @@ class TrackVideo(foo.Operator):
             label="Frame label field",
             description="Written as frames.<field>",
         )
+        add_ray_inputs(inputs, ctx.params)
         common.add_run_notice(inputs)
         return types.Property(inputs, view=types.View(label=self.config.label))
 
@@ -201,8 +203,8 @@ class TrackVideo(foo.Operator):
             if source_field not in frame_detection_fields(ctx.dataset):
                 raise InputError(f"source field {source_field!r}: not a frame-level Detections field")
         if wants_ray(params):  # the videos are tracked on the cluster's workers (gsam2.cluster), in shards
-            self._ensure_frame_field(ctx.dataset, label_field)
-            return label_on_ray(ctx, self.uri, f"`frames.{label_field}`", what="videos")
+            fields = lambda: self._ensure_frame_field(ctx.dataset, label_field)  # noqa: E731
+            return label_on_ray(ctx, self.uri, f"`frames.{label_field}`", fields, what="videos")
         if mode == "prompt":
             run = Run(spec).load_for_video()  # SAM 3, or the detector + SAM 2; a phrase SAM 3 cannot take fails here
             if not spec.tracks_with_sam3:
@@ -319,7 +321,9 @@ class TrackVideo(foo.Operator):
         ``options``: detector (any backend, e.g. ``"owlv2"`` or ``"florence2"`` with
         ``task``), segmenter, tracker (a SAM 2 video checkpoint, or ``"sam3"`` to find and track
         with SAM 3 alone), device, box_threshold, text_threshold, slice_size,
-        slice_overlap, step, iou_threshold, prompt_type, reverse.
+        slice_overlap, step, iou_threshold, prompt_type, reverse; ``ray_address``
+        (``"auto"``, ``"HOST:PORT"``) tracks the videos on that Ray cluster's workers,
+        ``ray_workers`` and ``ray_gpus_per_worker`` size the pool.
         """
         params = {
             "mode": "field" if source_field else "prompt",

@@ -10,6 +10,9 @@ labels, masks and error records alike.
 from __future__ import annotations
 
 import contextlib
+import os
+import subprocess
+import sys
 
 import fiftyone as fo
 import numpy as np
@@ -222,3 +225,64 @@ def test_a_worker_error_is_the_runs_one_line_error(images, tiny_models, tmp_path
     spec = image_spec(tiny_models).replace(segmenter=str(tmp_path / "no-such-checkpoint"))
     with pytest.raises(GroundedSam2Error, match=r"segmenter checkpoint .*no-such-checkpoint.: no such file or folder"):
         label_dataset(images, spec, "onray")
+
+
+def test_a_bad_address_is_one_line(tmp_path):
+    """A fresh process (this one is already on the session's cluster, which it keeps): an address where no
+    cluster answers is the run's one-line error, in the form's words, before any work."""
+    script = (
+        "import fiftyone as fo\n"
+        "from gsam2.cluster import label_dataset\n"
+        "from gsam2.core import InputError\n"
+        "from gsam2.core.spec import RunSpec\n"
+        "dataset = fo.Dataset()\n"
+        f"dataset.add_sample(fo.Sample(filepath={str(tmp_path / 'a.png')!r}))\n"
+        "try:\n"
+        "    label_dataset(dataset, RunSpec.build(prompt='car.', device='cpu'), 'onray', address='127.0.0.1:9')\n"
+        "except InputError as error:\n"
+        "    print('ERROR', error)\n"
+        "finally:\n"
+        "    print('FIELDS', sorted(dataset.get_field_schema()))\n"
+        "    dataset.delete()\n"
+    )
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    env.pop("RAY_ADDRESS", None)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    lines = done.stdout.splitlines()
+    assert "ERROR Ray cluster address 127.0.0.1:9: no Ray cluster answers there (Connection refused)" in lines, done
+    assert not any("onray" in line for line in lines if line.startswith("FIELDS")), "nothing created before the check"
+
+
+def form(uri: str, dataset, params: dict) -> dict:
+    """The form's properties for ``params``, as FiftyOne resolves them for the App."""
+    import fiftyone.operators as foo
+    from fiftyone.operators.executor import ExecutionContext
+
+    ctx = ExecutionContext(request_params={"dataset_name": dataset.name, "params": params})
+    return foo.get_operator(uri).resolve_input(ctx).type.properties
+
+
+@pytest.mark.parametrize("uri", [GROUND, "@gsam2/grounded-sam2/auto_label", "@gsam2/grounded-sam2/florence2"])
+def test_the_image_forms_offer_a_ray_cluster_address_next_to_background_runs(images, uri):
+    names = list(form(uri, images, {}))
+    assert names.index("ray_address") == names.index("num_shards") + 1
+    assert "ray_workers" not in names, "the pool's fields come with an address"
+    with_address = form(uri, images, {"ray_address": "auto"})
+    assert with_address["ray_address"].view.label == "Ray cluster address" and not with_address["ray_address"].invalid
+    assert {"ray_workers", "ray_gpus_per_worker"} <= set(with_address)
+    problems = form(uri, images, {"ray_address": "auto", "num_shards": 2, "ray_workers": 0, "ray_gpus_per_worker": -0.5})
+    assert problems["ray_address"].error_message == (
+        "Ray cluster address: runs on Ray are not split into background runs too; set num_shards to 1"
+    )
+    assert problems["ray_workers"].error_message == "workers 0: must be a whole number of at least 1"
+    assert problems["ray_gpus_per_worker"].error_message == "GPUs per worker -0.5: must be 0 or more (fractions share a GPU)"
+
+
+def test_the_video_form_offers_a_ray_cluster_address(tmp_path):
+    dataset = fo.Dataset()
+    dataset.add_sample(fo.Sample(filepath=str(write_video(tmp_path / "a.mp4", moving_squares(2)))))
+    try:
+        properties = form(TRACK, dataset, {"ray_address": "10.0.0.1:6379", "ray_workers": 2})
+        assert "ray_address" in properties and not properties["ray_workers"].invalid
+    finally:
+        dataset.delete()
