@@ -164,7 +164,7 @@ def test_the_operators_ray_option_labels_as_a_local_run(images, tiny_models, ray
 def test_videos_tracked_on_ray_equal_a_local_run(tmp_path, tiny_models):
     paths = [write_video(tmp_path / f"{name}.mp4", moving_squares(8)) for name in "abc"]
     dataset = fo.Dataset()
-    dataset.add_samples([fo.Sample(filepath=str(path)) for path in paths])
+    dataset.add_samples([fo.Sample(filepath=str(path)) for path in [*paths, tmp_path / "missing.mp4"]])
     spec = RunSpec.build(
         prompt="red square",
         detector=str(tiny_models["grounding-dino"]),
@@ -190,9 +190,12 @@ def test_videos_tracked_on_ray_equal_a_local_run(tmp_path, tiny_models):
             local = app_runs.run(TRACK, dataset, dict(params, label_field="local"))
         assert local.error is None, local.error
         summary = label_dataset(dataset, spec, "onray", workers=2)
-        assert summary["processed"] == 3 and summary["failed_count"] == 0
+        assert summary["processed"] == 3 and summary["failed_count"] == 1
+        assert summary["failed"][0]["filepath"].endswith("missing.mp4")
         assert summary["objects"] == local.result["objects"]
-        for sample in dataset:
+        assert errors_of(dataset, "onray") == errors_of(dataset, "local")
+        assert [path for path, error in errors_of(dataset, "onray").items() if error] == [str(tmp_path / "missing.mp4")]
+        for sample in dataset.exists("onray_error", False):
             for frame in sample.frames.values():
                 ours = [(d.label, tuple(d.bounding_box), d.index, d.mask.tobytes()) for d in frame["onray"].detections]
                 theirs = [(d.label, tuple(d.bounding_box), d.index, d.mask.tobytes()) for d in frame["local"].detections]
