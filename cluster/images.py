@@ -106,7 +106,7 @@ def label_files_on_ray(
     draw: bool,
     workers: int,
     gpus_per_worker: float,
-    cpus_per_worker: float = 1.0,
+    cpus_per_worker: float | None = None,
     rows_per_call: int | None = None,
     crash_marker: str | None = None,
 ) -> Iterator[ImageResult]:

@@ -59,7 +59,7 @@ def track_videos_on_ray(
     draw: bool,
     workers: int,
     gpus_per_worker: float,
-    cpus_per_worker: float = 1.0,
+    cpus_per_worker: float | None = None,
     crash_marker: str | None = None,
 ) -> Iterator[Any]:
     """Track every job's video (:class:`~..cli.video.VideoJob`) on a pool of ``workers`` actors; yield outcomes

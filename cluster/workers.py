@@ -158,21 +158,43 @@ def pool_size(workers: int | None, gpus_per_worker: float | None) -> tuple[int, 
         raise InputError(f"--gpus-per-worker {share:g}: the cluster has {gpus:g} GPUs")
     if workers is None:
         workers = max(1, int(gpus // share)) if share > 0 else 1
+    elif workers * share > gpus + 1e-9:  # Ray would wait for the missing GPUs forever
+        raise InputError(
+            f"--workers {workers}: {workers} x {share:g} GPUs is more than the cluster's {gpus:g} "
+            "(fewer workers, or a smaller --gpus-per-worker)"
+        )
     return workers, share
 
 
-def worker_options(workers: int, gpus_per_worker: float, cpus_per_worker: float = 1.0) -> dict[str, Any]:
+def cpus_per_worker(workers: int, task_cpus: float = 1.0) -> float:
+    """The CPUs each actor reserves: 1, or less when the cluster has fewer than ``workers`` + one task's.
+
+    Ray schedules by reserved (logical) CPUs. An actor that held a whole CPU on a cluster with no CPU
+    left over would starve the decode and write tasks that feed it, and the run would wait forever;
+    so on a small cluster (a laptop, the tests' 2 CPUs) the actors share what is left after one task.
+    On a GPU node the actor mostly waits for its GPU: a share of a CPU is what it needs.
+
+    Example: 8 CPUs, 4 workers -> 1.0; 2 CPUs, 2 workers -> 0.5; 1 CPU, 1 worker -> 0.0.
+    """
+    import ray
+
+    cpus = float(ray.cluster_resources().get("CPU", 0.0))
+    return min(1.0, math.floor(max(0.0, cpus - task_cpus) / workers * 1000) / 1000)
+
+
+def worker_options(workers: int, gpus_per_worker: float, cpus: float | None = None) -> dict[str, Any]:
     """``map_batches`` arguments for a fixed pool of ``workers`` model replicas.
 
     ``compute=ActorPoolStrategy(size=N)`` is Ray Data's fixed pool (``concurrency=N`` in newer spellings);
     ``max_tasks_in_flight_per_actor=2`` lets the next batch's transfer overlap the current one's work.
+    ``cpus``: each actor's reserved CPUs (default :func:`cpus_per_worker`, fitted to the cluster).
     """
     from ray.data import ActorPoolStrategy
 
     return {
         "compute": ActorPoolStrategy(size=workers, max_tasks_in_flight_per_actor=2),
         "num_gpus": gpus_per_worker or None,
-        "num_cpus": cpus_per_worker,
+        "num_cpus": cpus_per_worker(workers) if cpus is None else cpus,
     }
 
 

@@ -145,7 +145,9 @@ def test_autolabel_on_ray_writes_the_same_files_as_a_local_run(tmp_path, tiny_mo
             "--detector", f"florence2:{tiny_models['florence2']}", "--segmenter", str(tiny_models["sam2"]),
             "--device", "cpu", "--quiet"]
     assert main([*args, "--output", str(tmp_path / "local")]) == 0
-    assert main([*args, "--output", str(tmp_path / "ray"), "--ray", ray_address]) == 0
+    # Two workers on the 2-CPU cluster: each reserves half a CPU, so the decode and write tasks still get
+    # one (a worker holding a whole CPU each would starve them and the run would wait forever).
+    assert main([*args, "--output", str(tmp_path / "ray"), "--ray", ray_address, "--workers", "2"]) == 0
     out, _ = capsys.readouterr()
     assert "images processed: 2" in out
     assert all("caption" in json.loads(p.read_text()) for p in (tmp_path / "ray").glob("*.json"))
@@ -167,14 +169,21 @@ def videos(tmp_path_factory) -> Path:
     return folder
 
 
-def test_videos_on_ray_write_the_same_files_as_local_runs(tmp_path, tiny_models, videos, ray_address, capsys):
+def test_videos_on_ray_write_the_same_files_as_local_runs(tmp_path, tiny_models, videos, ray_address, capsys,
+                                                          monkeypatch):
     # One video at a time, as gsam2 video has always run: the reference names and bytes.
     for video in ("a.mp4", "b.mkv"):
         assert main(video_args(tiny_models, "--input", str(videos / video), "--output", str(tmp_path / "one"))) == 0
     assert main(video_args(tiny_models, "--input", str(videos), "--output", str(tmp_path / "local"))) == 1
+    # A worker process dies on its first video (os._exit, as an OOM kill): Ray starts it again and the video
+    # is tracked again from its first frame; its files are one run's, the same bytes as a local run's.
+    marker = tmp_path / "worker-died"
+    monkeypatch.setenv("GSAM2_RAY_CRASH_ONCE", str(marker))
     status = main(video_args(tiny_models, "--input", str(videos), "--output", str(tmp_path / "ray"),
                              "--ray", ray_address, "--workers", "2"))
+    monkeypatch.delenv("GSAM2_RAY_CRASH_ONCE")
     out, err = capsys.readouterr()
+    assert marker.exists(), "no worker died: the test did not test anything"
     assert status == 1, err
     assert out.count("videos processed: 2") == 2 and out.count("failures:         1") == 2
     assert f"failed: {videos / 'c.mp4'}" in out
@@ -200,7 +209,7 @@ def test_videos_sharing_a_stem_get_distinct_names(tmp_path, tiny_models):
     status = main(video_args(tiny_models, "--input", str(tmp_path / "x"), str(tmp_path / "y"), "--output",
                              str(tmp_path / "out"), "--no-draw"))
     assert status == 0
-    assert sorted(files_of(tmp_path / "out")) == ["clip-2.jsonl", "clip.jsonl"]
+    assert sorted(files_of(tmp_path / "out")) == ["clip.mp4-2.jsonl", "clip.mp4.jsonl"]  # gsam2 image's rule
 
 
 @pytest.mark.parametrize(
@@ -210,6 +219,7 @@ def test_videos_sharing_a_stem_get_distinct_names(tmp_path, tiny_models):
         (["--ray", "nowhere"], "--ray nowhere: not a cluster address (HOST:PORT, ray://HOST:PORT or auto)"),
         (["--ray", "--workers", "0"], "--workers 0: must be at least 1"),
         (["--ray", "--gpus-per-worker", "-1"], "--gpus-per-worker -1: must be 0 or more"),
+        (["--ray", "--gpus-per-worker", "nan"], "--gpus-per-worker nan: must be 0 or more"),
         (["--workers", "2"], "--workers: only with --ray"),
         (["--gpus-per-worker", "0.5"], "--gpus-per-worker: only with --ray"),
     ],
@@ -237,6 +247,31 @@ def test_more_gpus_per_worker_than_the_cluster_has_is_a_usage_error(tmp_path, ra
                    "--ray", ray_address, "--gpus-per-worker", "1"])
     assert status == 2
     assert "--gpus-per-worker 1: the cluster has 0 GPUs" in capsys.readouterr().err
+
+
+def test_the_pool_fits_the_cluster(ray_address, monkeypatch):
+    """Default sizes, fractional GPUs, and pools the cluster cannot hold (one line, not a run that waits forever)."""
+    from gsam2.cluster import workers
+    from gsam2.core.errors import InputError
+
+    cpus = ray_cpus()
+    assert workers.pool_size(None, None) == (1, 0.0)  # no GPUs: one replica
+    assert workers.cpus_per_worker(1) == min(1.0, cpus - 1)
+    assert workers.cpus_per_worker(3) == pytest.approx(min(1.0, (cpus - 1) / 3), abs=1e-3)
+    monkeypatch.setattr(workers, "cluster_gpus", lambda: 4.0)  # the arithmetic of a 4-GPU cluster
+    assert workers.pool_size(None, None) == (4, 1.0)
+    assert workers.pool_size(None, 0.5) == (8, 0.5)
+    assert workers.pool_size(2, 0.25) == (2, 0.25)
+    with pytest.raises(InputError, match=r"^--workers 5: 5 x 1 GPUs is more than the cluster's 4 "):
+        workers.pool_size(5, 1.0)
+    with pytest.raises(InputError, match=r"^--gpus-per-worker 8: the cluster has 4 GPUs$"):
+        workers.pool_size(None, 8.0)
+
+
+def ray_cpus() -> float:
+    import ray
+
+    return float(ray.cluster_resources()["CPU"])
 
 
 def test_ray_not_installed_says_how_to_install_it(tmp_path):

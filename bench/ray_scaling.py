@@ -1,0 +1,290 @@
+"""How ``gsam2 image --ray`` scales with the number of model replicas, measured without a GPU.
+
+Each Ray actor's model forwards are the stand-ins of :mod:`simulated_accelerator` (they sleep for a
+T4-class or H100-class time, releasing the GIL as a CUDA wait does, and return outputs of the real
+shapes); everything else is the real code on the real Ray cluster: ``gsam2 image --ray`` (``cli.main``)
+plans the run, Ray Data decodes in tasks, the actor pool (``gsam2.cluster.images.ImageWorker``) runs the
+real processors, box selection and mask prompts, and write tasks make the masks, RLE and JSON.
+
+The stand-ins reach the actors through Ray's ``worker_process_setup_hook``: every worker process of the
+cluster gets a model cache that builds the simulated detector and segmenter the first time an actor
+asks for them by name (``simulated/grounding-dino``, ``simulated/sam2``), as a real actor loads its
+checkpoints in ``__init__``. The cluster declares N GPUs (``ray.init(num_gpus=N)``; nothing uses them):
+``--ray`` then sizes the pool as it would on a real N-GPU machine, one replica per GPU.
+
+For N actors the ceiling is N x one replica's ceiling (1 / the stand-ins' time per image). Each case runs
+in its own process with its own cluster. Reported per case: images/s and its ratio to the ceiling, host
+CPU per image (every process of the run: driver, Ray's own daemons, tasks and actors), peak RSS per
+actor and of the driver. The single-process engine (``gsam2 image`` without Ray) is measured in the same
+invocation on the same images, for the Ray-overhead goal (1 actor against it).
+
+Run (2-core CPU)::
+
+    HF_HUB_OFFLINE=1 python bench/ray_scaling.py --simulated-accelerator
+    HF_HUB_OFFLINE=1 python bench/ray_scaling.py --simulated-accelerator --images 60 --actors 1,4 --profiles t4
+
+Options: ``--images N`` (240), ``--actors 1,2,4,8``, ``--profiles t4,h100``, ``--batch-size`` (4),
+``--cpus N`` (logical CPUs the cluster declares for tasks, besides one per actor; 2), ``--json FILE``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+BENCH = str(Path(__file__).resolve().parent)
+sys.path.insert(0, BENCH)
+
+import simulated_accelerator as sim  # noqa: E402 - the stand-ins, the images, the engine's own case
+
+SIZE = "1mp"  # 1280 x 800, 10 objects per image
+
+# ---------------------------------------------------------------- inside every Ray worker process
+
+
+def setup_worker() -> None:
+    """Ray's ``worker_process_setup_hook``: stand-in models on demand, one torch thread (as the engine case).
+
+    The model cache of :mod:`gsam2.core.models` is replaced by one that builds the simulated models when
+    a ``simulated/...`` name is first asked for; other names load as usual. Only the actors ask, so the
+    decode and write tasks pay nothing.
+    """
+    import sys
+
+    import torch
+
+    from gsam2.core import models
+
+    sys.path.insert(0, BENCH)
+    import simulated_accelerator as sim
+
+    torch.set_num_threads(1)  # see simulated_accelerator.run_case: the host's share without OpenMP spinning
+
+    class SimulatedModels(dict):
+        def __contains__(self, key) -> bool:
+            if not dict.__contains__(self, key) and str(key[1]).startswith("simulated/"):
+                profile = sim.PROFILES[os.environ["GSAM2_SIM_PROFILE"]]
+                objects = sim.SIZES["1mp"][2]
+                sim.install_models(profile, objects, sim.StageClock(), Path(os.environ["GSAM2_SIM_WORKDIR"]))
+            return dict.__contains__(self, key)
+
+    models._cache = SimulatedModels(models._cache)
+
+
+# ---------------------------------------------------------------- measuring the process tree
+
+
+class TreeSampler:
+    """Samples this process and all its descendants (Ray's daemons and workers) every ``period`` seconds.
+
+    Keeps each process's last CPU time and its peak RSS, and what it is (Ray sets a worker's title to
+    ``ray::<what it runs>``): actors are the processes whose title names ``MapWorker``.
+    """
+
+    def __init__(self, period: float = 0.2):
+        import psutil
+
+        self.psutil, self.period = psutil, period
+        self.me = psutil.Process()
+        self.cpu: dict[int, float] = {}
+        self.base: dict[int, float] = {}
+        self.rss: dict[int, int] = {}
+        self.title: dict[int, str] = {}
+        self.stop_event = threading.Event()
+        self.thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _sample(self) -> None:
+        for proc in [self.me, *self.me.children(recursive=True)]:
+            try:
+                with proc.oneshot():
+                    times = proc.cpu_times()
+                    cpu = times.user + times.system
+                    rss = proc.memory_info().rss
+                    if proc.pid not in self.title:
+                        self.title[proc.pid] = " ".join(proc.cmdline())[:120]
+            except (self.psutil.NoSuchProcess, self.psutil.AccessDenied, self.psutil.ZombieProcess):
+                continue
+            self.cpu[proc.pid] = cpu
+            self.rss[proc.pid] = max(self.rss.get(proc.pid, 0), rss)
+
+    def start(self) -> None:
+        self._sample()
+        self.base = dict(self.cpu)
+        self.rss = {}
+        self.thread.start()
+
+    def _loop(self) -> None:
+        while not self.stop_event.wait(self.period):
+            self._sample()
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.thread.join()
+        self._sample()
+
+    def cpu_seconds(self) -> float:
+        return sum(cpu - self.base.get(pid, 0.0) for pid, cpu in self.cpu.items())
+
+    def actor_peaks_mib(self) -> list[float]:
+        return sorted(
+            (rss / 2**20 for pid, rss in self.rss.items() if "MapWorker" in self.title.get(pid, "")), reverse=True
+        )
+
+    def driver_peak_mib(self) -> float:
+        return self.rss.get(self.me.pid, 0) / 2**20
+
+
+# ---------------------------------------------------------------- one case (in a fresh process)
+
+
+def ray_case(profile: str, actors: int, images: int, batch_size: int, cpus: int, workdir: Path) -> dict:
+    """``gsam2 image --ray`` on a fresh local cluster of ``actors`` declared GPUs; its figures."""
+    import ray
+
+    from gsam2.cli.main import main
+
+    os.environ["GSAM2_SIM_PROFILE"], os.environ["GSAM2_SIM_WORKDIR"] = profile, str(workdir)
+    sim.write_sam2_processor(workdir)  # once, before the actors read it
+    temp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: Unix socket paths
+    ray.init(
+        num_cpus=actors + cpus,  # one per actor (its logical share; the host has what it has) + the tasks'
+        num_gpus=actors,
+        include_dashboard=False,
+        log_to_driver=False,
+        _temp_dir=temp,
+        runtime_env={
+            "worker_process_setup_hook": setup_worker,
+            "env_vars": {"GSAM2_SIM_PROFILE": profile, "GSAM2_SIM_WORKDIR": str(workdir), "HF_HUB_OFFLINE": "1"},
+        },
+    )
+    try:
+        folder = workdir / f"images-{SIZE}"
+        output = workdir / f"out-ray-{profile}-{actors}"
+        argv = ["image", "--prompt", sim.PROMPT, "--input", str(folder), "--output", str(output),
+                "--detector", "simulated/grounding-dino", "--segmenter", "simulated/sam2", "--device", "cpu",
+                "--box-threshold", "0.3", "--batch-size", str(batch_size), "--no-draw", "--quiet", "--ray"]
+        sampler = TreeSampler()
+        sampler.start()
+        start = time.perf_counter()
+        status = main(argv)
+        seconds = time.perf_counter() - start
+        sampler.stop()
+        assert status == 0, status
+        written = len(list(output.glob("*.json")))
+        assert written == images, (written, images)
+        actor_peaks = sampler.actor_peaks_mib()
+        return {
+            "loop": "ray",
+            "profile": profile,
+            "actors": actors,
+            "images": images,
+            "seconds": seconds,
+            "images_per_s": images / seconds,
+            "host_cpu_s_per_image": sampler.cpu_seconds() / images,
+            "actor_peak_rss_mib": max(actor_peaks) if actor_peaks else None,
+            "actor_processes": len(actor_peaks),
+            "driver_peak_rss_mib": sampler.driver_peak_mib(),
+        }
+    finally:
+        ray.shutdown()
+
+
+def engine_case(profile: str, images: int, batch_size: int, workdir: Path) -> dict:
+    """The single-process engine (``gsam2 image``, no Ray) on the same images: simulated_accelerator's own case."""
+    case = sim.Case(profile, SIZE, False, "engine", images, batch_size, 1)
+    result = sim.run_case(case, workdir)
+    return {
+        "loop": "engine",
+        "profile": profile,
+        "actors": 1,
+        "images": images,
+        "images_per_s": result["images_per_s"],
+        "host_cpu_s_per_image": result["host_cpu_s_per_image"],
+        "actor_peak_rss_mib": result["peak_rss_mib"],
+        "driver_peak_rss_mib": result["peak_rss_mib"],
+    }
+
+
+def ceiling(profile: str) -> float:
+    """One replica's images/s if the host never made it wait (simulated_accelerator's ceiling)."""
+    p = sim.PROFILES[profile]
+    objects = sim.SIZES[SIZE][2]
+    return 1 / (p["detector"] + p["encoder"] + p["decoder"] * -(-objects // 64))
+
+
+# ---------------------------------------------------------------- driver
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--simulated-accelerator", action="store_true", required=True,
+                        help="the only mode: stand-in model forwards (see the module doc)")
+    parser.add_argument("--images", type=int, default=240)
+    parser.add_argument("--actors", default="1,2,4,8")
+    parser.add_argument("--profiles", default="t4,h100")
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--cpus", type=int, default=2, help="logical CPUs the cluster offers tasks, besides the actors'")
+    parser.add_argument("--no-engine", action="store_true", help="skip the single-process engine case")
+    parser.add_argument("--json", help="write the figures here")
+    parser.add_argument("--_child", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args._child:
+        case, result_path = json.loads(args._child), None
+        result_path = Path(case.pop("result"))
+        workdir = Path(case.pop("workdir"))
+        if case["loop"] == "engine":
+            result = engine_case(case["profile"], args.images, args.batch_size, workdir)
+        else:
+            result = ray_case(case["profile"], case["actors"], args.images, args.batch_size, args.cpus, workdir)
+        result_path.write_text(json.dumps(result))
+        return 0
+
+    results = []
+    with tempfile.TemporaryDirectory(prefix="gsam2-ray-scaling-") as tmp:
+        workdir = Path(tmp)
+        sim.make_images(workdir, SIZE, args.images)
+        for profile in args.profiles.split(","):
+            cases = [] if args.no_engine else [{"loop": "engine", "profile": profile}]
+            cases += [{"loop": "ray", "profile": profile, "actors": int(n)} for n in args.actors.split(",")]
+            engine = None
+            for case in cases:
+                result_path = workdir / "result.json"
+                child = [sys.executable, __file__, "--simulated-accelerator", "--images", str(args.images),
+                         "--batch-size", str(args.batch_size), "--cpus", str(args.cpus),
+                         "--_child", json.dumps({**case, "workdir": str(workdir), "result": str(result_path)})]
+                subprocess.run(child, check=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+                result = json.loads(result_path.read_text())
+                n = result["actors"]
+                result["ceiling_images_per_s"] = n * ceiling(profile)
+                result["ratio"] = result["images_per_s"] / result["ceiling_images_per_s"]
+                if result["loop"] == "engine":
+                    engine = result
+                elif engine is not None and n == 1:
+                    result["of_engine"] = result["images_per_s"] / engine["images_per_s"]
+                results.append(result)
+                print_result(result)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+    return 0
+
+
+def print_result(r: dict) -> None:
+    extra = f"; {r['of_engine']:.2f} of the engine's" if "of_engine" in r else ""
+    actor = f"{r['actor_peak_rss_mib']:.0f}" if r.get("actor_peak_rss_mib") else "?"
+    print(
+        f"{r['profile']:>5} {r['loop']:>6} x{r['actors']}: {r['images_per_s']:6.2f} img/s of "
+        f"{r['ceiling_images_per_s']:6.2f} = {r['ratio']:.2f}{extra}; host CPU {r['host_cpu_s_per_image'] * 1000:.0f} "
+        f"ms/img; peak RSS per actor {actor} MiB, driver {r['driver_peak_rss_mib']:.0f} MiB",
+        flush=True,
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
