@@ -297,10 +297,25 @@ def in_our_words(error: InputError) -> InputError:
 
 def connect(address: str | None):
     """Ray, connected to the cluster ``address`` names (:func:`.workers.connect`; ``"default"``/``"local"``:
-    the one ``ray.init()`` finds, else a new one on this machine). A process already on a cluster stays there."""
+    the one ``ray.init()`` finds, else a new one on this machine).
+
+    A process already on a cluster stays there (Ray allows one per process): ``auto`` and the defaults
+    take it as it is, but a ``HOST:PORT`` that is not its address is refused in one line, rather than
+    labelling on another cluster than the one named (an App server keeps the cluster of its first run).
+    """
+    import sys
+
     from . import workers
 
     address = (address or "").strip()
+    if "ray" in sys.modules and sys.modules["ray"].is_initialized():
+        connected = sys.modules["ray"].get_runtime_context().gcs_address
+        if address not in ("", "default", "local", "auto") and not address.startswith("ray://"):
+            if not same_address(address, connected):
+                raise InputError(
+                    f"Ray cluster address {address}: this process is already connected to the Ray cluster at "
+                    f"{connected} (one cluster per process: restart it to use another)"
+                )
     try:
         workers.connect(None if address in ("", "default", "local") else address)
     except InputError as error:
@@ -308,6 +323,36 @@ def connect(address: str | None):
     import ray
 
     return ray
+
+
+def same_address(address: str, connected: str) -> bool:
+    """Whether ``HOST:PORT`` is the cluster at ``connected`` (the GCS address Ray reports, ``IP:PORT``).
+
+    Hosts are compared by the address they resolve to; a name of this machine (``localhost``) is the same
+    as Ray's own address of this node.
+    """
+    import socket
+
+    def split(text: str) -> tuple[str, str]:
+        host, _, port = text.rpartition(":")
+        return host.strip("[]"), port
+
+    def resolve(host: str) -> str:
+        try:
+            return socket.gethostbyname(host)
+        except OSError:
+            return host
+
+    (host, port), (their_host, their_port) = split(address), split(connected)
+    if port != their_port:
+        return False
+    ours, theirs = resolve(host), resolve(their_host)
+    if ours == theirs:
+        return True
+    import ray
+
+    this_machine = {"127.0.0.1", resolve(socket.gethostname()), ray.util.get_node_ip_address()}
+    return ours.startswith("127.") and theirs in this_machine or theirs.startswith("127.") and ours in this_machine
 
 
 def worker_resources(ray, workers: Any, gpus_per_worker: Any) -> tuple[int, float]:
@@ -360,10 +405,15 @@ def start_workers(ray, worker_class: type, workers: int, gpus_per_worker: float,
     started again and its unfinished ranges resubmitted (Ray's actor fault
     tolerance), so no range is lost.
     """
+    from .workers import cpus_per_worker
+
     remote_class = ray.remote(worker_class)
+    # A whole CPU each, or a share on a cluster with fewer CPUs than workers: an actor Ray cannot place
+    # would hold its range forever. The actor decodes, labels and writes itself: no task needs a CPU.
+    cpus = cpus_per_worker(workers, task_cpus=0.0)
     return [
         remote_class.options(
-            num_cpus=1,
+            num_cpus=cpus,
             num_gpus=gpus_per_worker,
             max_restarts=-1,
             max_task_retries=-1,

@@ -144,8 +144,9 @@ def test_a_view_labelled_on_ray_equals_a_local_run(images, tiny_models, tmp_path
     assert len(pngs) == summary["objects"] and len(set(pngs)) == 5
     assert all(d.mask is None and d.mask_path for d in images.first()["onray"].detections)
 
-    # A re-run on Ray replaces the labels (the ranges are redone, nothing is added twice).
-    again = label_dataset(view, spec, "onray", mask_dir=str(tmp_path / "masks"), workers=1)
+    # A re-run on Ray replaces the labels (the ranges are redone, nothing is added twice); more workers
+    # than the test cluster's 2 CPUs share them rather than wait for CPUs that never come.
+    again = label_dataset(view, spec, "onray", mask_dir=str(tmp_path / "masks"), workers=3)
     assert again["objects"] == summary["objects"] and images.count("onray.detections") == summary["objects"]
 
 
@@ -254,6 +255,18 @@ def test_a_bad_address_is_one_line(tmp_path):
     lines = done.stdout.splitlines()
     assert "ERROR Ray cluster address 127.0.0.1:9: no Ray cluster answers there (Connection refused)" in lines, done
     assert not any("onray" in line for line in lines if line.startswith("FIELDS")), "nothing created before the check"
+
+
+def test_another_address_than_the_connected_clusters_is_one_line(images, tiny_models, ray_address):
+    with pytest.raises(InputError, match=r"^Ray cluster address 127\.0\.0\.1:9: this process is already connected to "
+                       r"the Ray cluster at \S+ \(one cluster per process: restart it to use another\)$"):
+        label_dataset(images, image_spec(tiny_models), "onray", address="127.0.0.1:9")
+    assert "onray" not in images.get_field_schema(), "nothing created before the check"
+    host, port = ray_address.rsplit(":", 1)
+    from gsam2.cluster.fiftyone_datasets import same_address
+
+    assert same_address(ray_address, ray_address) and same_address(f"localhost:{port}", ray_address)
+    assert not same_address(f"{host}:{int(port) + 1}", ray_address)
 
 
 def form(uri: str, dataset, params: dict) -> dict:
