@@ -76,6 +76,41 @@ def setup_worker() -> None:
             return dict.__contains__(self, key)
 
     models._cache = SimulatedModels(models._cache)
+    time_stages(Path(os.environ["GSAM2_SIM_WORKDIR"]) / "stage-cpu")
+
+
+def time_stages(folder: Path) -> None:
+    """Each stage function's own CPU time (its thread's), summed per process into ``folder/<pid>.json``.
+
+    What a stage's processes spend besides (the process's CPU less this) is Ray's: fetching blocks,
+    turning them into batches and back, scheduling. Stage functions are found by name in their module
+    (Ray Data sends them by reference), so replacing the module's attribute here times the real calls.
+    """
+    import atexit
+    import threading
+
+    from gsam2.cluster import images
+
+    folder.mkdir(exist_ok=True)
+    totals: dict[str, float] = {}
+    lock = threading.Lock()
+
+    def timed(name, function):
+        def call(*args, **kwargs):
+            start = time.thread_time()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                with lock:
+                    totals[name] = totals.get(name, 0.0) + time.thread_time() - start
+                    (folder / f"{os.getpid()}.json").write_text(json.dumps(totals))
+
+        return call
+
+    images.decode = timed("decode", images.decode)
+    images.write = timed("write", images.write)
+    images.ImageWorker.__call__ = timed("actor call (its thread)", images.ImageWorker.__call__)
+    del atexit
 
 
 # ---------------------------------------------------------------- measuring the process tree
@@ -88,7 +123,7 @@ class TreeSampler:
     ``ray::<what it runs>``): actors are the processes whose title names ``MapWorker``.
     """
 
-    def __init__(self, period: float = 0.2):
+    def __init__(self, period: float = 1.0):
         import psutil
 
         self.psutil, self.period = psutil, period
@@ -98,7 +133,13 @@ class TreeSampler:
         self.rss: dict[int, int] = {}
         self.title: dict[int, str] = {}
         self.stop_event = threading.Event()
+        self.lock = threading.Lock()
         self.thread = threading.Thread(target=self._loop, daemon=True)
+
+    def sample(self) -> None:
+        """One sample now (the thread samples every ``period``)."""
+        with self.lock:
+            self._sample()
 
     def _sample(self) -> None:
         for proc in [self.me, *self.me.children(recursive=True)]:
@@ -107,8 +148,9 @@ class TreeSampler:
                     times = proc.cpu_times()
                     cpu = times.user + times.system
                     rss = proc.memory_info().rss
-                    if proc.pid not in self.title:
-                        self.title[proc.pid] = " ".join(proc.cmdline())[:120]
+                    title = " ".join(proc.cmdline())[:120]  # Ray retitles a worker by what it runs
+                    if "MapWorker" not in self.title.get(proc.pid, ""):  # an actor stays one
+                        self.title[proc.pid] = title
             except (self.psutil.NoSuchProcess, self.psutil.AccessDenied, self.psutil.ZombieProcess):
                 continue
             self.cpu[proc.pid] = cpu
@@ -122,15 +164,31 @@ class TreeSampler:
 
     def _loop(self) -> None:
         while not self.stop_event.wait(self.period):
-            self._sample()
+            self.sample()
 
     def stop(self) -> None:
         self.stop_event.set()
         self.thread.join()
-        self._sample()
+        self.sample()
 
     def cpu_seconds(self) -> float:
         return sum(cpu - self.base.get(pid, 0.0) for pid, cpu in self.cpu.items())
+
+    def cpu_by_role(self) -> dict[str, float]:
+        """CPU seconds by what the processes are: the driver, actors, Ray Data's tasks, Ray's daemons."""
+        roles: dict[str, float] = {}
+        for pid, cpu in self.cpu.items():
+            title = self.title.get(pid, "")
+            role = (
+                "driver" if pid == self.me.pid
+                else "actors" if "MapWorker" in title
+                else "tasks" if title.startswith("ray::") and ("MapBatches" in title or "IDLE" in title)
+                else "raylet" if "raylet" in title
+                else "gcs" if "gcs_server" in title
+                else "other Ray processes"
+            )
+            roles[role] = roles.get(role, 0.0) + cpu - self.base.get(pid, 0.0)
+        return roles
 
     def actor_peaks_mib(self) -> list[float]:
         return sorted(
@@ -149,8 +207,12 @@ def ray_case(profile: str, actors: int, images: int, batch_size: int, cpus: int,
     import ray
 
     from gsam2.cli.main import main
+    from gsam2.cluster import images as cluster_images
+
+    import shutil
 
     os.environ["GSAM2_SIM_PROFILE"], os.environ["GSAM2_SIM_WORKDIR"] = profile, str(workdir)
+    shutil.rmtree(workdir / "stage-cpu", ignore_errors=True)  # the previous case's
     sim.write_sam2_processor(workdir)  # once, before the actors read it
     temp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")  # short: Unix socket paths
     ray.init(
@@ -171,26 +233,66 @@ def ray_case(profile: str, actors: int, images: int, batch_size: int, cpus: int,
                 "--detector", "simulated/grounding-dino", "--segmenter", "simulated/sam2", "--device", "cpu",
                 "--box-threshold", "0.3", "--batch-size", str(batch_size), "--no-draw", "--quiet", "--ray"]
         sampler = TreeSampler()
+        landed: list[float] = []  # when each result reached the driver
+        at_first: list[float] = []  # the process tree's CPU seconds when the first result landed
+        roles_at_first: dict[str, float] = {}
+        real = cluster_images.label_files_on_ray
+
+        def timed(*args, **kwargs):
+            for result in real(*args, **kwargs):
+                landed.append(time.perf_counter())
+                if len(landed) == 1:
+                    sampler.sample()
+                    at_first.append(sampler.cpu_seconds())
+                    roles_at_first.update(sampler.cpu_by_role())
+                yield result
+
+        cluster_images.label_files_on_ray = timed  # cli.image imports it when the run starts
+        # The pool starts all its actors (models loaded) before the first batch flows, so that the steady
+        # state below is N actors' and not the first actor's while the others still start.
+        from ray.data import DataContext
+
+        DataContext.get_current().wait_for_min_actors_s = 600
         sampler.start()
         start = time.perf_counter()
         status = main(argv)
         seconds = time.perf_counter() - start
         sampler.stop()
         assert status == 0, status
+        stage_cpu: dict[str, float] = {}
+        for path in (workdir / "stage-cpu").glob("*.json"):
+            for name, value in json.loads(path.read_text()).items():
+                stage_cpu[name] = stage_cpu.get(name, 0.0) + value
         written = len(list(output.glob("*.json")))
         assert written == images, (written, images)
         actor_peaks = sampler.actor_peaks_mib()
+        # Steady state: from the first result to the last, i.e. without the cluster's start-up (worker
+        # processes, imports, model loads: paid once per run, nothing next to a bulk run of hours).
+        # The first block's rows land together: they were done before the window opened.
+        first_block = sum(1 for t in landed if t - landed[0] < 0.05)
+        window = landed[-1] - landed[0]
+        steady = (len(landed) - first_block) / window if window > 0 else 0.0
+        total_cpu = sampler.cpu_seconds()
         return {
             "loop": "ray",
             "profile": profile,
             "actors": actors,
             "images": images,
             "seconds": seconds,
-            "images_per_s": images / seconds,
-            "host_cpu_s_per_image": sampler.cpu_seconds() / images,
+            "images_per_s": steady,
+            "end_to_end_images_per_s": images / seconds,
+            "first_result_s": landed[0] - start,
+            "host_cpu_s_per_image": (total_cpu - at_first[0]) / max(1, len(landed) - first_block),
+            "host_cpu_s_per_image_end_to_end": total_cpu / images,
+            "host_cores_busy": (total_cpu - at_first[0]) / window if window > 0 else 0.0,
             "actor_peak_rss_mib": max(actor_peaks) if actor_peaks else None,
             "actor_processes": len(actor_peaks),
             "driver_peak_rss_mib": sampler.driver_peak_mib(),
+            "stage_cpu_s_per_image": {k: v / images for k, v in sorted(stage_cpu.items())},  # whole run
+            "host_cpu_s_per_image_by_role": {  # steady state, as host_cpu_s_per_image
+                k: (v - roles_at_first.get(k, 0.0)) / max(1, len(landed) - first_block)
+                for k, v in sorted(sampler.cpu_by_role().items())
+            },
         }
     finally:
         ray.shutdown()
@@ -205,8 +307,10 @@ def engine_case(profile: str, images: int, batch_size: int, workdir: Path) -> di
         "profile": profile,
         "actors": 1,
         "images": images,
-        "images_per_s": result["images_per_s"],
+        "images_per_s": result["images_per_s"],  # end to end: its start-up is the models' (cached: ~0)
+        "end_to_end_images_per_s": result["images_per_s"],
         "host_cpu_s_per_image": result["host_cpu_s_per_image"],
+        "host_cores_busy": result["host_cpu_s_per_image"] * result["images_per_s"],
         "actor_peak_rss_mib": result["peak_rss_mib"],
         "driver_peak_rss_mib": result["peak_rss_mib"],
     }
@@ -277,13 +381,25 @@ def main(argv: list[str] | None = None) -> int:
 
 def print_result(r: dict) -> None:
     extra = f"; {r['of_engine']:.2f} of the engine's" if "of_engine" in r else ""
+    if r["loop"] == "ray":
+        extra += (f" (end to end {r['end_to_end_images_per_s']:.2f} img/s, first result at "
+                  f"{r['first_result_s']:.1f} s)")
     actor = f"{r['actor_peak_rss_mib']:.0f}" if r.get("actor_peak_rss_mib") else "?"
     print(
         f"{r['profile']:>5} {r['loop']:>6} x{r['actors']}: {r['images_per_s']:6.2f} img/s of "
         f"{r['ceiling_images_per_s']:6.2f} = {r['ratio']:.2f}{extra}; host CPU {r['host_cpu_s_per_image'] * 1000:.0f} "
-        f"ms/img; peak RSS per actor {actor} MiB, driver {r['driver_peak_rss_mib']:.0f} MiB",
+        f"ms/img, {r['host_cores_busy']:.2f} cores busy{roles(r)}; peak RSS per actor {actor} MiB, driver {r['driver_peak_rss_mib']:.0f} MiB",
         flush=True,
     )
+
+
+def roles(r: dict) -> str:
+    by_role = r.get("host_cpu_s_per_image_by_role")
+    if not by_role:
+        return ""
+    stages = r.get("stage_cpu_s_per_image", {})
+    return (" (by process: " + ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in by_role.items()) + "; of which in "
+            + ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in stages.items()) + ")")
 
 
 if __name__ == "__main__":

@@ -232,20 +232,22 @@ def label_image_files(args: argparse.Namespace, plan: ImageRunPlan, process) -> 
 
 
 def write_image_outputs(
-    output: Path, stem: str, path: Path, image, detections, extra: dict, draw: bool = True
+    output: Path, stem: str, path: Path, image, detections, extra: dict, draw: bool = True,
+    size: tuple[int, int] | None = None,
 ) -> int:
     """Encode (RLE, JSON, drawing) and write one image's files; return its number of objects.
 
     The one writer of ``gsam2 image`` / ``autolabel`` results, on one machine (an encode thread) and on Ray
     (a write task, :mod:`gsam2.cluster.images`): the same bytes either way. Each file is written under a
     temporary name and renamed, the JSON first, so a complete drawing means a complete JSON too.
+    ``image`` may be ``None`` without drawing, given its ``size`` (height, width).
     """
     from PIL import Image
 
     from ..core.masks import finish_masks
 
     detections = finish_masks(detections)  # SAM 2's logits -> mask crops, off the model's thread
-    record = {**detections_to_record(detections, path, image.shape[:2]), **extra}
+    record = {**detections_to_record(detections, path, image.shape[:2] if image is not None else size), **extra}
     atomic_write_text(output / f"{stem}.json", json.dumps(record, indent=2))
     if draw:
         drawing = Image.fromarray(draw_detections(image, detections))

@@ -143,7 +143,7 @@ def test_resume_without_ray_redoes_only_what_is_incomplete(tmp_path, tiny_models
 def test_autolabel_on_ray_writes_the_same_files_as_a_local_run(tmp_path, tiny_models, images, ray_address, capsys):
     args = ["autolabel", "--input", str(images / "shapes0.png"), str(images / "shapes1.png"), "--caption", "caption",
             "--detector", f"florence2:{tiny_models['florence2']}", "--segmenter", str(tiny_models["sam2"]),
-            "--device", "cpu", "--quiet"]
+            "--device", "cpu", "--quiet", "--no-draw"]  # no drawing: the Ray workers keep no images for it
     assert main([*args, "--output", str(tmp_path / "local")]) == 0
     # Two workers on the 2-CPU cluster: each reserves half a CPU, so the decode and write tasks still get
     # one (a worker holding a whole CPU each would starve them and the run would wait forever).
