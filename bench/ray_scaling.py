@@ -95,6 +95,8 @@ def time_stages(folder: Path) -> None:
     totals: dict[str, float] = {}
     lock = threading.Lock()
 
+    done: list[tuple[float, int]] = []  # (wall-clock time, rows) of each write call, when it ended
+
     def timed(name, function):
         def call(*args, **kwargs):
             start = time.thread_time()
@@ -103,7 +105,9 @@ def time_stages(folder: Path) -> None:
             finally:
                 with lock:
                     totals[name] = totals.get(name, 0.0) + time.thread_time() - start
-                    (folder / f"{os.getpid()}.json").write_text(json.dumps(totals))
+                    if name == "write":
+                        done.append((time.time(), len(args[0]["path"])))
+                    (folder / f"{os.getpid()}.json").write_text(json.dumps({"cpu": totals, "written": done}))
 
         return call
 
@@ -123,7 +127,7 @@ class TreeSampler:
     ``ray::<what it runs>``): actors are the processes whose title names ``MapWorker``.
     """
 
-    def __init__(self, period: float = 1.0):
+    def __init__(self, period: float = 0.5):
         import psutil
 
         self.psutil, self.period = psutil, period
@@ -134,6 +138,7 @@ class TreeSampler:
         self.title: dict[int, str] = {}
         self.stop_event = threading.Event()
         self.lock = threading.Lock()
+        self.history: list[tuple[float, dict[str, float]]] = []  # (wall-clock time, CPU seconds by role)
         self.thread = threading.Thread(target=self._loop, daemon=True)
 
     def sample(self) -> None:
@@ -155,6 +160,7 @@ class TreeSampler:
                 continue
             self.cpu[proc.pid] = cpu
             self.rss[proc.pid] = max(self.rss.get(proc.pid, 0), rss)
+        self.history.append((time.time(), self.cpu_by_role()))
 
     def start(self) -> None:
         self._sample()
@@ -173,6 +179,21 @@ class TreeSampler:
 
     def cpu_seconds(self) -> float:
         return sum(cpu - self.base.get(pid, 0.0) for pid, cpu in self.cpu.items())
+
+    def roles_between(self, start: float, end: float) -> dict[str, float]:
+        """CPU seconds by role from ``start`` to ``end`` (wall-clock), interpolated between samples."""
+        a, b = self._at(start), self._at(end)
+        return {role: b.get(role, 0.0) - a.get(role, 0.0) for role in b}
+
+    def cpu_between(self, start: float, end: float) -> float:
+        return sum(self.roles_between(start, end).values())
+
+    def _at(self, when: float) -> dict[str, float]:
+        before = [h for h in self.history if h[0] <= when] or self.history[:1]
+        after = [h for h in self.history if h[0] >= when] or self.history[-1:]
+        (t0, r0), (t1, r1) = before[-1], after[0]
+        share = (when - t0) / (t1 - t0) if t1 > t0 else 0.0
+        return {role: r0.get(role, 0.0) + share * (r1.get(role, 0.0) - r0.get(role, 0.0)) for role in r1}
 
     def cpu_by_role(self) -> dict[str, float]:
         """CPU seconds by what the processes are: the driver, actors, Ray Data's tasks, Ray's daemons."""
@@ -234,17 +255,11 @@ def ray_case(profile: str, actors: int, images: int, batch_size: int, cpus: int,
                 "--box-threshold", "0.3", "--batch-size", str(batch_size), "--no-draw", "--quiet", "--ray"]
         sampler = TreeSampler()
         landed: list[float] = []  # when each result reached the driver
-        at_first: list[float] = []  # the process tree's CPU seconds when the first result landed
-        roles_at_first: dict[str, float] = {}
         real = cluster_images.label_files_on_ray
 
         def timed(*args, **kwargs):
             for result in real(*args, **kwargs):
                 landed.append(time.perf_counter())
-                if len(landed) == 1:
-                    sampler.sample()
-                    at_first.append(sampler.cpu_seconds())
-                    roles_at_first.update(sampler.cpu_by_role())
                 yield result
 
         cluster_images.label_files_on_ray = timed  # cli.image imports it when the run starts
@@ -260,18 +275,26 @@ def ray_case(profile: str, actors: int, images: int, batch_size: int, cpus: int,
         sampler.stop()
         assert status == 0, status
         stage_cpu: dict[str, float] = {}
+        write_ends: list[tuple[float, int]] = []
         for path in (workdir / "stage-cpu").glob("*.json"):
-            for name, value in json.loads(path.read_text()).items():
+            record = json.loads(path.read_text())
+            write_ends += [tuple(item) for item in record["written"]]
+            for name, value in record["cpu"].items():
                 stage_cpu[name] = stage_cpu.get(name, 0.0) + value
+        write_ends.sort()
         written = len(list(output.glob("*.json")))
         assert written == images, (written, images)
         actor_peaks = sampler.actor_peaks_mib()
         # Steady state: from the first result to the last, i.e. without the cluster's start-up (worker
         # processes, imports, model loads: paid once per run, nothing next to a bulk run of hours).
-        # The first block's rows land together: they were done before the window opened.
-        first_block = sum(1 for t in landed if t - landed[0] < 0.05)
-        window = landed[-1] - landed[0]
-        steady = (len(landed) - first_block) / window if window > 0 else 0.0
+        # Steady state, timed where the results are made (the write tasks), not where the driver reads
+        # them (it may read a backlog at once): from the end of the first write to the end of the last,
+        # the images written after the first; CPU over the same window from the sampler's history.
+        first_block = write_ends[0][1]
+        window = write_ends[-1][0] - write_ends[0][0]
+        steady = (images - first_block) / window if window > 0 else 0.0
+        cpu_window = sampler.cpu_between(write_ends[0][0], write_ends[-1][0])
+        roles_window = sampler.roles_between(write_ends[0][0], write_ends[-1][0])
         total_cpu = sampler.cpu_seconds()
         return {
             "loop": "ray",
@@ -282,16 +305,15 @@ def ray_case(profile: str, actors: int, images: int, batch_size: int, cpus: int,
             "images_per_s": steady,
             "end_to_end_images_per_s": images / seconds,
             "first_result_s": landed[0] - start,
-            "host_cpu_s_per_image": (total_cpu - at_first[0]) / max(1, len(landed) - first_block),
+            "host_cpu_s_per_image": cpu_window / max(1, images - first_block),
             "host_cpu_s_per_image_end_to_end": total_cpu / images,
-            "host_cores_busy": (total_cpu - at_first[0]) / window if window > 0 else 0.0,
+            "host_cores_busy": cpu_window / window if window > 0 else 0.0,
             "actor_peak_rss_mib": max(actor_peaks) if actor_peaks else None,
             "actor_processes": len(actor_peaks),
             "driver_peak_rss_mib": sampler.driver_peak_mib(),
             "stage_cpu_s_per_image": {k: v / images for k, v in sorted(stage_cpu.items())},  # whole run
             "host_cpu_s_per_image_by_role": {  # steady state, as host_cpu_s_per_image
-                k: (v - roles_at_first.get(k, 0.0)) / max(1, len(landed) - first_block)
-                for k, v in sorted(sampler.cpu_by_role().items())
+                k: v / max(1, images - first_block) for k, v in sorted(roles_window.items())
             },
         }
     finally:
