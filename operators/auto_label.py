@@ -15,9 +15,11 @@ from ..core import DEFAULT_SEGMENTER
 from ..core.autolabel import DEFAULT_CAPTION_TASK
 from ..core.detectors.florence2 import CAPTION_TASKS
 from ..core.models import DETECTOR_BACKENDS
+from ..cluster.fiftyone_datasets import label_on_ray, wants_ray
 from ..core.run import Run
 from . import dataset_writes, forms, runs, sharding, summaries
 from .params import run_settings, spec_from_params
+from .ray_option import add_ray_inputs
 
 SOURCE = "auto_label"
 DEFAULT_FLORENCE2 = DETECTOR_BACKENDS["florence2"].default_checkpoint
@@ -25,6 +27,18 @@ DEFAULT_FLORENCE2 = DETECTOR_BACKENDS["florence2"].default_checkpoint
 
 def caption_field_name(label_field: str) -> str:
     return f"{label_field}_caption"
+
+
+def ensure_fields(dataset, label_field: str) -> None:
+    """Create the label field and the caption field beside it (see :func:`~.dataset_writes.ensure_fields`)."""
+    dataset_writes.ensure_fields(dataset, label_field)
+    if caption_field_name(label_field) not in dataset.get_field_schema():
+        dataset.add_sample_field(
+            caption_field_name(label_field),
+            fo.StringField,
+            description=f"Florence-2's caption behind {label_field!r}",
+            info=dataset_writes.field_info("captions", label_field),  # what check_outputs recognises as ours
+        )
 
 
 class AutoLabelOperator(foo.Operator):
@@ -59,6 +73,7 @@ class AutoLabelOperator(foo.Operator):
         )
         forms.add_model_inputs(inputs, detector=False, ctx=ctx)
         forms.add_output_inputs(inputs, ctx, default_field="auto_label")
+        add_ray_inputs(inputs, ctx.params)
         forms.add_run_notice(inputs)
         return types.Property(inputs, view=types.View(label=self.config.label))
 
@@ -77,20 +92,16 @@ class AutoLabelOperator(foo.Operator):
         spec = spec_from_params(params, ctx).replace(batch_size=settings["batch_size"])
         forms.require_images(ctx)
         dataset_writes.check_outputs(ctx.dataset, settings, {caption_field_name(settings["label_field"]): "captions"})
+        if wants_ray(params):  # the work runs on the cluster's workers (gsam2.cluster), in shards of the view
+            fields = lambda: ensure_fields(ctx.dataset, settings["label_field"])  # noqa: E731
+            return label_on_ray(ctx, self.uri, f"`{settings['label_field']}`", fields)
         if sharding.wants_fan_out(params):
             return summaries.queued_summary(sharding.queue_shards(ctx, self.uri))
 
         view = sharding.shard_of(ctx.target_view(), params)
         run = Run(spec).load_for_images()  # Florence-2 (grounding its captions) and SAM 2
         label_field = settings["label_field"]
-        dataset_writes.ensure_fields(ctx.dataset, label_field)
-        if caption_field_name(label_field) not in ctx.dataset.get_field_schema():
-            ctx.dataset.add_sample_field(
-                caption_field_name(label_field),
-                fo.StringField,
-                description=f"Florence-2's caption behind {label_field!r}",
-                info=dataset_writes.field_info("captions", label_field),  # what check_outputs recognises as ours
-            )
+        ensure_fields(ctx.dataset, label_field)
 
         def label_batch(loaded):
             # Box crops for FiftyOne come from the mask crops.
@@ -115,6 +126,7 @@ class AutoLabelOperator(foo.Operator):
         mask_dir: str | None = None,
         device: str = "auto",
         num_shards: int = 1,
+        ray_address: str | None = None,
         delegate: bool = False,
     ):
         """Auto-label ``sample_collection`` from Python; captions go to ``<label_field>_caption``.
@@ -135,6 +147,7 @@ class AutoLabelOperator(foo.Operator):
             "mask_dir": mask_dir,
             "device": device,
             "num_shards": num_shards,
+            "ray_address": ray_address,
         }
         return runs.run_in_python(self, sample_collection, params, delegate)
 

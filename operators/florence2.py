@@ -63,6 +63,7 @@ class Florence2GroundAndSegment(GroundAndSegment):
         slice_overlap: int = DEFAULT_SLICE_OVERLAP,
         device: str = "auto",
         num_shards: int = 1,
+        ray_address: str | None = None,
         delegate: bool = False,
     ):
         """Run a Florence-2 task + SAM 2 on ``sample_collection``, from Python.
@@ -89,5 +90,6 @@ class Florence2GroundAndSegment(GroundAndSegment):
             "slice_overlap": slice_overlap,
             "device": device,
             "num_shards": num_shards,
+            "ray_address": ray_address,
         }
         return runs.run_in_python(self, sample_collection, params, delegate)

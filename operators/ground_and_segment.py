@@ -16,9 +16,11 @@ from ..core import (
     parse_prompt,
 )
 from ..core.detectors.sliced import DEFAULT_SLICE_OVERLAP
+from ..cluster.fiftyone_datasets import label_on_ray, wants_ray
 from ..core.run import Run
 from . import dataset_writes, forms, runs, sharding, summaries
 from .params import detector_backend, run_settings, spec_from_params
+from .ray_option import add_ray_inputs
 
 #: The prompt's help for each Florence-2 task that takes one (the others need none).
 FLORENCE2_PROMPT_HELP = {
@@ -62,6 +64,7 @@ class GroundAndSegment(foo.Operator):
         if self.show_thresholds:
             forms.add_threshold_inputs(inputs, ctx.params)
         forms.add_output_inputs(inputs, ctx, default_field=self.default_field)
+        add_ray_inputs(inputs, ctx.params)
         forms.add_run_notice(inputs)
         return types.Property(inputs, view=types.View(label=self.config.label))
 
@@ -101,6 +104,9 @@ class GroundAndSegment(foo.Operator):
         spec = spec_from_params(params, ctx).replace(batch_size=settings["batch_size"])
         forms.require_images(ctx)
         dataset_writes.check_outputs(ctx.dataset, settings)
+        if wants_ray(params):  # the work runs on the cluster's workers (gsam2.cluster), in shards of the view
+            fields = lambda: dataset_writes.ensure_fields(ctx.dataset, settings["label_field"])  # noqa: E731
+            return label_on_ray(ctx, self.uri, f"`{settings['label_field']}`", fields)
         if sharding.wants_fan_out(params):
             return summaries.queued_summary(sharding.queue_shards(ctx, self.uri))
 
@@ -145,6 +151,7 @@ class GroundAndSegment(foo.Operator):
         mask_dir: str | None = None,
         device: str = "auto",
         num_shards: int = 1,
+        ray_address: str | None = None,
         delegate: bool = False,
     ):
         """Detect and segment what ``prompt`` names in ``sample_collection``, from Python.
@@ -154,6 +161,9 @@ class GroundAndSegment(foo.Operator):
         happens in this process, with a progress bar, however long it takes;
         ``delegate=True`` queues it for a ``fiftyone delegated launch`` worker
         instead. ``batch_size`` defaults to 1 on a CPU and 4 on a GPU.
+        ``ray_address`` (``"auto"``, ``"HOST:PORT"``, ``"ray://HOST:10001"``)
+        labels the collection on that Ray cluster's workers instead
+        (:func:`gsam2.cluster.label_dataset` takes a ``RunSpec`` and sizes the pool).
 
         Returns the run's summary: ``processed``, ``objects``, ``failed`` (file
         and reason of each failure) and ``summary`` (the same as text).
@@ -179,5 +189,6 @@ class GroundAndSegment(foo.Operator):
             "mask_dir": mask_dir,
             "device": device,
             "num_shards": num_shards,
+            "ray_address": ray_address,
         }
         return runs.run_in_python(self, sample_collection, params, delegate)

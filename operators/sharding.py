@@ -9,13 +9,12 @@ the runs of its operator that lost their worker (:func:`fail_abandoned_runs`).
 
 from __future__ import annotations
 
-import numbers
 from datetime import datetime, timedelta
 from typing import Any
 
 import fiftyone as fo
 
-from ..core import InputError
+from .params import whole_number
 
 
 def check_num_shards(params: dict[str, Any]) -> int:
@@ -23,11 +22,7 @@ def check_num_shards(params: dict[str, Any]) -> int:
 
     Not a run setting (the spec's parsing would take "2" or 2.0): the App's number field sends a number.
     """
-    value = params.get("num_shards")
-    value = 1 if value is None else value
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise InputError(f"background runs (num_shards) {value!r}: must be a whole number of at least 1")
-    return int(value)
+    return whole_number("background runs (num_shards)", params.get("num_shards"), minimum=1, default=1)
 
 
 def wants_fan_out(params: dict[str, Any]) -> bool:

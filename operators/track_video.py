@@ -7,6 +7,7 @@ import fiftyone.operators as foo
 import fiftyone.operators.types as types
 from fiftyone import ViewField as F
 
+from ..cluster.fiftyone_datasets import label_on_ray, wants_ray
 from ..core import (
     DEFAULT_SEGMENTER,
     GroundedSam2Error,
@@ -20,6 +21,7 @@ from ..core.video_io import iter_frames, probe_video
 from ..core.video_pipeline import DEFAULT_IOU_THRESHOLD, DEFAULT_STEP, BoxPrompt, track_from_boxes
 from . import dataset_writes, forms, runs, sharding, summaries
 from .params import check_field_name, param_problem, spec_from_params
+from .ray_option import add_ray_inputs
 from .labels import SOURCE_ATTRIBUTE, box_from_relative, to_fiftyone_detections
 
 SOURCE = "track_video"
@@ -172,6 +174,7 @@ class TrackVideo(foo.Operator):
             label="Frame label field",
             description="Written as frames.<field>",
         )
+        add_ray_inputs(inputs, ctx.params)
         forms.add_run_notice(inputs)
         return types.Property(inputs, view=types.View(label=self.config.label))
 
@@ -193,21 +196,30 @@ class TrackVideo(foo.Operator):
         if mode == "prompt":
             if spec.tracks_with_sam3 or forms.needs_prompt(params):
                 parse_prompt(params.get("prompt") or "")  # an empty prompt fails before any model loads
-            # SAM 3, or the detector + SAM 2: a prompt either cannot take fails here, before anything is written.
-            run = Run(spec).load_for_video(check_prompt=True)
         else:
             source_field = params.get("source_field") or ""
             if source_field not in frame_detection_fields(ctx.dataset):
                 raise InputError(f"source field {source_field!r}: not a frame-level Detections field")
+        if wants_ray(params):  # the videos are tracked on the cluster's workers (gsam2.cluster), in shards
+            fields = lambda: self._ensure_frame_field(ctx.dataset, label_field)  # noqa: E731
+            return label_on_ray(ctx, self.uri, f"`frames.{label_field}`", fields, what="videos")
+        if mode == "prompt":
+            # SAM 3, or the detector + SAM 2: a prompt either cannot take fails here, before anything is written.
+            run = Run(spec).load_for_video(check_prompt=True)
+        else:
             run = Run(spec)
             run.video_tracker  # noqa: B018 - a bad checkpoint fails here, before anything is written
-        if label_field not in ctx.dataset.get_frame_field_schema():
-            ctx.dataset.add_frame_field(label_field, fo.EmbeddedDocumentField, embedded_doc_type=fo.Detections)
+        self._ensure_frame_field(ctx.dataset, label_field)
         return self._track_all(ctx, run, mode, label_field, source_field)
+
+    @staticmethod
+    def _ensure_frame_field(dataset, label_field: str) -> None:
+        if label_field not in dataset.get_frame_field_schema():
+            dataset.add_frame_field(label_field, fo.EmbeddedDocumentField, embedded_doc_type=fo.Detections)
 
     def _track_all(self, ctx, run: Run, mode, label_field, source_field) -> runs.Work:
         """Track every video of the view, one after another, yielding progress within each."""
-        view = ctx.target_view()
+        view = sharding.shard_of(ctx.target_view(), ctx.params)  # a Ray worker's range of the videos (gsam2.cluster)
         sharding.fail_abandoned_runs(ctx, self.uri)
         rows = list(zip(*view.values(["id", "filepath"])))
         processed, objects, failed = 0, 0, []
@@ -306,7 +318,9 @@ class TrackVideo(foo.Operator):
         ``options``: detector (any backend, e.g. ``"owlv2"`` or ``"florence2"`` with
         ``task``), segmenter, tracker (a SAM 2 video checkpoint, or ``"sam3"`` to find and track
         with SAM 3 alone), device, box_threshold, text_threshold, slice_size,
-        slice_overlap, step, iou_threshold, prompt_type, reverse.
+        slice_overlap, step, iou_threshold, prompt_type, reverse; ``ray_address``
+        (``"auto"``, ``"HOST:PORT"``) tracks the videos on that Ray cluster's workers,
+        ``ray_workers`` and ``ray_gpus_per_worker`` size the pool.
         """
         params = {
             "mode": "field" if source_field else "prompt",
