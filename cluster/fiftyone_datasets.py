@@ -209,7 +209,7 @@ def label_on_ray(ctx, operator_uri: str, written_to: str, create_fields: Callabl
     work: it yields :class:`~..operators.runs.Progress` as ranges finish and
     returns the run's summary, counted over every range.
     """
-    from ..operators.params import whole_number
+    from ..operators.sharding import whole_number
 
     params = ctx.params
     ray = connect(params.get("ray_address"))
@@ -357,7 +357,7 @@ def same_address(address: str, connected: str) -> bool:
 
 def worker_resources(ray, workers: Any, gpus_per_worker: Any) -> tuple[int, float]:
     """How many workers and GPUs each (:func:`.workers.pool_size`): one per GPU by default, one without GPUs."""
-    from ..operators.params import whole_number
+    from ..operators.sharding import whole_number
     from . import workers as pool
 
     workers = None if workers is None else whole_number("workers", workers, minimum=1, default=1)

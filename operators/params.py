@@ -19,7 +19,6 @@ The output parameters that are not run settings (``label_field``,
 
 from __future__ import annotations
 
-import numbers
 
 from collections.abc import Iterable
 from pathlib import Path
@@ -115,18 +114,6 @@ def param_problem(params: dict[str, Any], names: Iterable[str]) -> None:
     if "slice_overlap" in names:
         names.add("slice_size")
     spec_from_params({name: params[name] for name in names if name in params})
-
-
-def whole_number(name: str, value: Any, minimum: int, default: int) -> int:
-    """``value`` (unset: ``default``) if a whole number of at least ``minimum``; 2.5, NaN, inf and True are not.
-
-    For counts that are not run settings (background runs, Ray workers and shards): the App's number
-    field sends a number, and a rounded 2.5 would be a silent surprise.
-    """
-    value = default if value is None else value
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise InputError(f"{name} {value!r}: must be a whole number of at least {minimum}")
-    return int(value)
 
 
 # ---------------------------------------------------------------- output parameters

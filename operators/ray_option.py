@@ -20,7 +20,7 @@ from fiftyone.operators import types
 from ..cluster.fiftyone_datasets import wants_ray
 from ..core.errors import InputError
 from . import forms
-from .params import whole_number
+from .sharding import whole_number
 
 
 def add_ray_inputs(inputs: types.Object, params: dict[str, Any]) -> None:

@@ -9,12 +9,25 @@ the runs of its operator that lost their worker (:func:`fail_abandoned_runs`).
 
 from __future__ import annotations
 
+import numbers
 from datetime import datetime, timedelta
 from typing import Any
 
 import fiftyone as fo
 
-from .params import whole_number
+from ..core import InputError
+
+
+def whole_number(name: str, value: Any, minimum: int, default: int) -> int:
+    """``value`` (unset: ``default``) if a whole number of at least ``minimum``; 2.5, NaN, inf and True are not.
+
+    For counts that are not run settings (background runs, Ray workers and shards): the App's number
+    field sends a number, and a rounded 2.5 would be a silent surprise.
+    """
+    value = default if value is None else value
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise InputError(f"{name} {value!r}: must be a whole number of at least {minimum}")
+    return int(value)
 
 
 def check_num_shards(params: dict[str, Any]) -> int:
