@@ -385,7 +385,7 @@ class Settings:
 def measure_variant(variant: str, settings: Settings) -> dict[str, Any]:
     """Load, warm up, time and meter one variant in this process."""
     import torch
-    from gsam2.core.models import load_detector, load_segmenter
+    from gsam2.core.backends import load_detector, load_segmenter
 
     quiet_transformers()
     detector = load_detector(settings.detector, device=settings.device)
@@ -608,7 +608,7 @@ def main(argv: list[str] | None = None) -> int:
         return simulated_main([arg for arg in argv if arg != "--simulated-accelerator"])
     args = parse_args(argv)
 
-    from gsam2.core.models import DEFAULT_DETECTOR, DEFAULT_SEGMENTER
+    from gsam2.core.backends import DEFAULT_DETECTOR, DEFAULT_SEGMENTER
     from gsam2.core.prompts import parse_prompt, prompt_text
 
     quiet_transformers()

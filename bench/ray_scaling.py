@@ -52,7 +52,7 @@ SIZE = "1mp"  # 1280 x 800, 10 objects per image
 def setup_worker() -> None:
     """Ray's ``worker_process_setup_hook``: stand-in models on demand, one torch thread (as the engine case).
 
-    The model cache of :mod:`gsam2.core.models` is replaced by one that builds the simulated models when
+    The model cache of :mod:`gsam2.core.backends` is replaced by one that builds the simulated models when
     a ``simulated/...`` name is first asked for; other names load as usual. Only the actors ask, so the
     decode and write tasks pay nothing.
     """
@@ -60,7 +60,7 @@ def setup_worker() -> None:
 
     import torch
 
-    from gsam2.core import models
+    from gsam2.core import backends as models
 
     sys.path.insert(0, BENCH)
     import simulated_accelerator as sim

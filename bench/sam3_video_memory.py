@@ -106,7 +106,7 @@ def main() -> None:
     parser.add_argument("--end-after", type=int, default=5, help="bounded variant: frames before a track ends")
     args = parser.parse_args()
 
-    from gsam2.core.models import load_sam3_tracker
+    from gsam2.core.backends import load_sam3_tracker
     from gsam2.core.prompts import parse_prompt
 
     width, height = (int(v) for v in args.size.split("x"))

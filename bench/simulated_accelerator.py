@@ -185,7 +185,7 @@ def install_models(profile: dict[str, float], objects: int, clock: StageClock, f
     import torch
     from transformers import GroundingDinoConfig, GroundingDinoImageProcessor, GroundingDinoProcessor, Sam2Processor
 
-    from gsam2.core import models
+    from gsam2.core import backends as models
     from gsam2.core.detectors.grounding_dino import GroundingDinoDetector
     from gsam2.core.segmenter import Sam2ImageSegmenter
 

@@ -65,7 +65,7 @@ class ForwardClock:
 
 def raw_loop(video: str, tracker_name: str, boxes: np.ndarray, device: str, model_only: bool) -> dict:
     from gsam2.core.devices import inference_context
-    from gsam2.core.models import load_tracker
+    from gsam2.core.backends import load_tracker
     from gsam2.core.video_io import iter_frames
 
     tracker = load_tracker(tracker_name, device=device)
@@ -94,7 +94,7 @@ def raw_loop(video: str, tracker_name: str, boxes: np.ndarray, device: str, mode
 
 def command_loop(video: str, names: dict, device: str, threshold: float, draw: bool, workdir: str) -> dict:
     from gsam2 import cli
-    from gsam2.core.models import load_tracker
+    from gsam2.core.backends import load_tracker
 
     clock = ForwardClock(load_tracker(names["tracker"], device=device).model)  # the cached one the CLI gets
     argv = ["video", "--input", video, "--prompt", PROMPT, "--output", workdir, "--quiet", "--device", device]

@@ -65,7 +65,7 @@ def make_video(path: Path, frames: int) -> None:
 
 
 def child(variant: str, video: str, tracker_checkpoint: str, device: str) -> dict:
-    from gsam2.core.models import load_tracker
+    from gsam2.core.backends import load_tracker
     from gsam2.core.devices import inference_context
     from gsam2.core.video_io import iter_frames
     from gsam2.core.video_pipeline import BoxPrompt, track_from_boxes

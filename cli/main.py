@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 from ..core import DEFAULT_SEGMENTER
 from ..core.formats import VIDEO_FORMATS
-from ..core.models import tracker_choices
+from ..core.backends import tracker_choices
 from ..core.spec import DEFAULT_IOU_THRESHOLD, DEFAULT_STEP
 from .console import stopped_status, terminate
 from .cvat import run_cvat

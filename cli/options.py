@@ -8,7 +8,7 @@ from ..core import DEFAULT_BOX_THRESHOLD, DEFAULT_DETECTOR, DEFAULT_SEGMENTER, D
 from ..core.detectors.sliced import DEFAULT_SLICE_OVERLAP
 from ..core.devices import DEVICE_CHOICES
 from ..core.formats import IMAGE_FORMATS
-from ..core.models import detector_choices
+from ..core.backends import detector_choices
 from ..core.pipeline import DEFAULT_BATCH_SIZE
 from ..core.spec import RunSpec, cli_name
 

@@ -120,7 +120,7 @@ def operator_params(
     Raises :class:`InputError` when the operator would not run ``spec`` as given
     (a setting it has no parameter for, such as ``compile``).
     """
-    from ..core.models import parse_detector_spec
+    from ..core.backends import parse_detector_spec
     from ..core.prompts import prompt_text
     from ..operators.params import SPEC_PARAMS, spec_from_params
 
@@ -161,7 +161,7 @@ def operator_params(
 
 def ignored_by_track_video(params: dict[str, Any]) -> tuple[str, ...]:
     """The settings track_video does not read in this mode (see :func:`~..operators.track_video.run_spec`)."""
-    from ..core.models import parse_sam3_tracker_spec
+    from ..core.backends import parse_sam3_tracker_spec
     from ..operators.track_video import SAM3_IGNORES
 
     if params["mode"] == "field":
@@ -466,7 +466,7 @@ class ShardWorker:
     """A Ray actor that runs an operator on one id range at a time, in the database the driver uses.
 
     Models load once per worker process: the core caches them by name
-    (:mod:`~..core.models`), so every range after the first reuses them.
+    (:mod:`~..core.backends`), so every range after the first reuses them.
     """
 
     def run_shard(self, operator_uri: str, request: dict[str, Any]) -> dict[str, Any]:

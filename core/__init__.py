@@ -13,7 +13,7 @@ _EXPORTED_FROM = {
     ".errors": ("GroundedSam2Error", "InputError", "ModelLoadError", "PromptError"),
     ".exports": ("detections_to_record", "draw_detections", "mask_to_rle", "rle_to_mask"),
     ".images": ("as_rgb_array", "decode_image", "load_image"),
-    ".models": ("SAM2_CHECKPOINTS", "load_detector", "load_segmenter"),
+    ".backends": ("SAM2_CHECKPOINTS", "load_detector", "load_segmenter"),
     ".prompts": ("parse_prompt", "prompt_text"),
     ".run": ("Run", "ground_and_segment"),
     ".spec": ("DEFAULT_BOX_THRESHOLD", "DEFAULT_DETECTOR", "DEFAULT_SEGMENTER", "DEFAULT_TEXT_THRESHOLD", "RunSpec"),

@@ -28,7 +28,7 @@ from .autolabel import CaptionedDetections, auto_label
 from .detectors import Detector
 from .detectors.base import detector_phrases
 from .images import as_rgb_array
-from .models import load_detector, load_sam3_tracker, load_segmenter, load_tracker
+from .backends import load_detector, load_sam3_tracker, load_segmenter, load_tracker
 from .pipeline import PreparedBatch, default_batch_size, preparation_steps
 from .prompts import parse_prompt
 from .spec import (

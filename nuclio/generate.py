@@ -29,7 +29,7 @@ from pathlib import Path
 
 import yaml
 
-from ..core.models import parse_detector_spec
+from ..core.backends import parse_detector_spec
 from ..core.spec import RunSpec, SettingError, cli_name
 from .handlers.detector import label_types
 from .handlers.protocol import DEFAULT_MAX_IMAGE_PIXELS, DEFAULT_MAX_RESPONSE_MB

@@ -14,7 +14,7 @@ import fiftyone.operators.types as types
 from ..core import DEFAULT_SEGMENTER
 from ..core.autolabel import DEFAULT_CAPTION_TASK
 from ..core.detectors.florence2 import CAPTION_TASKS
-from ..core.models import DETECTOR_BACKENDS
+from ..core.backends import DETECTOR_BACKENDS
 from ..cluster.fiftyone_datasets import label_on_ray, wants_ray
 from ..core.run import Run
 from . import dataset_writes, forms, runs, sharding, summaries

@@ -9,7 +9,7 @@ import fiftyone.operators.types as types
 
 from ..core import DEFAULT_BOX_THRESHOLD, DEFAULT_SEGMENTER, DEFAULT_TEXT_THRESHOLD
 from ..core.detectors.sliced import DEFAULT_SLICE_OVERLAP
-from ..core.models import DETECTOR_BACKENDS
+from ..core.backends import DETECTOR_BACKENDS
 from . import forms, runs
 from .ground_and_segment import GroundAndSegment
 

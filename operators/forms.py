@@ -20,7 +20,7 @@ import fiftyone.operators.types as types
 from ..core import DEFAULT_BOX_THRESHOLD, DEFAULT_DETECTOR, DEFAULT_SEGMENTER, DEFAULT_TEXT_THRESHOLD, InputError
 from ..core.detectors.florence2 import FLORENCE2_TASKS, PROMPTED_TASKS
 from ..core.detectors.sliced import DEFAULT_SLICE_OVERLAP
-from ..core.models import SAM2_CHECKPOINTS, detector_choices, looks_like_local_path
+from ..core.backends import SAM2_CHECKPOINTS, detector_choices, looks_like_local_path
 from .dataset_writes import MASK_STORAGE, WRITE_MODES
 from .params import check_batch_size, default_batch_size, detector_backend, param_problem
 from .sharding import check_num_shards, delegation_available

@@ -26,7 +26,7 @@ from typing import Any
 
 from ..core.devices import resolve_device
 from ..core.errors import GroundedSam2Error, InputError
-from ..core.models import parse_detector_spec
+from ..core.backends import parse_detector_spec
 from ..core.pipeline import default_batch_size as core_default_batch_size
 from ..core.spec import DEFAULT_DETECTOR, RunSpec, SettingError
 from .dataset_writes import MASK_STORAGE, WRITE_MODES

@@ -15,7 +15,7 @@ from ..core import (
     parse_prompt,
 )
 from ..core.engine import read_ahead
-from ..core.models import parse_sam3_tracker_spec
+from ..core.backends import parse_sam3_tracker_spec
 from ..core.run import Run
 from ..core.video_io import iter_frames, probe_video
 from ..core.video_pipeline import DEFAULT_IOU_THRESHOLD, DEFAULT_STEP, BoxPrompt, track_from_boxes

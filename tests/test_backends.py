@@ -329,7 +329,7 @@ def test_original_sam2_checkpoint_from_the_operator(dataset, tiny_models, origin
 
 def test_original_sam2_checkpoint_cannot_track_video(original_sam2):
     from gsam2.core import ModelLoadError
-    from gsam2.core.models import load_tracker
+    from gsam2.core.backends import load_tracker
 
     with pytest.raises(ModelLoadError, match="serves images only; video tracking needs a transformers checkpoint"):
         load_tracker(str(original_sam2), device="cpu")

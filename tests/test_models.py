@@ -3,7 +3,7 @@ import torch
 
 from gsam2.core import InputError, ModelLoadError, load_detector, load_segmenter
 from gsam2.core.devices import inference_context, resolve_device
-from gsam2.core.models import SAM2_CHECKPOINTS
+from gsam2.core.backends import SAM2_CHECKPOINTS
 
 
 def test_models_load_once_per_process(tiny_models):

@@ -18,7 +18,7 @@ from PIL import Image
 
 from gsam2.core import rle_to_mask
 from gsam2.core.errors import ModelLoadError
-from gsam2.core.models import load_detector, load_tracker, parse_detector_spec, parse_tracker_spec
+from gsam2.core.backends import load_detector, load_tracker, parse_detector_spec, parse_tracker_spec
 from gsam2.core.run import Run
 from gsam2.core.spec import RunSpec
 from gsam2.core.video_io import iter_frames

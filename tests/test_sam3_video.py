@@ -18,7 +18,7 @@ import supervision as sv
 from fiftyone.operators.delegated import DelegatedOperationService
 
 from gsam2.core import InputError, ModelLoadError, rle_to_mask
-from gsam2.core.models import load_sam3_tracker, load_tracker, parse_sam3_tracker_spec
+from gsam2.core.backends import load_sam3_tracker, load_tracker, parse_sam3_tracker_spec
 from gsam2.core.video_io import iter_frames
 
 from .app_runs import expect_user_error, run_in_app

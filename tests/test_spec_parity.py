@@ -110,7 +110,7 @@ def grounded_sam2_model(settings: dict[str, Any]) -> RunSpec:
     """The spec ``GroundedSam2Model(**kwargs)`` (``apply_model``, the zoo) runs; models are not loaded here."""
     from unittest import mock
 
-    from gsam2.operators.model import GroundedSam2Model
+    from gsam2.operators.fiftyone_model import GroundedSam2Model
 
     class UnloadedRun:  # the spec is what is compared: loading weights is another test's business
         def __init__(self, spec):
@@ -127,7 +127,7 @@ def grounded_sam2_model(settings: dict[str, Any]) -> RunSpec:
         detector = type("PromptFree", (), {"requires_prompt": False})()  # so the model asks for no classes
 
     video = any(name in settings for name in _TRACKING)
-    with mock.patch("gsam2.operators.model.Run", UnloadedRun):
+    with mock.patch("gsam2.operators.fiftyone_model.Run", UnloadedRun):
         return GroundedSam2Model(media_type="video" if video else "image", **settings).spec
 
 

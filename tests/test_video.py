@@ -12,7 +12,7 @@ import psutil
 import pytest
 
 from gsam2.core import rle_to_mask
-from gsam2.core.models import load_tracker
+from gsam2.core.backends import load_tracker
 from gsam2.core.video_io import iter_frames, probe_video
 from gsam2.core.video_pipeline import BoxPrompt, track_from_boxes
 

@@ -44,7 +44,7 @@ def download_model(model_name, model_path):
 
 def load_model(model_name, model_path, **kwargs):
     """The model, with ``kwargs`` (``classes``, ``prompt``, ``detector``, ``device``...) over its defaults."""
-    from gsam2.operators.model import GroundedSam2Model
+    from gsam2.operators.fiftyone_model import GroundedSam2Model
 
     if model_name not in MODELS:
         raise ValueError(f"unknown model {model_name!r}: this source has {', '.join(MODELS)}")
