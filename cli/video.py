@@ -285,8 +285,15 @@ def track_video(
         outcome.interrupted_by = stop
     except GroundedSam2Error as error:
         outcome.error = str(error)
+    except OSError as error:  # a full disk, a lost mount while writing: this video's one-line failure
+        outcome.error = write_failure(error, output / f"{stem}.jsonl")
     finally:
-        dataset.close()  # MOT / MOTS / YouTube-VIS files with every frame written to the JSONL
+        try:
+            dataset.close()  # MOT / MOTS / YouTube-VIS files with every frame written to the JSONL
+        except OSError as error:  # the disk filled while the dataset file was assembled
+            outcome.error = outcome.error or write_failure(error, output / stem)
+        except GroundedSam2Error as error:
+            outcome.error = outcome.error or str(error)
         if writer is not None:
             writer.close()
             outcome.resized = writer.frames_resized
@@ -302,6 +309,16 @@ def track_video(
         outcome.missing = outcome.total - outcome.frames_done - undecodable
     outcome.truncated = cut_short[0] if cut_short and not outcome.interrupted else None
     return outcome
+
+
+def write_failure(error: OSError, default_path: Path) -> str:
+    """One line for an ``OSError`` met while writing a video's results (``DiskFullError`` names its file)."""
+    from ..core.errors import DiskFullError
+
+    if isinstance(error, DiskFullError):
+        return str(error)
+    reason = (error.strerror or str(error)).lower()
+    return f"{error.filename or default_path}: {reason}; the frames before it are written"
 
 
 def plan_videos(args: argparse.Namespace) -> tuple[list[VideoJob], Path, list[str]]:

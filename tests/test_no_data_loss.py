@@ -183,3 +183,31 @@ def test_image_run_stopped_by_a_signal_ends_with_a_summary(tmp_path, tiny_models
     for path in written:
         json.loads(path.read_text())  # every file on disk is complete
     assert not [p for p in out.iterdir() if p.name.startswith(".")], "no temporary files left behind"
+
+
+def test_a_video_whose_results_cannot_be_written_fails_in_one_line(tmp_path, tiny_models, monkeypatch, capsys):
+    """A disk that fills in the middle of gsam2 video: one error line and exit 1, no traceback; earlier frames kept."""
+    from gsam2.cli import video as video_command
+
+    from .media import write_video
+
+    clip = tmp_path / "clip.mp4"
+    write_video(clip, [shapes_image(48, 64, seed=i) for i in range(6)])
+    real_record, written = video_command.frame_record, []
+
+    def full_after_two_frames(frame_index, detections):
+        if len(written) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        written.append(frame_index)
+        return real_record(frame_index, detections)
+
+    monkeypatch.setattr(video_command, "frame_record", full_after_two_frames)
+    status = cli.main(["video", "--prompt", "cat.", "--input", str(clip), "--output", str(tmp_path / "out"),
+                       "--no-draw", "--quiet", *model_args(tiny_models), "--tracker", str(tiny_models["sam2-video"])])
+    assert status == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    [line] = [line for line in err.splitlines() if line.startswith("error")]
+    assert line.startswith("error: ") and "clip.jsonl: no space left on device" in line
+    lines = (tmp_path / "out" / "clip.jsonl").read_text().splitlines()
+    assert [json.loads(line)["frame_index"] for line in lines] == [0, 1]
