@@ -29,7 +29,11 @@ EXAMPLES = REPO_ROOT / "examples" / "images"
 
 def files_of(folder: Path) -> dict[str, bytes]:
     """Every result file of a run (not the hidden temporary files a killed writer may leave) and its bytes."""
-    return {path.name: path.read_bytes() for path in sorted(folder.iterdir()) if not path.name.startswith(".")}
+    return {
+        path.relative_to(folder).as_posix(): path.read_bytes()
+        for path in sorted(folder.rglob("*"))
+        if path.is_file() and not path.name.startswith(".")
+    }
 
 
 def assert_same_files(ours: Path, reference: Path) -> None:
@@ -200,6 +204,40 @@ def test_videos_on_ray_write_the_same_files_as_local_runs(tmp_path, tiny_models,
     assert status == 0, err
     assert "already done:     1 (--resume" in out and "videos processed: 1" in out
     assert_same_files(tmp_path / "ray", tmp_path / "one")
+
+
+def test_video_formats_on_ray_are_the_same_files_as_local(tmp_path, tiny_models, videos, ray_address, capsys):
+    """MOT / MOTS / YouTube-VIS are written by the actor that tracks the video, as a local run writes them."""
+    formats = ["--format", "jsonl", "--format", "mot", "--format", "mots", "--format", "ytvis", "--no-draw"]
+    inputs = ["--input", str(videos / "a.mp4"), str(videos / "b.mkv")]
+    assert main(video_args(tiny_models, *inputs, "--output", str(tmp_path / "local"), *formats)) == 0
+    assert main(video_args(tiny_models, *inputs, "--output", str(tmp_path / "ray"), "--ray", ray_address,
+                           *formats)) == 0, capsys.readouterr().err
+    assert sorted(files_of(tmp_path / "local")) == [
+        "a.jsonl", "b.jsonl", "mot/a.txt", "mot/b.txt", "mots/a.txt", "mots/b.txt", "ytvis/a.json", "ytvis/b.json"
+    ]
+    assert_same_files(tmp_path / "ray", tmp_path / "local")
+
+
+@pytest.mark.parametrize(
+    ("command", "options", "message"),
+    [
+        ("image", ["--ray", "--format", "coco"], "--format coco: not with --ray yet"),
+        ("image", ["--resume", "--format", "yolo"], "--resume: only --format json results can be resumed, not yolo"),
+        ("video", ["--resume", "--format", "mot"], "--resume: only --format jsonl results can be resumed, not mot"),
+    ],
+)
+def test_whole_run_formats_with_ray_or_resume_are_one_line_usage_errors(tmp_path, command, options, message):
+    media = tmp_path / ("a.png" if command == "image" else "a.mp4")
+    if command == "image":
+        Image.fromarray(shapes_image()).save(media)
+    else:
+        write_video(media, moving_squares(2, 32, 48))
+    result = gsam2(command, "--prompt", "car", "--input", str(media), "--output", str(tmp_path / "out"),
+                   "--detector", str(tmp_path / "no-model"), *options)
+    assert result.returncode == 2, result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"error: {message}"), line
 
 
 def test_videos_sharing_a_stem_get_distinct_names(tmp_path, tiny_models):
