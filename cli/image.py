@@ -120,11 +120,9 @@ def run_on_ray(args: argparse.Namespace, work: str) -> int:
         check_pool_options(args.workers, args.gpus_per_worker)
         require_ray()
         plan = plan_image_run(args)
-        if plan.formats != ["json"]:  # COCO/YOLO files are assembled from every image, in one process
-            raise InputError(f"--format {', '.join(f for f in plan.formats if f != 'json')}: not with --ray yet")
         spec = spec_from_args(args)
-        if work == "images":
-            phrases_needed(spec)
+        # The classes of COCO / YOLO files, as a local run's detector gives them (autolabel's come from captions).
+        phrases = prompt_phrases(spec) if work == "images" else []
         connect(args.ray or None)
         workers, gpus = pool_size(args.workers, args.gpus_per_worker)
     except GroundedSam2Error as error:
@@ -132,25 +130,42 @@ def run_on_ray(args: argparse.Namespace, work: str) -> int:
     return label_image_files(
         args,
         plan,
-        lambda summary, progress, dataset: label_on_ray(args, plan, spec, work, workers, gpus, summary, progress),
+        lambda summary, progress, dataset: label_on_ray(
+            args, plan, spec, work, workers, gpus, summary, progress, dataset
+        ),
+        phrases=phrases,
     )
 
 
-def phrases_needed(spec) -> None:
-    """Without loading a model: a prompt is needed unless the detector is Florence-2 on a prompt-free task.
+def prompt_phrases(spec) -> list[str]:
+    """Without loading a model, the phrases the detector gets (:func:`~..core.detectors.base.detector_phrases`).
 
-    (A local run asks the loaded detector, :func:`~..core.detectors.base.detector_phrases`; a Ray driver
-    loads no model, and the workers check the rest when they load theirs.)
+    None for Florence-2 on a prompt-free task; otherwise the prompt's, and a missing prompt is a usage
+    error. (A local run asks the loaded detector; a Ray driver loads no model, and the workers check the
+    rest when they load theirs.)
     """
+    from ..core.prompts import parse_prompt
+
     florence2 = spec.detector.split(":", 1)[0] == "florence2"
     prompt_free = {"object_detection", "dense_region_caption", "region_proposal"}  # core/detectors/florence2.py
-    if not spec.prompt and not (florence2 and (spec.task or "object_detection") in prompt_free):
+    if florence2 and (spec.task or "object_detection") in prompt_free:
+        return []
+    if not spec.prompt:
         raise InputError("--prompt: missing: name what to find, e.g. --prompt \"car. person.\"")
+    return parse_prompt(spec.prompt)
 
 
-def label_on_ray(args, plan: ImageRunPlan, spec, work: str, workers: int, gpus: float, summary, progress) -> None:
-    """Run :func:`~..cluster.images.label_files_on_ray` and count its results as :func:`label_batches` does."""
+def label_on_ray(
+    args, plan: ImageRunPlan, spec, work: str, workers: int, gpus: float, summary, progress, dataset=None
+) -> None:
+    """Run :func:`~..cluster.images.label_files_on_ray` and count its results as :func:`label_batches` does.
+
+    Results land in the order workers finish; the dataset files (COCO, YOLO) are fed in input order, as a
+    local run feeds them (ids and classes the same on every run): a result waits until those before it
+    have landed.
+    """
     import os
+    import pickle
 
     from tqdm import tqdm
 
@@ -159,6 +174,26 @@ def label_on_ray(args, plan: ImageRunPlan, spec, work: str, workers: int, gpus: 
 
     failures: list[tuple[int, str]] = []
     several: list[int] = []
+    landed: dict[int, object] = {}  # index -> its result, until those before it have landed
+    next_index = 0
+    collect = dataset is not None and dataset.active
+
+    def count_in_input_order() -> None:
+        nonlocal next_index
+        while next_index in landed:
+            result = landed.pop(next_index)
+            if result.error is None:
+                try:
+                    if collect:
+                        record, polygons = pickle.loads(result.dataset_row)
+                        dataset.add(plan.files[result.index], plan.names[result.index], record, polygons)
+                    summary.images += 1
+                    summary.objects += result.objects
+                except OutputError as error:  # that image's label file or link (a full disk stops the run)
+                    failures.append((result.index, f"{plan.files[result.index]}: {error}"))
+                    tqdm.write(printable(f"error: {failures[-1][1]}", sys.stderr), file=sys.stderr)
+            next_index += 1
+
     results = label_files_on_ray(
         plan.files,
         plan.names,
@@ -170,23 +205,23 @@ def label_on_ray(args, plan: ImageRunPlan, spec, work: str, workers: int, gpus: 
         workers=workers,
         gpus_per_worker=gpus,
         crash_marker=os.environ.get(CRASH_ONCE_ENV),
+        formats=plan.formats,
     )
     try:
         for result in results:
             if result.error is not None:
                 failures.append((result.index, result.error))
                 tqdm.write(printable(f"error: {result.error}", sys.stderr), file=sys.stderr)
-            else:
-                summary.images += 1
-                summary.objects += result.objects
-                if result.several_frames:
-                    several.append(result.index)
+            elif result.several_frames:
+                several.append(result.index)
+            landed[result.index] = result
+            count_in_input_order()
             progress.update(1)
     except (KeyboardInterrupt, DiskFullError):
         raise
     except Exception as error:  # noqa: BLE001 - the pipeline itself failed (e.g. workers that cannot load the models)
         reason = root_cause(error)
-        left = len(plan.files) - summary.images - len(failures)
+        left = len(plan.files) - next_index
         tqdm.write(printable(f"error: the Ray run failed: {reason}", sys.stderr), file=sys.stderr)
         summary.stopped = f"the Ray run failed ({reason}); {left} images not processed"
     finally:

@@ -43,6 +43,7 @@ class ImageResult:
     objects: int = 0
     error: str | None = None
     several_frames: bool = False
+    dataset_row: bytes = b""  # pickled (record, YOLO polygons) for the driver's COCO / YOLO files, when asked
 
 
 def decode(batch: dict[str, np.ndarray]) -> dict[str, Any]:
@@ -89,26 +90,37 @@ class ImageWorker(RunWorker):
         return {**kept, "labelled": _objects(labelled), "error": np.array(errors, dtype=object)}
 
 
-def write(batch: dict[str, np.ndarray], output: str, draw: bool) -> dict[str, Any]:
-    """Stage 3 (a task): each image's JSON (and drawing), as a local run writes them; the row's outcome."""
-    from ..cli.image import write_image_outputs
+def write(batch: dict[str, np.ndarray], output: str, draw: bool, formats: Sequence[str] = ("json",)) -> dict[str, Any]:
+    """Stage 3 (a task): each image's JSON (and drawing), as a local run writes them; the row's outcome.
 
-    objects, errors = [], list(batch["error"])
+    With COCO / YOLO among ``formats``, the row also carries the image's record (and its YOLO outlines, made
+    here rather than on the driver) for the driver, which assembles those files in input order.
+    """
+    from ..cli.image import write_image_outputs
+    from ..core.formats.yolo import object_polygon
+
+    collect = any(name in formats for name in ("coco", "yolo"))
+    objects, errors, rows = [], list(batch["error"]), []
     for i, path in enumerate(batch["path"]):
-        count = 0
+        count, row = 0, b""
         if not errors[i]:
             detections, extra = pickle.loads(batch["labelled"][i])
             try:
                 image = batch["image"][i] if draw else None
                 size = (int(batch["height"][i]), int(batch["width"][i]))
-                count, _ = write_image_outputs(
-                    Path(output), batch["stem"][i], Path(path), image, detections, extra, draw=draw, size=size
+                count, record = write_image_outputs(
+                    Path(output), batch["stem"][i], Path(path), image, detections, extra, draw=draw, size=size,
+                    json_file="json" in formats,
                 )
+                if collect:
+                    polygons = [object_polygon(obj) for obj in record["annotations"]] if "yolo" in formats else None
+                    row = pickle.dumps((record, polygons))
             except Exception as error:  # noqa: BLE001 - this image's failure (a folder in the way, a full disk)
                 errors[i] = f"{path}: {error_line(error)}"
         objects.append(count)
+        rows.append(row)
     return {"index": batch["index"], "objects": np.array(objects), "error": np.array(errors, dtype=object),
-            "several": batch["several"]}
+            "several": batch["several"], "dataset_row": _objects(rows)}
 
 
 def label_files_on_ray(
@@ -124,6 +136,7 @@ def label_files_on_ray(
     cpus_per_worker: float | None = None,
     rows_per_call: int | None = None,
     crash_marker: str | None = None,
+    formats: Sequence[str] = ("json",),
 ) -> Iterator[ImageResult]:
     """Run the three stages over ``files[i]`` for ``i`` in ``indices``; yield each input's result as it lands.
 
@@ -147,10 +160,12 @@ def label_files_on_ray(
             batch_size=rows,
             **worker_options(workers, gpus_per_worker, cpus_per_worker, overlap=True),
         )
-        .map_batches(write, fn_kwargs={"output": str(output), "draw": draw}, batch_size=rows, num_cpus=1)
+        .map_batches(write, fn_kwargs={"output": str(output), "draw": draw, "formats": tuple(formats)},
+                     batch_size=rows, num_cpus=1)
     )
     for row in dataset.iter_rows():
-        yield ImageResult(int(row["index"]), int(row["objects"]), row["error"] or None, bool(row["several"]))
+        yield ImageResult(int(row["index"]), int(row["objects"]), row["error"] or None, bool(row["several"]),
+                          row["dataset_row"])
 
 
 def _objects(values: list) -> np.ndarray:

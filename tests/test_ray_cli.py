@@ -219,10 +219,21 @@ def test_video_formats_on_ray_are_the_same_files_as_local(tmp_path, tiny_models,
     assert_same_files(tmp_path / "ray", tmp_path / "local")
 
 
+def test_image_formats_on_ray_are_the_same_files_as_local(tmp_path, tiny_models, images, ray_address, capsys):
+    """COCO and YOLO files are assembled on the driver in input order, whatever order the workers finish in."""
+    formats = ["--format", "json", "--format", "coco", "--format", "yolo", "--no-draw"]
+    assert main(image_args(tiny_models, images, tmp_path / "local", *formats)) == 1  # broken.png: its failure
+    status = main(image_args(tiny_models, images, tmp_path / "ray", "--ray", ray_address, "--workers", "2",
+                             *formats))
+    assert status == 1, capsys.readouterr().err
+    local = files_of(tmp_path / "local")
+    assert {"annotations.json", "data.yaml"} <= set(local) and any(name.startswith("labels/") for name in local)
+    assert_same_files(tmp_path / "ray", tmp_path / "local")
+
+
 @pytest.mark.parametrize(
     ("command", "options", "message"),
     [
-        ("image", ["--ray", "--format", "coco"], "--format coco: not with --ray yet"),
         ("image", ["--resume", "--format", "yolo"], "--resume: only --format json results can be resumed, not yolo"),
         ("video", ["--resume", "--format", "mot"], "--resume: only --format jsonl results can be resumed, not mot"),
     ],
