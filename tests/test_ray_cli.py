@@ -231,6 +231,16 @@ def test_image_formats_on_ray_are_the_same_files_as_local(tmp_path, tiny_models,
     assert_same_files(tmp_path / "ray", tmp_path / "local")
 
 
+def one_input(folder: Path, command: str) -> Path:
+    """A small image (``gsam2 image``) or video (``gsam2 video``) in ``folder``."""
+    media = folder / ("a.png" if command == "image" else "a.mp4")
+    if command == "image":
+        Image.fromarray(shapes_image()).save(media)
+    else:
+        write_video(media, moving_squares(2, 32, 48))
+    return media
+
+
 @pytest.mark.parametrize(
     ("command", "options", "message"),
     [
@@ -239,11 +249,7 @@ def test_image_formats_on_ray_are_the_same_files_as_local(tmp_path, tiny_models,
     ],
 )
 def test_whole_run_formats_with_ray_or_resume_are_one_line_usage_errors(tmp_path, command, options, message):
-    media = tmp_path / ("a.png" if command == "image" else "a.mp4")
-    if command == "image":
-        Image.fromarray(shapes_image()).save(media)
-    else:
-        write_video(media, moving_squares(2, 32, 48))
+    media = one_input(tmp_path, command)
     result = gsam2(command, "--prompt", "car", "--input", str(media), "--output", str(tmp_path / "out"),
                    "--detector", str(tmp_path / "no-model"), *options)
     assert result.returncode == 2, result.stderr
@@ -275,11 +281,7 @@ def test_videos_sharing_a_stem_get_distinct_names(tmp_path, tiny_models):
 )
 @pytest.mark.parametrize("command", ["image", "video"])
 def test_bad_ray_options_are_one_line_usage_errors(tmp_path, command, options, message):
-    media = tmp_path / ("a.png" if command == "image" else "a.mp4")
-    if command == "image":
-        Image.fromarray(shapes_image()).save(media)
-    else:
-        write_video(media, moving_squares(2, 32, 48))
+    media = one_input(tmp_path, command)
     started = time.monotonic()
     result = gsam2(command, "--prompt", "car", "--input", str(media), "--output", str(tmp_path / "out"),
                    "--detector", str(tmp_path / "no-model"), *options)
