@@ -149,7 +149,7 @@ def test_zoo_source_registers_and_loads(zoo_source_url, zoo_dir, images, model_o
     foz.register_zoo_model_source(zoo_source_url)
     assert {"grounded-sam2", "grounded-sam2-video"} <= set(foz.list_zoo_models(source=zoo_source_url))
     model = foz.load_zoo_model("grounded-sam2", classes=CLASSES, **model_options)
-    assert isinstance(model, fo.core.backends.Model) and model.media_type == "image"
+    assert isinstance(model, fo.core.models.Model) and model.media_type == "image"
     images.apply_model(model, label_field="zoo", batch_size=2)
     assert check_image_labels(images, "zoo", set(CLASSES)) > 0
     # "Downloaded" is the folder FiftyOne checks for; it records the default hub checkpoints.
