@@ -116,6 +116,8 @@ def run_video(args: argparse.Namespace) -> int:
 
 def is_collection(raw: str) -> bool:
     """Whether ``--input raw`` names several videos: a folder or a glob pattern."""
+    if "://" in raw or raw.isdigit():  # a stream URL ("...?listen=1" is no glob) or a camera
+        return False
     return bool(raw.strip()) and (Path(raw).is_dir() or (glob.has_magic(raw) and not Path(raw).exists()))
 
 
