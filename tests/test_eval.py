@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 
 import numpy as np
@@ -10,6 +11,12 @@ import pytest
 from gsam2.cli.main import main
 from gsam2.core.formats import ClassList, CocoWriter, MotsWriter, MotWriter
 from gsam2.core.masks import mask_to_rle
+
+#: Track metrics come from trackeval (the `eval` extra; .ci/run installs it, so CI runs these tests).
+needs_trackeval = pytest.mark.skipif(
+    importlib.util.find_spec("trackeval") is None,
+    reason='trackeval is not installed: pip install --no-deps "trackeval>=1.3" scipy tabulate',
+)
 
 
 def square(y, x, size, height=40, width=60):
@@ -101,6 +108,7 @@ def two_cars(ids_of_first=(1, 1, 1, 1)):
     ]
 
 
+@needs_trackeval
 @pytest.mark.parametrize("masks", [False, True], ids=["mot", "mots"])
 def test_tracks_against_themselves_score_1(tmp_path, capsys, masks):
     gt = write_tracks(tmp_path / "gt", two_cars(), masks)
@@ -114,6 +122,7 @@ def test_tracks_against_themselves_score_1(tmp_path, capsys, masks):
     )  # fmt: skip
 
 
+@needs_trackeval
 @pytest.mark.parametrize("masks", [False, True], ids=["mot", "mots"])
 def test_an_id_switch_gives_the_hand_computed_figures(tmp_path, capsys, masks):
     gt = write_tracks(tmp_path / "gt", two_cars(), masks)
@@ -213,6 +222,7 @@ def official_trackeval(tmp_path, gt_rows: list[str], pred_file, masks: bool) -> 
     }  # fmt: skip
 
 
+@needs_trackeval
 @pytest.mark.parametrize("masks", [False, True], ids=["mot", "mots"])
 def test_our_track_files_score_the_same_in_trackevals_own_pipeline(tmp_path, capsys, masks):
     """An independent reader: trackeval's MOT / MOTS Challenge datasets read our writers' files themselves, and
