@@ -275,9 +275,11 @@ def run_case(case: Case, workdir: Path) -> dict:
 
     # SAM 2's deferred masks, made in the encode workers (upsampled crops; device work on a GPU).
     masks_module.finish_masks = wrap_cpu(clock, "encode: finish masks", masks_module.finish_masks)
-    cli_image.detections_to_record = wrap_cpu(clock, "encode: RLE + record (host)", cli_image.detections_to_record)
-    cli_image.atomic_write_text = wrap_cpu(clock, "write (host)", cli_image.atomic_write_text)
-    cli_image.json = JsonClock(clock)
+    import gsam2.core.exports as exports_module  # write_image_outputs: one image's record, JSON and drawing
+
+    exports_module.detections_to_record = wrap_cpu(clock, "encode: RLE + record (host)", exports_module.detections_to_record)
+    exports_module.atomic_write_text = wrap_cpu(clock, "write (host)", exports_module.atomic_write_text)
+    exports_module.json = JsonClock(clock)
     rss_before = current_rss()
     start, cpu_start = time.perf_counter(), time.process_time()
     if case.loop == "engine":

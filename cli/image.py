@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..core import GroundedSam2Error, InputError, detections_to_record, draw_detections, load_image
+from ..core import GroundedSam2Error, InputError, load_image
 from ..core.errors import DiskFullError, OutputError
-from ..core.outputs import GSAM2_MARK, atomic_save, atomic_write_text, prepare_output_folder
+from ..core.exports import write_image_outputs
+from ..core.outputs import prepare_output_folder
 from ..core.run import Run
 from .console import EXIT_FAILURES, EXIT_OK, printable, report, stopped_status, usage_error
 from .inputs import ImageRunPlan, plan_image_run
@@ -144,11 +144,10 @@ def prompt_phrases(spec) -> list[str]:
     error. (A local run asks the loaded detector; a Ray driver loads no model, and the workers check the
     rest when they load theirs.)
     """
+    from ..core.detectors.florence2 import PROMPTED_TASKS
     from ..core.prompts import parse_prompt
 
-    florence2 = spec.detector.split(":", 1)[0] == "florence2"
-    prompt_free = {"object_detection", "dense_region_caption", "region_proposal"}  # core/detectors/florence2.py
-    if florence2 and (spec.task or "object_detection") in prompt_free:
+    if spec.detector.split(":", 1)[0] == "florence2" and (spec.task or "object_detection") not in PROMPTED_TASKS:
         return []
     if not spec.prompt:
         raise InputError("--prompt: missing: name what to find, e.g. --prompt \"car. person.\"")
@@ -284,36 +283,6 @@ def label_image_files(args: argparse.Namespace, plan: ImageRunPlan, process, phr
     summary.seconds = time.perf_counter() - started
     report("\n".join(summary.lines()))
     return EXIT_FAILURES if summary.failures or summary.stopped else EXIT_OK
-
-
-def write_image_outputs(
-    output: Path, stem: str, path: Path, image, detections, extra: dict, draw: bool = True,
-    size: tuple[int, int] | None = None, json_file: bool = True,
-) -> tuple[int, dict]:
-    """Encode (RLE, JSON, drawing) and write one image's files; return its number of objects and its record.
-
-    The one writer of ``gsam2 image`` / ``autolabel`` results, on one machine (an encode thread) and on Ray
-    (a write task, :mod:`gsam2.cluster.images`): the same bytes either way. Each file is written under a
-    temporary name and renamed, the JSON first, so a complete drawing means a complete JSON too.
-    ``image`` may be ``None`` without drawing, given its ``size`` (height, width). ``json_file``: write
-    the reference's per-image JSON (``--format json``); the record is returned either way, for the dataset
-    files.
-    """
-    from PIL import Image
-
-    from ..core.masks import finish_masks
-
-    detections = finish_masks(detections)  # SAM 2's logits -> mask crops, off the model's thread
-    record = {**detections_to_record(detections, path, image.shape[:2] if image is not None else size), **extra}
-    if json_file:
-        atomic_write_text(output / f"{stem}.json", json.dumps(record, indent=2))
-    if draw:
-        drawing = Image.fromarray(draw_detections(image, detections))
-        atomic_save(  # the comment tells a later run this file is ours to replace (check_not_foreign)
-            output / f"{stem}.jpg",
-            lambda temporary: drawing.save(temporary, "JPEG", quality=90, comment=GSAM2_MARK),
-        )
-    return len(detections), record
 
 
 def close_dataset(dataset, summary: RunSummary) -> None:

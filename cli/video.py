@@ -136,8 +136,7 @@ def run_one_video(args: argparse.Namespace) -> int:
         check_local_options(args)
         check_resumable(args, formats)
         output = check_output_folder(args.output, "--output")
-        written = [output / f"{stem}.jsonl"] if "jsonl" in formats else []
-        written += [] if args.no_draw else [output / f"{stem}.mp4"]
+        written = own_output_files(output, stem, formats, draw=not args.no_draw)
         if isinstance(source, str) and Path(source).exists():
             check_no_overwrite(written, [Path(source)], "--output")
         # one output each: a folder in the way is refused too
@@ -173,6 +172,11 @@ def run_one_video(args: argparse.Namespace) -> int:
     if outcome.interrupted:
         return stopped_status(outcome.interrupted_by)
     return EXIT_FAILURES if outcome.failed else EXIT_OK
+
+
+def own_output_files(output: Path, stem: str, formats: list[str], draw: bool) -> list[Path]:
+    """A video's own files under ``OUT``: its JSON lines (``--format jsonl``) and its drawing (the MP4)."""
+    return ([output / f"{stem}.jsonl"] if "jsonl" in formats else []) + ([output / f"{stem}.mp4"] if draw else [])
 
 
 def check_resumable(args: argparse.Namespace, formats: list[str]) -> None:
@@ -343,8 +347,7 @@ def plan_videos(args: argparse.Namespace) -> tuple[list[VideoJob], Path, list[st
     )
     names = output_names(files)
     formats = chosen_formats(args)
-    written = [output / f"{name}.jsonl" for name in names] if "jsonl" in formats else []
-    written += [] if args.no_draw else [output / f"{name}.mp4" for name in names]
+    written = [path for name in names for path in own_output_files(output, name, formats, draw=not args.no_draw)]
     check_no_overwrite(written, files, "--output")
     check_not_foreign(written, folders_refused=True, setting="--output")
     for name in names:

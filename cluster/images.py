@@ -7,7 +7,7 @@ run does); here they become rows and flow through three stages, streamed with Ra
 2. **label** (a fixed pool of actors, :class:`ImageWorker`): each actor holds the spec's models, loaded once,
    and labels its batch (:meth:`~.workers.RunWorker.label`);
 3. **write** (tasks): masks, COCO RLE, JSON and drawing, written atomically by the same function a local run
-   uses (:func:`~..cli.image.write_image_outputs`), so the files are the same bytes.
+   uses (:func:`~..core.exports.write_image_outputs`), so the files are the same bytes.
 
 Each row comes back to the driver as an :class:`ImageResult`: that input's object count, or its one error
 line. A failure is that input's, never the run's.
@@ -96,7 +96,7 @@ def write(batch: dict[str, np.ndarray], output: str, draw: bool, formats: Sequen
     With COCO / YOLO among ``formats``, the row also carries the image's record (and its YOLO outlines, made
     here rather than on the driver) for the driver, which assembles those files in input order.
     """
-    from ..cli.image import write_image_outputs
+    from ..core.exports import write_image_outputs
     from ..core.formats.yolo import object_polygon
 
     collect = any(name in formats for name in ("coco", "yolo"))

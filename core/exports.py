@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ from pycocotools import mask as mask_utils
 
 from .detections import class_names
 from .masks import coco_rle, mask_to_rle  # noqa: F401 - mask_to_rle is part of this module's API
+from .outputs import GSAM2_MARK, atomic_save, atomic_write_text
 
 
 def rle_to_mask(rle: dict[str, Any]) -> np.ndarray:
@@ -82,3 +84,33 @@ def draw_detections(image: np.ndarray, detections: sv.Detections) -> np.ndarray:
         text_padding=max(2, round(5 * scale)),
     ).annotate(canvas, detections, labels=detection_labels(detections))
     return canvas
+
+
+def write_image_outputs(
+    output: Path, stem: str, path: Path, image, detections, extra: dict, draw: bool = True,
+    size: tuple[int, int] | None = None, json_file: bool = True,
+) -> tuple[int, dict]:
+    """Encode (RLE, JSON, drawing) and write one image's files; return its number of objects and its record.
+
+    The one writer of ``gsam2 image`` / ``autolabel`` results, on one machine (an encode thread) and on Ray
+    (a write task, :mod:`gsam2.cluster.images`): the same bytes either way. Each file is written under a
+    temporary name and renamed, the JSON first, so a complete drawing means a complete JSON too.
+    ``image`` may be ``None`` without drawing, given its ``size`` (height, width). ``json_file``: write
+    the reference's per-image JSON (``--format json``); the record is returned either way, for the dataset
+    files.
+    """
+    from PIL import Image
+
+    from .masks import finish_masks  # looked up per call: bench/simulated_accelerator.py times it
+
+    detections = finish_masks(detections)  # SAM 2's logits -> mask crops, off the model's thread
+    record = {**detections_to_record(detections, path, image.shape[:2] if image is not None else size), **extra}
+    if json_file:
+        atomic_write_text(output / f"{stem}.json", json.dumps(record, indent=2))
+    if draw:
+        drawing = Image.fromarray(draw_detections(image, detections))
+        atomic_save(  # the comment tells a later run this file is ours to replace (check_not_foreign)
+            output / f"{stem}.jpg",
+            lambda temporary: drawing.save(temporary, "JPEG", quality=90, comment=GSAM2_MARK),
+        )
+    return len(detections), record
