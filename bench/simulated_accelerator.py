@@ -249,7 +249,7 @@ def run_case(case: Case, workdir: Path) -> dict:
     import torch
 
     from gsam2 import cli
-    from gsam2.cli import image as cli_image  # where gsam2 image decodes, encodes and writes
+    from gsam2.core import image_files  # where gsam2 image decodes, encodes and writes
 
     # The processors' resize/normalise and SAM 2's mask upsampling run on the model's device; on a
     # GPU they are device work and the host's torch thread pool is idle. Here the "device" is the
@@ -270,7 +270,7 @@ def run_case(case: Case, workdir: Path) -> dict:
 
     real_load = images_module.load_image
     images_module.load_image = wrap_cpu(clock, "decode (host)", real_load)
-    cli_image.load_image = images_module.load_image
+    image_files.load_image = images_module.load_image
     import gsam2.core.masks as masks_module
 
     # SAM 2's deferred masks, made in the encode workers (upsampled crops; device work on a GPU).

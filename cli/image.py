@@ -6,11 +6,9 @@ import argparse
 import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from ..core import GroundedSam2Error, InputError, load_image
+from ..core import GroundedSam2Error, InputError
 from ..core.errors import DiskFullError, OutputError
-from ..core.exports import write_image_outputs
 from ..core.outputs import prepare_output_folder
 from ..core.run import Run
 from .console import EXIT_FAILURES, EXIT_OK, printable, report, stopped_status, usage_error
@@ -60,25 +58,12 @@ def run_image(args: argparse.Namespace) -> int:
         plan = plan_image_run(args)
         run = Run(spec_from_args(args))
         run.load_for_images(check_prompt=True)
-        prepare = run.preparation_steps()  # one batch ahead of the models (core/engine.py)
     except GroundedSam2Error as error:
         return usage_error(error)
-
-    def label_images(images, prepared=None):
-        results = run.label_images(
-            images,
-            prepared=prepared,
-            compact_masks=True,  # crops: the JSON's RLE and the drawing never need full frames
-            defer_masks=True,  # made in the encode workers (write), not in the model's thread
-        )
-        return [(detections, {}) for detections in results]
-
     return label_image_files(
         args,
         plan,
-        lambda summary, progress, dataset: label_batches(
-            args, plan, run.batch_size, label_images, summary, progress, prepare, dataset
-        ),
+        lambda summary, progress, dataset: label_batches(args, plan, run, "images", summary, progress, dataset),
         phrases=run.phrases(),
     )
 
@@ -92,16 +77,10 @@ def run_autolabel(args: argparse.Namespace) -> int:
         run = Run(spec_from_args(args)).load_for_images()
     except GroundedSam2Error as error:
         return usage_error(error)
-
-    def label_images(images):
-        return [(result.detections, {"caption": result.caption}) for result in run.auto_label(images)]
-
     return label_image_files(
         args,
         plan,
-        lambda summary, progress, dataset: label_batches(
-            args, plan, run.batch_size, label_images, summary, progress, dataset=dataset
-        ),
+        lambda summary, progress, dataset: label_batches(args, plan, run, "autolabel", summary, progress, dataset),
     )
 
 
@@ -295,32 +274,18 @@ def close_dataset(dataset, summary: RunSummary) -> None:
 
 
 def label_batches(
-    args, plan: ImageRunPlan, batch_size: int, label_images, summary: RunSummary, progress, prepare=None, dataset=None
+    args, plan: ImageRunPlan, run: Run, work: str, summary: RunSummary, progress, dataset=None
 ) -> None:
-    """Decode ahead, label in batches, encode and write in the background (:func:`~.core.engine.run_pipelined`)."""
+    """Label ``plan``'s files in this process (:func:`~..core.image_files.label_files`) and count them."""
     from tqdm import tqdm
 
-    from ..core.engine import reuse_freed_buffers, run_pipelined
+    from ..core.engine import freeze_long_lived_objects, reuse_freed_buffers
+    from ..core.image_files import label_files
 
-    output = plan.output
     reuse_freed_buffers()  # no page faults on every batch's large buffers (a bulk process keeps its peak)
-
-    several_frames: set[Path] = set()
-
-    def load(item):
-        return load_image(item[0], on_several_frames=lambda: several_frames.add(item[0]))
-
-    def write(item, image, labelled):
-        """One image's own files; its number of objects, record and YOLO polygons (the dataset files are fed
-        in input order by the loop below)."""
-        (path, stem), (detections, extra) = item, labelled
-        count, record = write_image_outputs(
-            output, stem, path, image, detections, extra, draw=not args.no_draw, json_file="json" in plan.formats
-        )
-        return count, record, dataset.encode(record) if dataset is not None else None
-
-    items = list(zip(plan.files, plan.names))
-    for outcome in run_pipelined(items, load, label_images, write, batch_size=batch_size, prepare=prepare):
+    freeze_long_lived_objects()  # the models are loaded: the collector need not walk them again
+    files = list(zip(plan.files, plan.names))
+    for outcome in label_files(run, work, files, plan.output, draw=not args.no_draw, formats=plan.formats):
         path = outcome.item[0]
         if outcome.error is not None:  # that image's failure; the others of its batch still count
             # A load error names the file already; a labelling or encoding error gets it prefixed.
@@ -328,17 +293,17 @@ def label_batches(
             summary.failures.append(message)
             tqdm.write(printable(f"error: {message}", sys.stderr), file=sys.stderr)
         else:
-            count, record, polygons = outcome.value
+            written = outcome.value
             if dataset is not None:  # in input order: ids and classes are the same on every run
                 try:
-                    dataset.add(path, outcome.item[1], record, polygons)
+                    dataset.add(path, outcome.item[1], written.record, written.polygons)
                 except OutputError as error:  # that image's label file or link (a full disk stops the run)
                     summary.failures.append(f"{path}: {error}")
                     tqdm.write(printable(f"error: {summary.failures[-1]}", sys.stderr), file=sys.stderr)
                     progress.update(1)
                     continue
             summary.images += 1
-            summary.objects += count
-            if path in several_frames:  # in input order (the decode workers finish in any order)
+            summary.objects += written.objects
+            if written.several_frames:
                 summary.first_frame_only.append(str(path))
         progress.update(1)

@@ -410,7 +410,7 @@ def start_workers(ray, worker_class: type, workers: int, gpus_per_worker: float,
     remote_class = ray.remote(worker_class)
     # A whole CPU each, or a share on a cluster with fewer CPUs than workers: an actor Ray cannot place
     # would hold its range forever. The actor decodes, labels and writes itself: no task needs a CPU.
-    cpus = cpus_per_worker(workers, task_cpus=0.0)
+    cpus = cpus_per_worker(workers)
     return [
         remote_class.options(
             num_cpus=cpus,

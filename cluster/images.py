@@ -1,20 +1,27 @@
-"""``gsam2 image|autolabel --ray``: label image files as a Ray Data pipeline.
+"""``gsam2 image|autolabel --ray``: label image files on a pool of Ray actors, each running a local run's loop.
 
 The driver has planned the inputs and their output names (:func:`~..cli.inputs.plan_image_run`, as a local
-run does); here they become rows and flow through three stages, streamed with Ray Data's backpressure:
+run does); here they become rows of ``(index, path, name)`` in blocks, and a fixed pool of actors
+(:class:`ImageWorker`) takes the blocks as Ray Data streams them. Each actor holds the spec's models,
+loaded once, and runs on its block exactly what a local run runs on all the files
+(:func:`~..core.image_files.label_files`): files decoded ahead in a thread, the processors' work one batch
+ahead of the models, masks, RLE, JSON and drawing written atomically in a thread behind them. So the files
+are the same bytes as a local run's.
 
-1. **decode** (tasks): read each file into an RGB array (:func:`~..core.images.load_image`);
-2. **label** (a fixed pool of actors, :class:`ImageWorker`): each actor holds the spec's models, loaded once,
-   and labels its batch (:meth:`~.workers.RunWorker.label`);
-3. **write** (tasks): masks, COCO RLE, JSON and drawing, written atomically by the same function a local run
-   uses (:func:`~..core.exports.write_image_outputs`), so the files are the same bytes.
+Why decoding and writing happen in the actor, not in Ray Data tasks of their own: a decoded 1 MP image is
+3 MB and its mask logits 2.6 MB, against ~0.2 MB of JPEG. Moving them through the object store between
+separate decode, label and write stages cost about 55 ms of host CPU per image (Arrow blocks, pickling,
+copies), more than all of our own work on it (~41 ms), and capped 4 T4-class actors on a 2-core host at
+0.68 of their ceiling (bench/ray_scaling.py; bench/README.md has both layouts' figures). Inside the actor
+the image never leaves the process that decodes it, reads happen where the GPU is (from shared storage,
+on any node), and only a path goes in and a few numbers come out.
 
 Each row comes back to the driver as an :class:`ImageResult`: that input's object count, or its one error
 line. A failure is that input's, never the run's.
 
-Batches follow the input order in blocks of the run's batch size (or a multiple of it), so an actor's
-batches hold the same images as a local run's would: batching can change a model's numbers (padding), and
-the outputs must be the same bytes.
+Blocks follow the input order, one batch of the run's batch size each, so an actor's batches hold the same
+images as a local run's would: batching can change a model's numbers (padding), and the outputs must be
+the same bytes.
 """
 
 from __future__ import annotations
@@ -28,10 +35,10 @@ from typing import Any
 
 import numpy as np
 
-from .workers import RunWorker, error_line, worker_options
+from .workers import RunWorker, crash_once_if_asked, worker_options
 
-#: Rows per actor call when the spec sets no batch size: enough to keep an actor busy between calls, few
-#: enough that 240 images still spread over 8 actors.
+#: Rows per actor call when the spec sets no batch size: one batch of the default on a GPU
+#: (:func:`~..core.run.default_batch_size`), a multiple of the CPU's default (1).
 DEFAULT_ROWS_PER_CALL = 4
 
 
@@ -46,81 +53,41 @@ class ImageResult:
     dataset_row: bytes = b""  # pickled (record, YOLO polygons) for the driver's COCO / YOLO files, when asked
 
 
-def decode(batch: dict[str, np.ndarray]) -> dict[str, Any]:
-    """Stage 1 (a task): the files of ``batch["path"]`` as RGB arrays; a file that cannot be read gets its error."""
-    from ..core import GroundedSam2Error, load_image
-
-    images, errors, several = [], [], []
-    for path in batch["path"]:
-        flag = []
-        try:
-            images.append(load_image(Path(path), on_several_frames=lambda: flag.append(True)))
-            errors.append("")
-        except GroundedSam2Error as error:  # names the file already
-            images.append(np.zeros((0, 0, 3), np.uint8))
-            errors.append(str(error))
-        several.append(bool(flag))
-    return {**batch, "image": _objects(images), "height": np.array([image.shape[0] for image in images]),
-            "width": np.array([image.shape[1] for image in images]), "error": np.array(errors, dtype=object),
-            "several": np.array(several)}
-
-
 class ImageWorker(RunWorker):
-    """Stage 2 (an actor): label the decoded images of a batch; results travel pickled to the write tasks.
+    """One actor: the spec's models, and the local run's loop over each block of files it is given.
 
-    ``keep_images``: pass the decoded images on to the write tasks (they draw on them). Without drawing
-    they are left out: putting a batch's images back into the object store cost the actor about 7 ms per
-    1 MP image (measured), on the path that keeps its accelerator fed.
+    Two calls run at once (:func:`~.workers.worker_options` with ``overlap=True``): while one block's batch
+    is on the accelerator (under ``model_lock``), the other block's files are decoded and prepared.
     """
 
-    def __init__(self, spec: dict[str, Any], work: str = "images", crash_marker: str | None = None,
-                 keep_images: bool = True):
+    def __init__(self, spec: dict[str, Any], work: str, output: str, draw: bool, formats: Sequence[str] = ("json",),
+                 crash_marker: str | None = None):
+        from ..core.engine import reuse_freed_buffers
+
         super().__init__(spec, work, crash_marker)
-        self.keep_images = keep_images
+        self.output, self.draw, self.formats = Path(output), draw, tuple(formats)
+        self.collect = any(name in self.formats for name in ("coco", "yolo"))
+        reuse_freed_buffers()  # as the local command: no page faults on every batch's large buffers
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
-        errors = list(batch["error"])
-        images = [image if not errors[i] else None for i, image in enumerate(batch["image"])]
-        labelled = []
-        for i, result in enumerate(self.label(images)):
-            if result.error is not None:
-                errors[i] = f"{batch['path'][i]}: {result.error}"
-            labelled.append(pickle.dumps((result.detections, result.extra)) if not errors[i] else b"")
-        kept = batch if self.keep_images else {k: v for k, v in batch.items() if k != "image"}
-        return {**kept, "labelled": _objects(labelled), "error": np.array(errors, dtype=object)}
+        from ..core.image_files import label_files
 
-
-def write(batch: dict[str, np.ndarray], output: str, draw: bool, formats: Sequence[str] = ("json",)) -> dict[str, Any]:
-    """Stage 3 (a task): each image's JSON (and drawing), as a local run writes them; the row's outcome.
-
-    With COCO / YOLO among ``formats``, the row also carries the image's record (and its YOLO outlines, made
-    here rather than on the driver) for the driver, which assembles those files in input order.
-    """
-    from ..core.exports import write_image_outputs
-    from ..core.formats.yolo import object_polygon
-
-    collect = any(name in formats for name in ("coco", "yolo"))
-    objects, errors, rows = [], list(batch["error"]), []
-    for i, path in enumerate(batch["path"]):
-        count, row = 0, b""
-        if not errors[i]:
-            detections, extra = pickle.loads(batch["labelled"][i])
-            try:
-                image = batch["image"][i] if draw else None
-                size = (int(batch["height"][i]), int(batch["width"][i]))
-                count, record = write_image_outputs(
-                    Path(output), batch["stem"][i], Path(path), image, detections, extra, draw=draw, size=size,
-                    json_file="json" in formats,
-                )
-                if collect:
-                    polygons = [object_polygon(obj) for obj in record["annotations"]] if "yolo" in formats else None
-                    row = pickle.dumps((record, polygons))
-            except Exception as error:  # noqa: BLE001 - this image's failure (a folder in the way, a full disk)
-                errors[i] = f"{path}: {error_line(error)}"
-        objects.append(count)
-        rows.append(row)
-    return {"index": batch["index"], "objects": np.array(objects), "error": np.array(errors, dtype=object),
-            "several": batch["several"], "dataset_row": _objects(rows)}
+        crash_once_if_asked()
+        files = [(Path(path), str(name)) for path, name in zip(batch["path"], batch["stem"])]
+        objects, errors, several, rows = [], [], [], []
+        for outcome in label_files(self.run, self.work, files, self.output, draw=self.draw, formats=self.formats,
+                                   model_lock=self.model_lock, isolate_write_errors=True,
+                                   decode_workers=1, encode_workers=1):
+            path, written = outcome.item[0], outcome.value
+            if outcome.error is not None:  # a load error names the file already
+                errors.append(outcome.error if outcome.stage == "load" else f"{path}: {outcome.error}")
+            else:
+                errors.append("")
+            objects.append(written.objects if written else 0)
+            several.append(bool(written and written.several_frames))
+            rows.append(pickle.dumps((written.record, written.polygons)) if written and self.collect else b"")
+        return {"index": batch["index"], "objects": np.array(objects), "error": np.array(errors, dtype=object),
+                "several": np.array(several), "dataset_row": np.array(rows, dtype=object)}
 
 
 def label_files_on_ray(
@@ -138,7 +105,7 @@ def label_files_on_ray(
     crash_marker: str | None = None,
     formats: Sequence[str] = ("json",),
 ) -> Iterator[ImageResult]:
-    """Run the three stages over ``files[i]`` for ``i`` in ``indices``; yield each input's result as it lands.
+    """Label ``files[i]`` for ``i`` in ``indices`` on a pool of actors; yield each input's result as it lands.
 
     ``spec`` is :meth:`RunSpec.to_dict`; ``work`` is ``"images"`` or ``"autolabel"``. Results come in the
     order they finish, not the input order. Ray must be connected (:func:`~.workers.connect`).
@@ -147,29 +114,18 @@ def label_files_on_ray(
 
     if not indices:
         return
-    batch = spec.get("batch_size") or 1
-    rows = rows_per_call or batch * max(1, math.ceil(DEFAULT_ROWS_PER_CALL / batch))
+    # One batch per call: an actor's two calls then alternate on its accelerator batch by batch (calls of
+    # two batches left it idle for 0.5-1 s now and then, bench/ray_scaling.py).
+    rows = rows_per_call or spec.get("batch_size") or DEFAULT_ROWS_PER_CALL
     items = [{"index": i, "path": str(files[i]), "stem": names[i]} for i in indices]
-    dataset = (
-        # One block per actor call: an actor's batch is exactly these rows, in input order (see the module doc).
-        ray.data.from_items(items, override_num_blocks=math.ceil(len(items) / rows))
-        .map_batches(decode, batch_size=rows, num_cpus=1)
-        .map_batches(
-            ImageWorker,
-            fn_constructor_args=(spec, work, crash_marker, draw),
-            batch_size=rows,
-            **worker_options(workers, gpus_per_worker, cpus_per_worker, overlap=True),
-        )
-        .map_batches(write, fn_kwargs={"output": str(output), "draw": draw, "formats": tuple(formats)},
-                     batch_size=rows, num_cpus=1)
+    # One block per actor call: an actor's batches are exactly these rows, in input order (see the module doc).
+    dataset = ray.data.from_items(items, override_num_blocks=math.ceil(len(items) / rows)).map_batches(
+        ImageWorker,
+        fn_constructor_args=(spec, work, str(output), draw, tuple(formats), crash_marker),
+        batch_size=rows,
+        **worker_options(workers, gpus_per_worker, cpus_per_worker, overlap=True),
     )
     for row in dataset.iter_rows():
         yield ImageResult(int(row["index"]), int(row["objects"]), row["error"] or None, bool(row["several"]),
                           row["dataset_row"])
 
-
-def _objects(values: list) -> np.ndarray:
-    """A 1-D object array of ``values`` (``np.array`` would try to stack equal-shaped images into one array)."""
-    array = np.empty(len(values), dtype=object)
-    array[:] = values
-    return array

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from .workers import RunWorker, _crash_once_if_asked, error_line, worker_options
+from .workers import RunWorker, crash_once_if_asked, error_line, worker_options
 
 
 class VideoWorker(RunWorker):
@@ -38,7 +38,7 @@ class VideoWorker(RunWorker):
         from ..cli.video import VideoOutcome, track_video
         from ..core.video_io import probe_video
 
-        _crash_once_if_asked()
+        crash_once_if_asked()
         outcomes = []
         for source, name in zip(batch["source"], batch["name"]):
             try:

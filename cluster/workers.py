@@ -7,7 +7,8 @@
   by default, one on a CPU-only cluster) and :func:`worker_options` into ``map_batches`` arguments;
 - :class:`RunWorker` is what each actor holds: the :class:`~..core.run.Run` of a
   :class:`~..core.spec.RunSpec` sent as :meth:`~..core.spec.RunSpec.to_dict`, its models loaded once per
-  process, and :meth:`RunWorker.label` to label a batch of images with the engine's failure isolation.
+  process; its subclasses (:class:`~.images.ImageWorker`, :class:`~.videos.VideoWorker`) run a local run's
+  loop on each batch of inputs they are given.
 
 Example (what ``gsam2 image --ray`` and ``gsam2.cluster`` do)::
 
@@ -31,8 +32,6 @@ import math
 import os
 import socket
 import threading
-from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -167,20 +166,20 @@ def pool_size(workers: int | None, gpus_per_worker: float | None) -> tuple[int, 
     return workers, share
 
 
-def cpus_per_worker(workers: int, task_cpus: float = 1.0) -> float:
-    """The CPUs each actor reserves: 1, or less when the cluster has fewer than ``workers`` + one task's.
+def cpus_per_worker(workers: int) -> float:
+    """The CPUs each actor reserves: 1, or an equal share when the cluster has fewer CPUs than ``workers``.
 
-    Ray schedules by reserved (logical) CPUs. An actor that held a whole CPU on a cluster with no CPU
-    left over would starve the decode and write tasks that feed it, and the run would wait forever;
-    so on a small cluster (a laptop, the tests' 2 CPUs) the actors share what is left after one task.
-    On a GPU node the actor mostly waits for its GPU: a share of a CPU is what it needs.
+    Ray schedules by reserved (logical) CPUs, and an actor that cannot get its reservation is never
+    started: on a small cluster (a laptop, the tests' 2 CPUs) the actors share what there is. Nothing
+    else of a run needs a CPU of its own: each actor decodes, labels and writes its inputs itself. On a
+    GPU node an actor mostly waits for its GPU, and the host work it does runs in its own threads.
 
-    Example: 8 CPUs, 4 workers -> 1.0; 2 CPUs, 2 workers -> 0.5; 1 CPU, 1 worker -> 0.0.
+    Example: 8 CPUs, 4 workers -> 1.0; 2 CPUs, 4 workers -> 0.5.
     """
     import ray
 
     cpus = float(ray.cluster_resources().get("CPU", 0.0))
-    return min(1.0, math.floor(max(0.0, cpus - task_cpus) / workers * 1000) / 1000)
+    return min(1.0, math.floor(cpus / workers * 1000) / 1000)
 
 
 def worker_options(
@@ -189,21 +188,23 @@ def worker_options(
     """``map_batches`` arguments for a fixed pool of ``workers`` model replicas.
 
     ``compute=ActorPoolStrategy(size=N)`` is Ray Data's fixed pool (``concurrency=N`` in newer spellings);
-    ``max_tasks_in_flight_per_actor=2`` lets the next batch's transfer overlap the current one's work.
+    ``max_tasks_in_flight_per_actor=3``: with two calls running (``overlap``), a third block waits in the
+    actor, so a call that ends is followed at once, without a round trip to the driver's scheduler.
     ``cpus``: each actor's reserved CPUs (default :func:`cpus_per_worker`, fitted to the cluster).
 
     ``overlap``: two calls run at once in each actor (``max_concurrency=2``), so that one batch's host work
     (the processors' resizing, box prompts) is done while the other's is on the accelerator; the callable
-    must serialise its model work itself (:meth:`RunWorker.label` holds ``model_lock``). Without it an
+    must serialise its model work itself (:class:`~.images.ImageWorker` holds ``model_lock``). Without it an
     actor's accelerator waits for every batch's preparation: measured 0.81 of the ceiling with one
     T4-class actor (bench/ray_scaling.py), against 0.95 for the single-process engine, which prepares
-    one batch ahead.
+    one batch ahead. Each call is one batch (:mod:`.images`): calls of two batches left an actor's
+    accelerator idle for 0.5-1 s now and then (4 T4-class actors: 0.83-0.89 of the ceiling against 1.0).
     """
     import inspect
 
     from ray.data import ActorPoolStrategy
 
-    strategy: dict[str, Any] = {"size": workers, "max_tasks_in_flight_per_actor": 2}
+    strategy: dict[str, Any] = {"size": workers, "max_tasks_in_flight_per_actor": 3}
     extra: dict[str, Any] = {}
     if overlap:
         extra["max_concurrency"] = 2
@@ -218,16 +219,7 @@ def worker_options(
     }
 
 
-@dataclass
-class Labelled:
-    """One image's result from :meth:`RunWorker.label`: ``(detections, extra JSON fields)`` or an error line."""
-
-    detections: Any = None
-    extra: dict | None = None
-    error: str | None = None
-
-
-def _crash_once_if_asked() -> None:
+def crash_once_if_asked() -> None:
     marker = os.environ.get(CRASH_ONCE_ENV)
     if not marker:
         return
@@ -248,6 +240,7 @@ class RunWorker:
     """
 
     def __init__(self, spec: dict[str, Any], work: str = "images", crash_marker: str | None = None):
+        from ..core.engine import freeze_long_lived_objects
         from ..core.run import Run
         from ..core.spec import RunSpec
 
@@ -262,63 +255,7 @@ class RunWorker:
             self.run.load_for_video()
         else:
             self.run.load_for_images()
-        self.prepare = self.run.preparation_steps() if work == "images" else None
-
-    def label(self, images: Sequence[Any]) -> list[Labelled]:
-        """Label decoded RGB images with the spec's settings, in batches of the run's batch size.
-
-        A batch that fails is retried image by image, so only the images that fail on their own get an
-        error (the engine's isolation, :func:`~..core.engine.run_pipelined`). ``images`` entries that are
-        ``None`` (not decoded) are passed over with no result (``Labelled()``). Masks are made later, by the
-        caller (:func:`~..core.masks.finish_masks`), off this actor's accelerator: their logits are moved to
-        host memory so they travel to a CPU-only node.
-        """
-        from ..core.engine import run_pipelined
-
-        _crash_once_if_asked()
-        rows = [(index, image) for index, image in enumerate(images) if image is not None]
-        results: list[Labelled] = [Labelled() for _ in images]
-        if self.work == "autolabel":
-
-            def infer(batch):
-                with self.model_lock:
-                    found = self.run.auto_label(batch)
-                return [(result.detections, {"caption": result.caption}) for result in found]
-
-        else:
-
-            def infer(batch, prepared=None):
-                with self.model_lock:
-                    found = self.run.label_images(batch, prepared=prepared, compact_masks=True, defer_masks=True)
-                return [(_masks_to_host(detections), {}) for detections in found]
-
-        outcomes = run_pipelined(
-            rows,
-            load=lambda row: row[1],
-            infer=infer,
-            batch_size=self.run.batch_size,
-            prepare=self.prepare,
-            decode_workers=1,
-            encode_workers=1,
-        )
-        for outcome in outcomes:
-            index = outcome.item[0]
-            if outcome.error is not None:
-                results[index] = Labelled(error=outcome.error)
-            else:
-                detections, extra = outcome.value
-                results[index] = Labelled(detections, extra)
-        return results
-
-
-def _masks_to_host(detections):
-    """Deferred mask logits (on the model's device) moved to host memory, so the detections pickle anywhere."""
-    from ..core.masks import PENDING_MASKS
-
-    pending = detections.metadata.get(PENDING_MASKS)
-    if pending is not None and getattr(pending.logits, "device", None) is not None and pending.logits.device.type != "cpu":
-        pending.logits = pending.logits.cpu()
-    return detections
+        freeze_long_lived_objects()  # an actor lives for the whole run: the collector need not walk its models
 
 
 def error_line(error: BaseException) -> str:

@@ -236,6 +236,23 @@ def reuse_freed_buffers() -> bool:
     return bool(mallopt(m_mmap_threshold, 1 << 30)) and bool(mallopt(m_trim_threshold, (1 << 31) - 1))
 
 
+
+def freeze_long_lived_objects() -> None:
+    """Leave the objects alive now (modules, loaded models) out of every later garbage collection.
+
+    A process that has imported torch, transformers (and Ray) and loaded its models holds 0.5-1 M
+    objects that live until it exits, and each full collection walks all of them: ~150 ms for 0.5 M
+    (measured here). A labelling loop allocates enough to trigger one every few batches; in 4 Ray
+    actors sharing 2 cores the collector was the largest single cost of the actors' host time (8 % of
+    it, ``perf``). :func:`gc.freeze` moves them to a permanent generation that collections skip (the
+    Python docs' use: long-lived processes). Call it once the models are loaded; objects created later
+    are collected as usual.
+    """
+    import gc
+
+    gc.freeze()
+
+
 _END = object()
 
 

@@ -92,8 +92,8 @@ def write_image_outputs(
 ) -> tuple[int, dict]:
     """Encode (RLE, JSON, drawing) and write one image's files; return its number of objects and its record.
 
-    The one writer of ``gsam2 image`` / ``autolabel`` results, on one machine (an encode thread) and on Ray
-    (a write task, :mod:`gsam2.cluster.images`): the same bytes either way. Each file is written under a
+    The one writer of ``gsam2 image`` / ``autolabel`` results (:func:`~.image_files.label_files`'s write
+    thread, on one machine and in each Ray actor): the same bytes either way. Each file is written under a
     temporary name and renamed, the JSON first, so a complete drawing means a complete JSON too.
     ``image`` may be ``None`` without drawing, given its ``size`` (height, width). ``json_file``: write
     the reference's per-image JSON (``--format json``); the record is returned either way, for the dataset

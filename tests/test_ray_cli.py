@@ -84,6 +84,18 @@ def test_image_on_ray_writes_the_same_files_as_a_local_run(tmp_path, tiny_models
     assert_same_files(tmp_path, local_images)
 
 
+def test_a_write_failure_on_a_worker_is_that_images_failure(tmp_path, tiny_models, images, ray_address, capsys):
+    """A folder where one image's JSON goes: that image's line in the summary; the others are written."""
+    output = tmp_path / "out"
+    (output / "shapes0.json").mkdir(parents=True)
+    status = main(image_args(tiny_models, images, output, "--ray", ray_address))
+    out, err = capsys.readouterr()
+    assert status == 1, err
+    assert "images processed: 4" in out and "failures:         2" in out  # broken.png and shapes0.png
+    assert f"failed: {images / 'shapes0.png'}: " in out and "cannot write it" in out
+    assert (output / "shapes1.json").is_file() and (output / "shapes0.json").is_dir()
+
+
 def test_a_killed_worker_is_restarted_and_nothing_is_lost_or_written_twice(
     tmp_path, tiny_models, images, local_images, ray_address, monkeypatch, capsys
 ):
@@ -147,10 +159,9 @@ def test_resume_without_ray_redoes_only_what_is_incomplete(tmp_path, tiny_models
 def test_autolabel_on_ray_writes_the_same_files_as_a_local_run(tmp_path, tiny_models, images, ray_address, capsys):
     args = ["autolabel", "--input", str(images / "shapes0.png"), str(images / "shapes1.png"), "--caption", "caption",
             "--detector", f"florence2:{tiny_models['florence2']}", "--segmenter", str(tiny_models["sam2"]),
-            "--device", "cpu", "--quiet", "--no-draw"]  # no drawing: the Ray workers keep no images for it
+            "--device", "cpu", "--quiet"]
     assert main([*args, "--output", str(tmp_path / "local")]) == 0
-    # Two workers on the 2-CPU cluster: each reserves half a CPU, so the decode and write tasks still get
-    # one (a worker holding a whole CPU each would starve them and the run would wait forever).
+    # Two workers on the 2-CPU cluster (one CPU each), the drawings too.
     assert main([*args, "--output", str(tmp_path / "ray"), "--ray", ray_address, "--workers", "2"]) == 0
     out, _ = capsys.readouterr()
     assert "images processed: 2" in out
@@ -307,8 +318,8 @@ def test_the_pool_fits_the_cluster(ray_address, monkeypatch):
 
     cpus = ray_cpus()
     assert workers.pool_size(None, None) == (1, 0.0)  # no GPUs: one replica
-    assert workers.cpus_per_worker(1) == min(1.0, cpus - 1)
-    assert workers.cpus_per_worker(3) == pytest.approx(min(1.0, (cpus - 1) / 3), abs=1e-3)
+    assert workers.cpus_per_worker(1) == min(1.0, cpus)
+    assert workers.cpus_per_worker(2 * int(cpus)) == 0.5  # more workers than CPUs: an equal share each
     monkeypatch.setattr(workers, "cluster_gpus", lambda: 4.0)  # the arithmetic of a 4-GPU cluster
     assert workers.pool_size(None, None) == (4, 1.0)
     assert workers.pool_size(None, 0.5) == (8, 0.5)

@@ -89,10 +89,6 @@ class ImageDatasetWriter:
     def active(self) -> bool:
         return self.coco is not None or self.yolo is not None
 
-    def encode(self, record: dict[str, Any]) -> list[np.ndarray] | None:
-        """The slow part of :meth:`add` (mask outlines for YOLO), for an encode worker; pass its result to :meth:`add`."""
-        return [object_polygon(obj) for obj in record["annotations"]] if self.yolo is not None else None
-
     def add(self, image_path: str | Path, name: str, record: dict[str, Any], polygons=None) -> None:
         """One image's reference-JSON ``record`` (:func:`~..exports.detections_to_record`), output name ``name``."""
         if not self.active:
@@ -128,3 +124,9 @@ class ImageDatasetWriter:
         finally:
             if self.yolo is not None:
                 self.yolo.close()
+
+
+def yolo_outlines(record: dict[str, Any], formats: Sequence[str]) -> list[np.ndarray] | None:
+    """The slow part of :meth:`ImageDatasetWriter.add` (each mask's outline), for a writer thread to make
+    beforehand when ``formats`` has ``"yolo"``; pass the result to ``add``."""
+    return [object_polygon(obj) for obj in record["annotations"]] if "yolo" in formats else None
