@@ -3,8 +3,9 @@
 Each Ray actor's model forwards are the stand-ins of :mod:`simulated_accelerator` (they sleep for a
 T4-class or H100-class time, releasing the GIL as a CUDA wait does, and return outputs of the real
 shapes); everything else is the real code on the real Ray cluster: ``gsam2 image --ray`` (``cli.main``)
-plans the run, Ray Data decodes in tasks, the actor pool (``gsam2.cluster.images.ImageWorker``) runs the
-real processors, box selection and mask prompts, and write tasks make the masks, RLE and JSON.
+plans the run, Ray Data streams the file names to the actor pool, and each actor
+(``gsam2.cluster.images.ImageWorker``) runs the local run's loop on its batches: decoding, the real
+processors, box selection and mask prompts, masks, RLE and JSON.
 
 The stand-ins reach the actors through Ray's ``worker_process_setup_hook``: every worker process of the
 cluster gets a model cache that builds the simulated detector and segmenter the first time an actor
@@ -14,17 +15,17 @@ checkpoints in ``__init__``. The cluster declares N GPUs (``ray.init(num_gpus=N)
 
 For N actors the ceiling is N x one replica's ceiling (1 / the stand-ins' time per image). Each case runs
 in its own process with its own cluster. Reported per case: images/s and its ratio to the ceiling, host
-CPU per image (every process of the run: driver, Ray's own daemons, tasks and actors), peak RSS per
+CPU per image (every process of the run: driver, Ray's own daemons and the actors), peak RSS per
 actor and of the driver. The single-process engine (``gsam2 image`` without Ray) is measured in the same
 invocation on the same images, for the Ray-overhead goal (1 actor against it).
 
 Run (2-core CPU)::
 
     HF_HUB_OFFLINE=1 python bench/ray_scaling.py --simulated-accelerator
-    HF_HUB_OFFLINE=1 python bench/ray_scaling.py --simulated-accelerator --images 60 --actors 1,4 --profiles t4
+    HF_HUB_OFFLINE=1 python bench/ray_scaling.py --simulated-accelerator --actors 1,4 --profiles t4
 
 Options: ``--images N`` (240), ``--actors 1,2,4,8``, ``--profiles t4,h100``, ``--batch-size`` (4),
-``--cpus N`` (logical CPUs the cluster declares for tasks, besides one per actor; 2), ``--json FILE``.
+``--cpus N`` (logical CPUs the cluster declares besides one per actor; 2), ``--json FILE``.
 """
 
 from __future__ import annotations
@@ -53,8 +54,7 @@ def setup_worker() -> None:
     """Ray's ``worker_process_setup_hook``: stand-in models on demand, one torch thread (as the engine case).
 
     The model cache of :mod:`gsam2.core.backends` is replaced by one that builds the simulated models when
-    a ``simulated/...`` name is first asked for; other names load as usual. Only the actors ask, so the
-    decode and write tasks pay nothing.
+    a ``simulated/...`` name is first asked for; other names load as usual. Only the actors ask.
     """
     import sys
 
@@ -392,7 +392,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--actors", default="1,2,4,8")
     parser.add_argument("--profiles", default="t4,h100")
     parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--cpus", type=int, default=2, help="logical CPUs the cluster offers tasks, besides the actors'")
+    parser.add_argument("--cpus", type=int, default=2, help="logical CPUs the cluster declares besides one per actor")
     parser.add_argument("--no-engine", action="store_true", help="skip the single-process engine case")
     parser.add_argument("--json", help="write the figures here")
     parser.add_argument("--_child", help=argparse.SUPPRESS)
