@@ -25,7 +25,8 @@ Run (2-core CPU)::
     HF_HUB_OFFLINE=1 python bench/ray_scaling.py --simulated-accelerator --actors 1,4 --profiles t4
 
 Options: ``--images N`` (240), ``--actors 1,2,4,8``, ``--profiles t4,h100``, ``--batch-size`` (4),
-``--cpus N`` (logical CPUs the cluster declares besides one per actor; 2), ``--json FILE``.
+``--cpus N`` (logical CPUs the cluster declares besides one per actor; 2), ``--draw`` (the Ray cases draw each
+image too, as ``gsam2 image`` does by default; the engine case does not), ``--json FILE``.
 """
 
 from __future__ import annotations
@@ -235,7 +236,8 @@ class TreeSampler:
 # ---------------------------------------------------------------- one case (in a fresh process)
 
 
-def ray_case(profile: str, actors: int, images: int, batch_size: int, cpus: int, workdir: Path) -> dict:
+def ray_case(profile: str, actors: int, images: int, batch_size: int, cpus: int, workdir: Path,
+             draw: bool = False) -> dict:
     """``gsam2 image --ray`` on a fresh local cluster of ``actors`` declared GPUs; its figures."""
     import ray
 
@@ -264,7 +266,8 @@ def ray_case(profile: str, actors: int, images: int, batch_size: int, cpus: int,
         output = workdir / f"out-ray-{profile}-{actors}"
         argv = ["image", "--prompt", sim.PROMPT, "--input", str(folder), "--output", str(output),
                 "--detector", "simulated/grounding-dino", "--segmenter", "simulated/sam2", "--device", "cpu",
-                "--box-threshold", "0.3", "--batch-size", str(batch_size), "--no-draw", "--quiet", "--ray"]
+                "--box-threshold", "0.3", "--batch-size", str(batch_size), "--quiet", "--ray"]
+        argv += [] if draw else ["--no-draw"]
         sampler = TreeSampler()
         landed: list[float] = []  # when each result reached the driver
         real = cluster_images.label_files_on_ray
@@ -344,7 +347,7 @@ def warm_up_ray_data() -> None:
     execution/node_trackers/actor_location.py, Ray 2.58). Each start-up (a Python process importing Ray
     Data) costs 2-3 s of CPU, and they started in the middle of the first run's data flow: on a fresh
     cluster that is about 25 ms of host CPU per image of a 240-image steady-state window, paid once per
-    cluster, not per image. A one-row job on a one-actor pool starts them here.
+    cluster, not per image. A two-row job on a one-actor pool starts them here.
     """
     import ray
     from ray.data import ActorPoolStrategy
@@ -393,6 +396,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profiles", default="t4,h100")
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--cpus", type=int, default=2, help="logical CPUs the cluster declares besides one per actor")
+    parser.add_argument("--draw", action="store_true", help="Ray cases also draw each image (gsam2's default)")
     parser.add_argument("--no-engine", action="store_true", help="skip the single-process engine case")
     parser.add_argument("--json", help="write the figures here")
     parser.add_argument("--_child", help=argparse.SUPPRESS)
@@ -404,7 +408,8 @@ def main(argv: list[str] | None = None) -> int:
         if case["loop"] == "engine":
             result = engine_case(case["profile"], args.images, args.batch_size, workdir)
         else:
-            result = ray_case(case["profile"], case["actors"], args.images, args.batch_size, args.cpus, workdir)
+            result = ray_case(case["profile"], case["actors"], args.images, args.batch_size, args.cpus, workdir,
+                              args.draw)
         result_path.write_text(json.dumps(result))
         return 0
 
@@ -420,6 +425,7 @@ def main(argv: list[str] | None = None) -> int:
                 result_path = workdir / "result.json"
                 child = [sys.executable, __file__, "--simulated-accelerator", "--images", str(args.images),
                          "--batch-size", str(args.batch_size), "--cpus", str(args.cpus),
+                         *(["--draw"] if args.draw else []),
                          "--_child", json.dumps({**case, "workdir": str(workdir), "result": str(result_path)})]
                 subprocess.run(child, check=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
                 result = json.loads(result_path.read_text())

@@ -277,33 +277,38 @@ def label_batches(
     args, plan: ImageRunPlan, run: Run, work: str, summary: RunSummary, progress, dataset=None
 ) -> None:
     """Label ``plan``'s files in this process (:func:`~..core.image_files.label_files`) and count them."""
-    from tqdm import tqdm
-
-    from ..core.engine import freeze_long_lived_objects, reuse_freed_buffers
+    from ..core.engine import long_lived_objects_frozen, reuse_freed_buffers
     from ..core.image_files import label_files
 
     reuse_freed_buffers()  # no page faults on every batch's large buffers (a bulk process keeps its peak)
-    freeze_long_lived_objects()  # the models are loaded: the collector need not walk them again
     files = list(zip(plan.files, plan.names))
-    for outcome in label_files(run, work, files, plan.output, draw=not args.no_draw, formats=plan.formats):
-        path = outcome.item[0]
-        if outcome.error is not None:  # that image's failure; the others of its batch still count
-            # A load error names the file already; a labelling or encoding error gets it prefixed.
-            message = outcome.error if outcome.stage == "load" else f"{path}: {outcome.error}"
-            summary.failures.append(message)
-            tqdm.write(printable(f"error: {message}", sys.stderr), file=sys.stderr)
-        else:
-            written = outcome.value
-            if dataset is not None:  # in input order: ids and classes are the same on every run
-                try:
-                    dataset.add(path, outcome.item[1], written.record, written.polygons)
-                except OutputError as error:  # that image's label file or link (a full disk stops the run)
-                    summary.failures.append(f"{path}: {error}")
-                    tqdm.write(printable(f"error: {summary.failures[-1]}", sys.stderr), file=sys.stderr)
-                    progress.update(1)
-                    continue
-            summary.images += 1
-            summary.objects += written.objects
-            if written.several_frames:
-                summary.first_frame_only.append(str(path))
-        progress.update(1)
+    with long_lived_objects_frozen():  # the models are loaded: the collector need not walk them on every pass
+        for outcome in label_files(run, work, files, plan.output, draw=not args.no_draw, formats=plan.formats):
+            count_outcome(outcome, summary, progress, dataset)
+
+
+def count_outcome(outcome, summary: RunSummary, progress, dataset=None) -> None:
+    """One image's outcome in the summary (and, in input order, in the dataset files)."""
+    from tqdm import tqdm
+
+    path = outcome.item[0]
+    if outcome.error is not None:  # that image's failure; the others of its batch still count
+        # A load error names the file already; a labelling or encoding error gets it prefixed.
+        message = outcome.error if outcome.stage == "load" else f"{path}: {outcome.error}"
+        summary.failures.append(message)
+        tqdm.write(printable(f"error: {message}", sys.stderr), file=sys.stderr)
+    else:
+        written = outcome.value
+        if dataset is not None:  # in input order: ids and classes are the same on every run
+            try:
+                dataset.add(path, outcome.item[1], written.record, written.polygons)
+            except OutputError as error:  # that image's label file or link (a full disk stops the run)
+                summary.failures.append(f"{path}: {error}")
+                tqdm.write(printable(f"error: {summary.failures[-1]}", sys.stderr), file=sys.stderr)
+                progress.update(1)
+                return
+        summary.images += 1
+        summary.objects += written.objects
+        if written.several_frames:
+            summary.first_frame_only.append(str(path))
+    progress.update(1)

@@ -17,16 +17,21 @@ the image never leaves the process that decodes it, reads happen where the GPU i
 on any node), and only a path goes in and a few numbers come out.
 
 Each row comes back to the driver as an :class:`ImageResult`: that input's object count, or its one error
-line. A failure is that input's, never the run's.
+line. A failure is that input's, never the run's, but for a full disk (every later write would fail too):
+the actor's call raises it, Ray Data does not retry an exception raised by the callable (it retries only
+``RaySystemError``, ``_add_system_error_to_retry_exceptions`` in ray/data/_internal/remote_fn.py, Ray 2.58),
+and the driver stops the run with that line (:func:`~..cli.image.label_on_ray`), as a local run stops.
 
-Blocks follow the input order, one batch of the run's batch size each, so an actor's batches hold the same
-images as a local run's would: batching can change a model's numbers (padding), and the outputs must be
-the same bytes.
+Each actor call is one row that lists a chunk of consecutive inputs: one batch of the spec's batch size or,
+without one, :data:`~..core.pipeline.DEFAULT_BATCH_SIZE` inputs (one batch on a GPU worker, four of one on a
+CPU-only one). Batches are made by position in the local run too (:func:`~..core.engine.run_pipelined`), so
+every input is batched with the same others as in a local run: batching can change a model's numbers
+(padding), and the outputs must be the same bytes. (A row per input would not do: Ray Data splits rows
+into blocks evenly and joins blocks into batches, and the batches would shift.)
 """
 
 from __future__ import annotations
 
-import math
 import pickle
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -36,11 +41,6 @@ from typing import Any
 import numpy as np
 
 from .workers import RunWorker, crash_once_if_asked, worker_options
-
-#: Rows per actor call when the spec sets no batch size: one batch of the default on a GPU
-#: (:func:`~..core.run.default_batch_size`), a multiple of the CPU's default (1).
-DEFAULT_ROWS_PER_CALL = 4
-
 
 @dataclass
 class ImageResult:
@@ -70,10 +70,12 @@ class ImageWorker(RunWorker):
         reuse_freed_buffers()  # as the local command: no page faults on every batch's large buffers
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
+        """One row, one chunk of inputs (``index``, ``path``, ``stem``: lists) -> one row per input."""
         from ..core.image_files import label_files
 
         crash_once_if_asked()
-        files = [(Path(path), str(name)) for path, name in zip(batch["path"], batch["stem"])]
+        [indices], [paths], [stems] = batch["index"], batch["path"], batch["stem"]
+        files = [(Path(path), str(stem)) for path, stem in zip(paths, stems)]
         objects, errors, several, rows = [], [], [], []
         for outcome in label_files(self.run, self.work, files, self.output, draw=self.draw, formats=self.formats,
                                    model_lock=self.model_lock, isolate_write_errors=True,
@@ -86,8 +88,25 @@ class ImageWorker(RunWorker):
             objects.append(written.objects if written else 0)
             several.append(bool(written and written.several_frames))
             rows.append(pickle.dumps((written.record, written.polygons)) if written and self.collect else b"")
-        return {"index": batch["index"], "objects": np.array(objects), "error": np.array(errors, dtype=object),
-                "several": np.array(several), "dataset_row": np.array(rows, dtype=object)}
+        return {"index": np.asarray(indices, dtype=np.int64), "objects": np.array(objects),
+                "error": np.array(errors, dtype=object), "several": np.array(several),
+                "dataset_row": np.array(rows, dtype=object)}
+
+
+def whole_batch_chunks(indices: Sequence[int], batch_size: int | None) -> list[list[int]]:
+    """``indices`` in consecutive chunks of one batch (``batch_size``), the last one shorter.
+
+    Without a batch size the chunk is :data:`~..core.pipeline.DEFAULT_BATCH_SIZE`: one batch on a GPU
+    worker, whole batches of one on a CPU-only one, so the chunks hold whole batches whichever device the
+    worker has.
+
+    Example: ``whole_batch_chunks(range(5), 2)`` -> ``[[0, 1], [2, 3], [4]]``.
+    """
+    from ..core.pipeline import DEFAULT_BATCH_SIZE
+
+    size = batch_size or DEFAULT_BATCH_SIZE
+    indices = list(indices)
+    return [indices[start:start + size] for start in range(0, len(indices), size)]
 
 
 def label_files_on_ray(
@@ -101,7 +120,6 @@ def label_files_on_ray(
     workers: int,
     gpus_per_worker: float,
     cpus_per_worker: float | None = None,
-    rows_per_call: int | None = None,
     crash_marker: str | None = None,
     formats: Sequence[str] = ("json",),
 ) -> Iterator[ImageResult]:
@@ -114,15 +132,16 @@ def label_files_on_ray(
 
     if not indices:
         return
-    # One batch per call: an actor's two calls then alternate on its accelerator batch by batch (calls of
+    rows = [
+        {"index": part, "path": [str(files[i]) for i in part], "stem": [names[i] for i in part]}
+        for part in whole_batch_chunks(indices, spec.get("batch_size"))
+    ]
+    # One chunk per call: an actor's two calls then alternate on its accelerator batch by batch (calls of
     # two batches left it idle for 0.5-1 s now and then, bench/ray_scaling.py).
-    rows = rows_per_call or spec.get("batch_size") or DEFAULT_ROWS_PER_CALL
-    items = [{"index": i, "path": str(files[i]), "stem": names[i]} for i in indices]
-    # One block per actor call: an actor's batches are exactly these rows, in input order (see the module doc).
-    dataset = ray.data.from_items(items, override_num_blocks=math.ceil(len(items) / rows)).map_batches(
+    dataset = ray.data.from_items(rows, override_num_blocks=len(rows)).map_batches(
         ImageWorker,
         fn_constructor_args=(spec, work, str(output), draw, tuple(formats), crash_marker),
-        batch_size=rows,
+        batch_size=1,
         **worker_options(workers, gpus_per_worker, cpus_per_worker, overlap=True),
     )
     for row in dataset.iter_rows():

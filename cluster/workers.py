@@ -188,8 +188,9 @@ def worker_options(
     """``map_batches`` arguments for a fixed pool of ``workers`` model replicas.
 
     ``compute=ActorPoolStrategy(size=N)`` is Ray Data's fixed pool (``concurrency=N`` in newer spellings);
-    ``max_tasks_in_flight_per_actor=3``: with two calls running (``overlap``), a third block waits in the
-    actor, so a call that ends is followed at once, without a round trip to the driver's scheduler.
+    ``max_tasks_in_flight_per_actor``: 1 (a video, hours of work, waits on the driver for the first actor
+    that frees up, not in the queue of a busy one); with ``overlap``, 3: two calls run and a third block
+    waits in the actor, so a call that ends is followed at once, without a round trip to the driver.
     ``cpus``: each actor's reserved CPUs (default :func:`cpus_per_worker`, fitted to the cluster).
 
     ``overlap``: two calls run at once in each actor (``max_concurrency=2``), so that one batch's host work
@@ -204,10 +205,11 @@ def worker_options(
 
     from ray.data import ActorPoolStrategy
 
-    strategy: dict[str, Any] = {"size": workers, "max_tasks_in_flight_per_actor": 3}
+    strategy: dict[str, Any] = {"size": workers, "max_tasks_in_flight_per_actor": 1}
     extra: dict[str, Any] = {}
     if overlap:
         extra["max_concurrency"] = 2
+        strategy["max_tasks_in_flight_per_actor"] = 3
         # Ray >= 2.50 runs a UDF one call at a time unless told (before, max_concurrency sufficed).
         if "enable_true_multi_threading" in inspect.signature(ActorPoolStrategy).parameters:
             strategy["enable_true_multi_threading"] = True

@@ -141,9 +141,17 @@ def run_pipelined(
         return Outcome(slot.item, slot.value, slot.error, slot.stage)
 
     def next_batch() -> tuple[list[tuple[_Slot, Any]], list[Future]]:
-        """The next batch's loaded inputs (load failures become their outcomes), and its preparation, started."""
+        """The next batch's loaded inputs (load failures become their outcomes), and its preparation, started.
+
+        Batches are the inputs' positions ``[k * batch_size, (k + 1) * batch_size)``: an input that fails to
+        load leaves its batch one smaller, and the next input does not take its place. So a run split into
+        parts of whole batches (a Ray actor's block, a FiftyOne shard) batches every input with the same
+        others as one run over all of them, and batching can change a model's numbers (padding).
+        """
         batch = []
-        while loading and len(batch) < batch_size:
+        taken = 0
+        while loading and taken < batch_size:
+            taken += 1
             item, future = loading.popleft()
             slot = _Slot(item)
             finishing.append(slot)
@@ -236,7 +244,6 @@ def reuse_freed_buffers() -> bool:
     return bool(mallopt(m_mmap_threshold, 1 << 30)) and bool(mallopt(m_trim_threshold, (1 << 31) - 1))
 
 
-
 def freeze_long_lived_objects() -> None:
     """Leave the objects alive now (modules, loaded models) out of every later garbage collection.
 
@@ -244,13 +251,27 @@ def freeze_long_lived_objects() -> None:
     objects that live until it exits, and each full collection walks all of them: ~150 ms for 0.5 M
     (measured here). A labelling loop allocates enough to trigger one every few batches; in 4 Ray
     actors sharing 2 cores the collector was the largest single cost of the actors' host time (8 % of
-    it, ``perf``). :func:`gc.freeze` moves them to a permanent generation that collections skip (the
-    Python docs' use: long-lived processes). Call it once the models are loaded; objects created later
-    are collected as usual.
+    it, ``perf``). :func:`gc.freeze` moves them to a permanent generation that collections skip. Call
+    it once the models are loaded (a Ray actor: for its whole life); objects created later are
+    collected as usual. For a while only, see :func:`long_lived_objects_frozen`.
     """
     import gc
 
+    gc.collect()  # what is garbage already is freed, not frozen
     gc.freeze()
+
+
+@contextlib.contextmanager
+def long_lived_objects_frozen() -> Iterator[None]:
+    """:func:`freeze_long_lived_objects` for the block's duration (a bulk loop in a process that goes on:
+    the tests, a notebook calling ``gsam2.cli.main``); the collector sees them again afterwards."""
+    import gc
+
+    freeze_long_lived_objects()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 _END = object()

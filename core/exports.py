@@ -87,15 +87,14 @@ def draw_detections(image: np.ndarray, detections: sv.Detections) -> np.ndarray:
 
 
 def write_image_outputs(
-    output: Path, stem: str, path: Path, image, detections, extra: dict, draw: bool = True,
-    size: tuple[int, int] | None = None, json_file: bool = True,
+    output: Path, stem: str, path: Path, image, detections, extra: dict, draw: bool = True, json_file: bool = True,
 ) -> tuple[int, dict]:
     """Encode (RLE, JSON, drawing) and write one image's files; return its number of objects and its record.
 
     The one writer of ``gsam2 image`` / ``autolabel`` results (:func:`~.image_files.label_files`'s write
     thread, on one machine and in each Ray actor): the same bytes either way. Each file is written under a
     temporary name and renamed, the JSON first, so a complete drawing means a complete JSON too.
-    ``image`` may be ``None`` without drawing, given its ``size`` (height, width). ``json_file``: write
+    ``image`` is the decoded RGB array the detections were made on. ``json_file``: write
     the reference's per-image JSON (``--format json``); the record is returned either way, for the dataset
     files.
     """
@@ -104,7 +103,7 @@ def write_image_outputs(
     from .masks import finish_masks  # looked up per call: bench/simulated_accelerator.py times it
 
     detections = finish_masks(detections)  # SAM 2's logits -> mask crops, off the model's thread
-    record = {**detections_to_record(detections, path, image.shape[:2] if image is not None else size), **extra}
+    record = {**detections_to_record(detections, path, image.shape[:2]), **extra}
     if json_file:
         atomic_write_text(output / f"{stem}.json", json.dumps(record, indent=2))
     if draw:

@@ -20,10 +20,10 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from .engine import Outcome, run_pipelined
-from .errors import GroundedSam2Error, OutputError
+from .errors import DiskFullError, GroundedSam2Error, OutputError
 from .exports import write_image_outputs
 from .images import load_image
 from .run import Run
@@ -44,7 +44,7 @@ class WrittenImage:
 
 def label_files(
     run: Run,
-    work: str,
+    work: Literal["images", "autolabel"],
     files: Iterable[ImageFile],
     output: Path,
     draw: bool = True,
@@ -65,8 +65,10 @@ def label_files(
         formats: ``"json"`` writes ``<name>.json``; ``"yolo"`` makes the outlines for the YOLO files.
         model_lock: held around each batch's model work, when several calls share ``run`` at once (a Ray
             actor taking two calls: one prepares its batch while the other's is on the accelerator).
-        isolate_write_errors: any error while writing is that image's failure (``Outcome.error``); without
-            it only our own errors are, and others (a full disk) stop the run, as the local command wants.
+        isolate_write_errors: any error while writing is that image's failure (``Outcome.error``), but a
+            full disk (:class:`~.errors.DiskFullError`), which stops the run: every later write would fail
+            too. Without it only our own errors (:class:`~.errors.GroundedSam2Error`, e.g. a folder where
+            the file goes) are the image's failure, and anything else stops the run.
 
     An outcome's ``value`` is a :class:`WrittenImage`; a failure's ``error`` is one line and ``stage`` says
     where (``"load"`` errors name the file already).
@@ -107,7 +109,7 @@ def label_files(
                 output, name, path, image, detections, extra, draw=draw, json_file="json" in formats
             )
             polygons = yolo_outlines(record, formats)
-        except GroundedSam2Error:
+        except (GroundedSam2Error, DiskFullError):
             raise
         except Exception as error:
             if not isolate_write_errors:
@@ -125,4 +127,3 @@ def label_files(
         decode_workers=decode_workers,
         encode_workers=encode_workers,
     )
-

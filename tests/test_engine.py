@@ -54,6 +54,30 @@ def test_each_failure_is_its_items_own_and_says_where():
     assert {o.item: o.value for o in outcomes if not o.error} == {0: 0, 2: 4, 3: 6, 5: 10, 7: 14}
 
 
+def test_batches_are_made_by_position_and_a_load_failure_leaves_its_batch_smaller():
+    """Input 1 fails to load: its batch is [0, 2, 3], and 4 does not take its place. So a run cut into parts of
+    whole batches (a Ray actor's chunk) batches every input with the same others as one run over all."""
+    seen = []
+
+    def load(index):
+        if index == 1:
+            raise InputError("image1.png: not an image")
+        return index
+
+    def infer(batch):
+        seen.append(list(batch))
+        return batch
+
+    list(run_pipelined(range(9), load, infer, batch_size=4))
+    assert seen == [[0, 2, 3], [4, 5, 6, 7], [8]]
+    parts = []
+    for start in (0, 4, 8):  # the same inputs in chunks of one batch, as the Ray actors get them
+        seen.clear()
+        list(run_pipelined(range(start, min(start + 4, 9)), load, infer, batch_size=4))
+        parts += seen
+    assert parts == [[0, 2, 3], [4, 5, 6, 7], [8]]
+
+
 def test_an_unexpected_error_stops_the_run_as_a_plain_loop_would():
     def encode(index, loaded, result):
         raise OSError("disk full")

@@ -180,6 +180,41 @@ def test_a_full_disk_stops_the_run_with_its_summary(tmp_path, tiny_models, monke
     assert sorted(p.name for p in out.iterdir()) == ["a.json", "b.json"], "nothing half-written, no temporary file"
 
 
+def test_isolated_write_errors_are_each_images_own_but_a_full_disk_still_stops(tmp_path, tiny_models, monkeypatch):
+    """What a Ray actor asks of the shared loop (``isolate_write_errors``): any error while writing one image
+    is that image's outcome, and the others are written; a full disk still ends the loop (every later
+    write would fail too), so the driver stops the run."""
+    from gsam2.core import image_files
+    from gsam2.core.errors import DiskFullError
+    from gsam2.core.run import Run
+    from gsam2.core.spec import RunSpec
+
+    files = [(path, path.stem) for path in photos(tmp_path / "in", ("a.png", "b.png", "c.png"))]
+    out = tmp_path / "out"
+    out.mkdir()
+    run = Run(RunSpec.build(prompt="cat.", detector=str(tiny_models["grounding-dino"]),
+                            segmenter=str(tiny_models["sam2"]), device="cpu")).load_for_images()
+    real = image_files.write_image_outputs
+
+    def failing(output, name, *args, **kwargs):
+        if name == "b":
+            raise ValueError("a drawing library's bug")
+        return real(output, name, *args, **kwargs)
+
+    monkeypatch.setattr(image_files, "write_image_outputs", failing)
+    outcomes = list(image_files.label_files(run, "images", files, out, draw=False, isolate_write_errors=True))
+    assert [(o.item[1], o.error) for o in outcomes] == [("a", None), ("b", "ValueError: a drawing library's bug"),
+                                                       ("c", None)]
+    assert sorted(p.name for p in out.iterdir()) == ["a.json", "c.json"]
+
+    def full(output, name, *args, **kwargs):
+        raise DiskFullError(errno.ENOSPC, "No space left on device", str(output / f"{name}.json"))
+
+    monkeypatch.setattr(image_files, "write_image_outputs", full)
+    with pytest.raises(DiskFullError):
+        list(image_files.label_files(run, "images", files, out, draw=False, isolate_write_errors=True))
+
+
 def test_a_disk_quota_stops_the_run_too(tmp_path, tiny_models, monkeypatch, capsys):
     if not hasattr(errno, "EDQUOT"):
         pytest.skip("no disk quotas on this system")

@@ -84,6 +84,28 @@ def test_image_on_ray_writes_the_same_files_as_a_local_run(tmp_path, tiny_models
     assert_same_files(tmp_path, local_images)
 
 
+def test_batches_of_two_on_ray_are_a_local_runs_batches(tmp_path, tiny_models, images, ray_address, capsys):
+    """``--batch-size 2`` over 6 inputs, one of which (broken.png) cannot be read: each actor call is one chunk
+    of 2 consecutive inputs, batched by position as a local run batches them, so the files are the same."""
+    assert main(image_args(tiny_models, images, tmp_path / "local", "--batch-size", "2")) == 1
+    status = main(image_args(tiny_models, images, tmp_path / "ray", "--batch-size", "2", "--ray", ray_address,
+                             "--workers", "2"))
+    out, err = capsys.readouterr()
+    assert status == 1, err
+    assert out.count("images processed: 5") == 2
+    assert_same_files(tmp_path / "ray", tmp_path / "local")
+
+
+def test_actor_calls_get_whole_batches_in_input_order():
+    """Each actor call is one chunk of consecutive inputs, whole batches of the run's size, so the actors'
+    batches are a local run's (test_engine: batches are made by position within each chunk)."""
+    from gsam2.cluster.images import whole_batch_chunks
+
+    assert whole_batch_chunks(range(9), 2) == [[0, 1], [2, 3], [4, 5], [6, 7], [8]]
+    assert whole_batch_chunks([3, 4, 7, 9, 10], 4) == [[3, 4, 7, 9], [10]]  # --resume: the inputs left
+    assert whole_batch_chunks(range(6), None) == [[0, 1, 2, 3], [4, 5]]  # 4 on a GPU, 4 x 1 on a CPU
+
+
 def test_a_write_failure_on_a_worker_is_that_images_failure(tmp_path, tiny_models, images, ray_address, capsys):
     """A folder where one image's JSON goes: that image's line in the summary; the others are written."""
     output = tmp_path / "out"
