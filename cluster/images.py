@@ -56,8 +56,8 @@ class ImageResult:
 class ImageWorker(RunWorker):
     """One actor: the spec's models, and the local run's loop over each block of files it is given.
 
-    Two calls run at once (:func:`~.workers.worker_options` with ``overlap=True``): while one block's batch
-    is on the accelerator (under ``model_lock``), the other block's files are decoded and prepared.
+    Three calls run at once (:func:`~.workers.worker_options` with ``overlap=True``): while one block's batch
+    is on the accelerator (under ``model_lock``), the other blocks' files are decoded and prepared.
     """
 
     def __init__(self, spec: dict[str, Any], work: str, output: str, draw: bool, formats: Sequence[str] = ("json",),
@@ -136,7 +136,7 @@ def label_files_on_ray(
         {"index": part, "path": [str(files[i]) for i in part], "stem": [names[i] for i in part]}
         for part in whole_batch_chunks(indices, spec.get("batch_size"))
     ]
-    # One chunk per call: an actor's two calls then alternate on its accelerator batch by batch (calls of
+    # One chunk per call: an actor's calls then take turns on its accelerator batch by batch (calls of
     # two batches left it idle for 0.5-1 s now and then, bench/ray_scaling.py).
     dataset = ray.data.from_items(rows, override_num_blocks=len(rows)).map_batches(
         ImageWorker,

@@ -189,17 +189,18 @@ def worker_options(
 
     ``compute=ActorPoolStrategy(size=N)`` is Ray Data's fixed pool (``concurrency=N`` in newer spellings);
     ``max_tasks_in_flight_per_actor``: 1 (a video, hours of work, waits on the driver for the first actor
-    that frees up, not in the queue of a busy one); with ``overlap``, 3: two calls run and a third block
-    waits in the actor, so a call that ends is followed at once, without a round trip to the driver.
+    that frees up, not in the queue of a busy one); with ``overlap``, as many as run at once.
     ``cpus``: each actor's reserved CPUs (default :func:`cpus_per_worker`, fitted to the cluster).
 
-    ``overlap``: two calls run at once in each actor (``max_concurrency=2``), so that one batch's host work
-    (the processors' resizing, box prompts) is done while the other's is on the accelerator; the callable
+    ``overlap``: three calls run at once in each actor (``max_concurrency=3``), so that the next batches'
+    host work (decoding, the processors' resizing) is done while one is on the accelerator; the callable
     must serialise its model work itself (:class:`~.images.ImageWorker` holds ``model_lock``). Without it an
     actor's accelerator waits for every batch's preparation: measured 0.81 of the ceiling with one
     T4-class actor (bench/ray_scaling.py), against 0.95 for the single-process engine, which prepares
     one batch ahead. Each call is one batch (:mod:`.images`): calls of two batches left an actor's
-    accelerator idle for 0.5-1 s now and then (4 T4-class actors: 0.83-0.89 of the ceiling against 1.0).
+    accelerator idle for 0.5-1 s now and then. Why three (bench/ray_scaling.py, measured back to back):
+    with two, an H100-class actor waited for the driver to hand it each next block (0.72 of the
+    single-process engine, against 0.98 with three).
     """
     import inspect
 
@@ -208,7 +209,7 @@ def worker_options(
     strategy: dict[str, Any] = {"size": workers, "max_tasks_in_flight_per_actor": 1}
     extra: dict[str, Any] = {}
     if overlap:
-        extra["max_concurrency"] = 2
+        extra["max_concurrency"] = 3
         strategy["max_tasks_in_flight_per_actor"] = 3
         # Ray >= 2.50 runs a UDF one call at a time unless told (before, max_concurrency sufficed).
         if "enable_true_multi_threading" in inspect.signature(ActorPoolStrategy).parameters:
@@ -249,8 +250,8 @@ class RunWorker:
         if crash_marker:  # the driver hands the test hook on (workers may not share its environment)
             os.environ[CRASH_ONCE_ENV] = crash_marker
         self.work = work
-        # One batch on the accelerator at a time, even when two calls run at once (worker_options(overlap=True)):
-        # the other call prepares its batch on the host meanwhile.
+        # One batch on the accelerator at a time, even when several calls run at once (worker_options(overlap=True)):
+        # the other calls prepare their batches on the host meanwhile.
         self.model_lock = threading.Lock()
         self.run = Run(RunSpec.from_dict(spec))
         if work == "video":

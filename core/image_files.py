@@ -64,7 +64,7 @@ def label_files(
         draw: also write ``<name>.jpg`` with the masks and boxes drawn.
         formats: ``"json"`` writes ``<name>.json``; ``"yolo"`` makes the outlines for the YOLO files.
         model_lock: held around each batch's model work, when several calls share ``run`` at once (a Ray
-            actor taking two calls: one prepares its batch while the other's is on the accelerator).
+            actor taking several calls: the others prepare their batches while one is on the accelerator).
         isolate_write_errors: any error while writing is that image's failure (``Outcome.error``), but a
             full disk (:class:`~.errors.DiskFullError`), which stops the run: every later write would fail
             too. Without it only our own errors (:class:`~.errors.GroundedSam2Error`, e.g. a folder where
