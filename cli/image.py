@@ -291,10 +291,11 @@ def count_outcome(outcome, summary: RunSummary, progress, dataset=None) -> None:
     """One image's outcome in the summary (and, in input order, in the dataset files)."""
     from tqdm import tqdm
 
+    from ..core.image_files import failure_line
+
     path = outcome.item[0]
     if outcome.error is not None:  # that image's failure; the others of its batch still count
-        # A load error names the file already; a labelling or encoding error gets it prefixed.
-        message = outcome.error if outcome.stage == "load" else f"{path}: {outcome.error}"
+        message = failure_line(outcome)
         summary.failures.append(message)
         tqdm.write(printable(f"error: {message}", sys.stderr), file=sys.stderr)
     else:

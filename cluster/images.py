@@ -71,7 +71,7 @@ class ImageWorker(RunWorker):
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
         """One row, one chunk of inputs (``index``, ``path``, ``stem``: lists) -> one row per input."""
-        from ..core.image_files import label_files
+        from ..core.image_files import failure_line, label_files
 
         crash_once_if_asked()
         [indices], [paths], [stems] = batch["index"], batch["path"], batch["stem"]
@@ -80,11 +80,8 @@ class ImageWorker(RunWorker):
         for outcome in label_files(self.run, self.work, files, self.output, draw=self.draw, formats=self.formats,
                                    model_lock=self.model_lock, isolate_write_errors=True,
                                    decode_workers=1, encode_workers=1):
-            path, written = outcome.item[0], outcome.value
-            if outcome.error is not None:  # a load error names the file already
-                errors.append(outcome.error if outcome.stage == "load" else f"{path}: {outcome.error}")
-            else:
-                errors.append("")
+            written = outcome.value
+            errors.append(failure_line(outcome) if outcome.error is not None else "")
             objects.append(written.objects if written else 0)
             several.append(bool(written and written.several_frames))
             rows.append(pickle.dumps((written.record, written.polygons)) if written and self.collect else b"")

@@ -127,3 +127,8 @@ def label_files(
         decode_workers=decode_workers,
         encode_workers=encode_workers,
     )
+
+
+def failure_line(outcome: Outcome[ImageFile]) -> str:
+    """A failed outcome's summary line: a load error names the file already, others get it prefixed."""
+    return outcome.error if outcome.stage == "load" else f"{outcome.item[0]}: {outcome.error}"
