@@ -90,6 +90,8 @@ def time_stages(folder: Path) -> None:
     """
     import threading
 
+    import simulated_accelerator as sim
+
     from gsam2.cluster import images
     from gsam2.core import image_files
 
@@ -98,9 +100,10 @@ def time_stages(folder: Path) -> None:
     lock = threading.Lock()
     started: list[float] = []  # wall-clock start of each actor call
     written: list[float] = []  # wall-clock end of each image's write
+    busy: list[tuple[float, float]] = []  # each stand-in forward's (start, end): the accelerator's busy time
 
     def save() -> None:
-        (folder / f"{os.getpid()}.json").write_text(json.dumps({"cpu": totals, "started": started, "written": written}))
+        (folder / f"{os.getpid()}.json").write_text(json.dumps({"cpu": totals, "started": started, "written": written, "busy": busy}))
 
     def timed(name, function):
         def call(*args, **kwargs):
@@ -125,6 +128,20 @@ def time_stages(folder: Path) -> None:
 
         return call
 
+    def on_accelerator(function):
+        def call(*args, **kwargs):
+            start = time.time()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                with lock:
+                    busy.append((start, time.time()))
+
+        return call
+
+    sim.SimulatedGroundingDino.__call__ = on_accelerator(sim.SimulatedGroundingDino.__call__)
+    sim.SimulatedSam2.get_image_embeddings = on_accelerator(sim.SimulatedSam2.get_image_embeddings)
+    sim.SimulatedSam2.__call__ = on_accelerator(sim.SimulatedSam2.__call__)
     image_files.load_image = timed("decode", image_files.load_image)
     image_files.write_image_outputs = timed("write", image_files.write_image_outputs)
     images.ImageWorker.__call__ = call_started(images.ImageWorker.__call__)
@@ -293,8 +310,11 @@ def ray_case(profile: str, actors: int, images: int, batch_size: int, cpus: int,
         stage_cpu: dict[str, float] = {}
         starts: list[float] = []
         write_ends: list[float] = []
+        accelerator: list[dict[str, float]] = []
         for path in (workdir / "stage-cpu").glob("*.json"):
             record = json.loads(path.read_text())
+            if record.get("busy"):
+                accelerator.append(sorted(record["busy"]))
             starts += record["started"]
             write_ends += record["written"]
             for name, value in record["cpu"].items():
@@ -312,6 +332,7 @@ def ray_case(profile: str, actors: int, images: int, batch_size: int, cpus: int,
         window = end - begin
         steady = images / window if window > 0 else 0.0
         cpu_window = sampler.cpu_between(begin, end)
+        phases = accelerator_phases(accelerator, begin, end)
         roles_window = sampler.roles_between(begin, end)
         total_cpu = sampler.cpu_seconds()
         return {
@@ -330,12 +351,34 @@ def ray_case(profile: str, actors: int, images: int, batch_size: int, cpus: int,
             "actor_processes": len(actor_peaks),
             "driver_peak_rss_mib": sampler.driver_peak_mib(),
             "stage_cpu_s_per_image": {k: v / images for k, v in sorted(stage_cpu.items())},  # whole run
+            "accelerator_share_of_window": phases,
             "host_cpu_s_per_image_by_role": {  # steady state, as host_cpu_s_per_image
                 k: v / images for k, v in sorted(roles_window.items())
             },
         }
     finally:
         ray.shutdown()
+
+
+def accelerator_phases(busy_per_actor: list[list[tuple[float, float]]], begin: float, end: float) -> dict:
+    """Where each actor's accelerator time in the window went, averaged over the actors (shares of the window).
+
+    ``busy``: its stand-in forwards; ``fill``: idle before its first forward (the first batch's decoding
+    and preparation); ``gaps``: idle between forwards (the host work between them, or waiting for the
+    next batch); ``drain``: idle after its last forward while other actors still work.
+    """
+    window = end - begin
+    if not busy_per_actor or window <= 0:
+        return {}
+    shares = {"busy": 0.0, "fill": 0.0, "gaps": 0.0, "drain": 0.0}
+    for intervals in busy_per_actor:
+        shares["busy"] += sum(b - a for a, b in intervals) / window
+        shares["fill"] += (intervals[0][0] - begin) / window
+        shares["drain"] += (end - intervals[-1][1]) / window
+        shares["gaps"] += sum(max(0.0, a - b) for (_, b), (a, _) in zip(intervals, intervals[1:])) / window
+    averages = {name: value / len(busy_per_actor) for name, value in shares.items()}
+    averages["first_forward_s"] = sorted(round(intervals[0][0] - begin, 3) for intervals in busy_per_actor)
+    return averages
 
 
 def warm_up_ray_data() -> None:
@@ -452,9 +495,18 @@ def print_result(r: dict) -> None:
     print(
         f"{r['profile']:>5} {r['loop']:>6} x{r['actors']}: {r['images_per_s']:6.2f} img/s of "
         f"{r['ceiling_images_per_s']:6.2f} = {r['ratio']:.2f}{extra}; host CPU {r['host_cpu_s_per_image'] * 1000:.0f} "
-        f"ms/img, {r['host_cores_busy']:.2f} cores busy{roles(r)}; peak RSS per actor {actor} MiB, driver {r['driver_peak_rss_mib']:.0f} MiB",
+        f"ms/img, {r['host_cores_busy']:.2f} cores busy{roles(r)}{phases(r)}; peak RSS per actor {actor} MiB, driver {r['driver_peak_rss_mib']:.0f} MiB",
         flush=True,
     )
+
+
+def phases(r: dict) -> str:
+    shares = r.get("accelerator_share_of_window")
+    if not shares:
+        return ""
+    first = ", ".join(f"{s:.2f}" for s in shares["first_forward_s"])
+    return ("; accelerator " + ", ".join(f"{k} {v:.2f}" for k, v in shares.items() if k != "first_forward_s")
+            + f" (first forward at {first} s)")
 
 
 def roles(r: dict) -> str:

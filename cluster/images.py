@@ -33,7 +33,9 @@ into blocks evenly and joins blocks into batches, and the batches would shift.)
 from __future__ import annotations
 
 import pickle
+import threading
 from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,7 +59,8 @@ class ImageWorker(RunWorker):
     """One actor: the spec's models, and the local run's loop over each block of files it is given.
 
     Three calls run at once (:func:`~.workers.worker_options` with ``overlap=True``): while one block's batch
-    is on the accelerator (under ``model_lock``), the other blocks' files are decoded and prepared.
+    is on the accelerator (under ``model_lock``), the next block's files are decoded and prepared, and a
+    third block waits in the actor for its turn (:class:`CallsInTurn`), not on the driver.
     """
 
     def __init__(self, spec: dict[str, Any], work: str, output: str, draw: bool, formats: Sequence[str] = ("json",),
@@ -68,6 +71,7 @@ class ImageWorker(RunWorker):
         self.output, self.draw, self.formats = Path(output), draw, tuple(formats)
         self.collect = any(name in self.formats for name in ("coco", "yolo"))
         reuse_freed_buffers()  # as the local command: no page faults on every batch's large buffers
+        self.turns = CallsInTurn(self.model_lock)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
         """One row, one chunk of inputs (``index``, ``path``, ``stem``: lists) -> one row per input."""
@@ -77,17 +81,70 @@ class ImageWorker(RunWorker):
         [indices], [paths], [stems] = batch["index"], batch["path"], batch["stem"]
         files = [(Path(path), str(stem)) for path, stem in zip(paths, stems)]
         objects, errors, several, rows = [], [], [], []
-        for outcome in label_files(self.run, self.work, files, self.output, draw=self.draw, formats=self.formats,
-                                   model_lock=self.model_lock, isolate_write_errors=True,
-                                   decode_workers=1, encode_workers=1):
-            written = outcome.value
-            errors.append(failure_line(outcome) if outcome.error is not None else "")
-            objects.append(written.objects if written else 0)
-            several.append(bool(written and written.several_frames))
-            rows.append(pickle.dumps((written.record, written.polygons)) if written and self.collect else b"")
+        with self.turns.turn() as accelerator:
+            for outcome in label_files(self.run, self.work, files, self.output, draw=self.draw,
+                                       formats=self.formats, model_lock=accelerator, isolate_write_errors=True,
+                                       decode_workers=1, encode_workers=1):
+                written = outcome.value
+                errors.append(failure_line(outcome) if outcome.error is not None else "")
+                objects.append(written.objects if written else 0)
+                several.append(bool(written and written.several_frames))
+                rows.append(pickle.dumps((written.record, written.polygons)) if written and self.collect else b"")
         return {"index": np.asarray(indices, dtype=np.int64), "objects": np.array(objects),
                 "error": np.array(errors, dtype=object), "several": np.array(several),
                 "dataset_row": np.array(rows, dtype=object)}
+
+
+class CallsInTurn:
+    """An actor's calls start their host work one after another: each once the call before it is on the accelerator.
+
+    Ray Data hands every actor three calls at once when a run starts (:func:`~.workers.worker_options`).
+    Started together, their decoding and preparation share the host's cores, so the first batch reaches the
+    accelerator only when all three are nearly ready: with 4 actors on 2 cores, about a second of every
+    accelerator idle (``fill`` in bench/ray_scaling.py, 0.09 of a 240-image run). Taking turns, the first
+    call has the cores first; the next starts when the first has the accelerator, and so on, which is the
+    local run's order (one batch prepared ahead of the models). The third call's block still waits in the
+    actor, not on the driver.
+
+    Example::
+
+        turns = CallsInTurn(threading.Lock())
+        with turns.turn() as accelerator:    # waits for the previous call to reach the accelerator
+            with accelerator:                # the model lock; entering it lets the next call start
+                ...
+    """
+
+    def __init__(self, model_lock: threading.Lock):
+        self._model_lock = model_lock
+        self._order = threading.Lock()
+        self._previous = threading.Event()
+        self._previous.set()
+
+    @contextmanager
+    def turn(self) -> Iterator[AbstractContextManager]:
+        """Wait for the previous call's turn; yield the model lock to take (taking it lets the next call start)."""
+        with self._order:
+            previous, mine = self._previous, threading.Event()
+            self._previous = mine
+        previous.wait()
+        try:
+            yield _LockThenSignal(self._model_lock, mine)
+        finally:
+            mine.set()  # a call whose inputs all failed to load never takes the lock
+
+
+class _LockThenSignal:
+    """``model_lock``, and ``event`` set once it is taken."""
+
+    def __init__(self, lock: threading.Lock, event: threading.Event):
+        self.lock, self.event = lock, event
+
+    def __enter__(self) -> None:
+        self.lock.acquire()
+        self.event.set()
+
+    def __exit__(self, *exc_info) -> None:
+        self.lock.release()
 
 
 def whole_batch_chunks(indices: Sequence[int], batch_size: int | None) -> list[list[int]]:

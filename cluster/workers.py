@@ -194,7 +194,8 @@ def worker_options(
 
     ``overlap``: three calls run at once in each actor (``max_concurrency=3``), so that the next batches'
     host work (decoding, the processors' resizing) is done while one is on the accelerator; the callable
-    must serialise its model work itself (:class:`~.images.ImageWorker` holds ``model_lock``). Without it an
+    must serialise its model work itself (:class:`~.images.ImageWorker` holds ``model_lock``, and its calls
+    start their host work in turn, :class:`~.images.CallsInTurn`). Without it an
     actor's accelerator waits for every batch's preparation: measured 0.81 of the ceiling with one
     T4-class actor (bench/ray_scaling.py), against 0.95 for the single-process engine, which prepares
     one batch ahead. Each call is one batch (:mod:`.images`): calls of two batches left an actor's

@@ -106,6 +106,47 @@ def test_actor_calls_get_whole_batches_in_input_order():
     assert whole_batch_chunks(range(6), None) == [[0, 1, 2, 3], [4, 5]]  # 4 on a GPU, 4 x 1 on a CPU
 
 
+def test_an_actors_calls_start_in_turn_each_once_the_previous_has_the_accelerator():
+    """Three calls at once (an actor's ``max_concurrency``): the second starts its host work only once the first
+    holds the model lock, the third once the second does; a call that never takes the lock (all its inputs
+    failed to load) or fails still lets the next one start."""
+    import threading
+
+    from gsam2.cluster.images import CallsInTurn
+
+    model_lock = threading.Lock()
+    turns = CallsInTurn(model_lock)
+    events: list[str] = []
+    record = threading.Lock()
+
+    def call(name: str, takes_lock: bool = True, fails: bool = False) -> None:
+        try:
+            with turns.turn() as accelerator:
+                with record:
+                    events.append(f"{name} starts")
+                time.sleep(0.05)  # decoding and preparing
+                if fails:
+                    raise RuntimeError(name)
+                if takes_lock:
+                    with accelerator:
+                        with record:
+                            events.append(f"{name} on the accelerator")
+                        time.sleep(0.05)
+        except RuntimeError:
+            pass
+
+    threads = []
+    for name, takes_lock, fails in (("a", True, False), ("b", False, False), ("c", True, True), ("d", True, False)):
+        threads.append(threading.Thread(target=call, args=(name, takes_lock, fails), daemon=True))
+        threads[-1].start()
+        time.sleep(0.01)  # arrival order a, b, c, d
+    for thread in threads:
+        thread.join(timeout=10)
+    assert not any(thread.is_alive() for thread in threads)
+    assert events == ["a starts", "a on the accelerator", "b starts", "c starts", "d starts", "d on the accelerator"]
+    assert not model_lock.locked()
+
+
 def test_a_write_failure_on_a_worker_is_that_images_failure(tmp_path, tiny_models, images, ray_address, capsys):
     """A folder where one image's JSON goes: that image's line in the summary; the others are written."""
     output = tmp_path / "out"
