@@ -16,8 +16,11 @@ checkpoints in ``__init__``. The cluster declares N GPUs (``ray.init(num_gpus=N)
 For N actors the ceiling is N x one replica's ceiling (1 / the stand-ins' time per image). Each case runs
 in its own process with its own cluster. Reported per case: images/s and its ratio to the ceiling, host
 CPU per image (every process of the run: driver, Ray's own daemons and the actors), peak RSS per
-actor and of the driver. The single-process engine (``gsam2 image`` without Ray) is measured in the same
-invocation on the same images, for the Ray-overhead goal (1 actor against it).
+actor and of the driver, and where each actor's accelerator time in the window went, averaged over the
+actors: ``busy`` in the stand-ins' forwards; idle in the ``fill`` before its first forward, the ``gaps``
+between forwards and the ``drain`` after its last one while other actors still work. The
+single-process engine (``gsam2 image`` without Ray) is measured in the same invocation on the same
+images, for the Ray-overhead goal (1 actor against it).
 
 Run (2-core CPU)::
 
@@ -103,7 +106,8 @@ def time_stages(folder: Path) -> None:
     busy: list[tuple[float, float]] = []  # each stand-in forward's (start, end): the accelerator's busy time
 
     def save() -> None:
-        (folder / f"{os.getpid()}.json").write_text(json.dumps({"cpu": totals, "started": started, "written": written, "busy": busy}))
+        record = {"cpu": totals, "started": started, "written": written, "busy": busy}
+        (folder / f"{os.getpid()}.json").write_text(json.dumps(record))
 
     def timed(name, function):
         def call(*args, **kwargs):
@@ -495,7 +499,8 @@ def print_result(r: dict) -> None:
     print(
         f"{r['profile']:>5} {r['loop']:>6} x{r['actors']}: {r['images_per_s']:6.2f} img/s of "
         f"{r['ceiling_images_per_s']:6.2f} = {r['ratio']:.2f}{extra}; host CPU {r['host_cpu_s_per_image'] * 1000:.0f} "
-        f"ms/img, {r['host_cores_busy']:.2f} cores busy{roles(r)}{phases(r)}; peak RSS per actor {actor} MiB, driver {r['driver_peak_rss_mib']:.0f} MiB",
+        f"ms/img, {r['host_cores_busy']:.2f} cores busy{roles(r)}{phases(r)}; peak RSS per actor {actor} MiB, "
+        f"driver {r['driver_peak_rss_mib']:.0f} MiB",
         flush=True,
     )
 
