@@ -18,7 +18,7 @@ in its own process with its own cluster. Reported per case: images/s and its rat
 CPU per image (every process of the run: driver, Ray's own daemons and the actors), peak RSS per
 actor and of the driver, and where each actor's accelerator time in the window went, averaged over the
 actors: ``busy`` in the stand-ins' forwards; idle in the ``fill`` before its first forward, the ``gaps``
-between forwards and the ``drain`` after its last one while other actors still work. The
+between forwards and the ``drain`` after its last one (its last writes, other actors still working). The
 single-process engine (``gsam2 image`` without Ray) is measured in the same invocation on the same
 images, for the Ray-overhead goal (1 actor against it).
 
@@ -314,7 +314,7 @@ def ray_case(profile: str, actors: int, images: int, batch_size: int, cpus: int,
         stage_cpu: dict[str, float] = {}
         starts: list[float] = []
         write_ends: list[float] = []
-        accelerator: list[dict[str, float]] = []
+        accelerator: list[list[tuple[float, float]]] = []  # per actor: its forwards' (start, end)
         for path in (workdir / "stage-cpu").glob("*.json"):
             record = json.loads(path.read_text())
             if record.get("busy"):
@@ -365,11 +365,12 @@ def ray_case(profile: str, actors: int, images: int, batch_size: int, cpus: int,
 
 
 def accelerator_phases(busy_per_actor: list[list[tuple[float, float]]], begin: float, end: float) -> dict:
-    """Where each actor's accelerator time in the window went, averaged over the actors (shares of the window).
+    """Where each actor's accelerator time in the window went, averaged over the actors that ran a forward.
 
-    ``busy``: its stand-in forwards; ``fill``: idle before its first forward (the first batch's decoding
-    and preparation); ``gaps``: idle between forwards (the host work between them, or waiting for the
-    next batch); ``drain``: idle after its last forward while other actors still work.
+    Shares of the window: ``busy``, its stand-in forwards (they run under the actor's model lock, so they
+    never overlap); ``fill``, idle before its first forward (the first batch's decoding and preparation);
+    ``gaps``, idle between forwards (host work between them, or waiting for the next batch); ``drain``,
+    idle after its last forward (its last writes, and other actors still working). They add up to 1.
     """
     window = end - begin
     if not busy_per_actor or window <= 0:

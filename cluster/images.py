@@ -96,21 +96,23 @@ class ImageWorker(RunWorker):
 
 
 class CallsInTurn:
-    """An actor's calls start their host work one after another: each once the call before it is on the accelerator.
+    """An actor's calls start their host work one after another: each once the call before it takes the model lock.
 
     Ray Data hands every actor three calls at once when a run starts (:func:`~.workers.worker_options`).
     Started together, their decoding and preparation share the host's cores, so the first batch reaches the
     accelerator only when all three are nearly ready: with 4 actors on 2 cores, about a second of every
     accelerator idle (``fill`` in bench/ray_scaling.py, 0.09 of a 240-image run). Taking turns, the first
-    call has the cores first; the next starts when the first has the accelerator, and so on, which is the
-    local run's order (one batch prepared ahead of the models). The third call's block still waits in the
-    actor, not on the driver.
+    call has the cores first; the next starts decoding once the first takes the model lock (its batch is
+    decoded; the processors' work it waits for under the lock may still be finishing), and so on: the local
+    run's order, one batch decoded and prepared ahead of the models. The third call's block waits in the
+    actor, not on the driver. A call that ends without taking the lock (every input failed to load, or an
+    error) lets the next one start as it ends.
 
     Example::
 
         turns = CallsInTurn(threading.Lock())
-        with turns.turn() as accelerator:    # waits for the previous call to reach the accelerator
-            with accelerator:                # the model lock; entering it lets the next call start
+        with turns.turn() as accelerator:    # waits until the previous call took the lock (or ended)
+            with accelerator:                # the model lock; taking it lets the next call start
                 ...
     """
 
@@ -122,12 +124,12 @@ class CallsInTurn:
 
     @contextmanager
     def turn(self) -> Iterator[AbstractContextManager]:
-        """Wait for the previous call's turn; yield the model lock to take (taking it lets the next call start)."""
+        """Wait until the previous call took the model lock (or ended); yield the lock: taking it starts the next."""
         with self._order:
             previous, mine = self._previous, threading.Event()
             self._previous = mine
-        previous.wait()
         try:
+            previous.wait()
             yield _LockThenSignal(self._model_lock, mine)
         finally:
             mine.set()  # a call whose inputs all failed to load never takes the lock

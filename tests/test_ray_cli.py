@@ -107,9 +107,9 @@ def test_actor_calls_get_whole_batches_in_input_order():
 
 
 def test_an_actors_calls_start_in_turn_each_once_the_previous_has_the_accelerator():
-    """Three calls at once (an actor's ``max_concurrency``): the second starts its host work only once the first
-    holds the model lock, the third once the second does; a call that never takes the lock (all its inputs
-    failed to load) or fails still lets the next one start."""
+    """Calls of one actor (its ``max_concurrency`` threads) start their host work in turn: the second while the
+    first holds the model lock (not after the first ends: that would lose the overlap), the third only once the
+    second ended without taking the lock (all its inputs failed to load), the fourth once the third failed."""
     import threading
 
     from gsam2.cluster.images import CallsInTurn
@@ -118,32 +118,51 @@ def test_an_actors_calls_start_in_turn_each_once_the_previous_has_the_accelerato
     turns = CallsInTurn(model_lock)
     events: list[str] = []
     record = threading.Lock()
+    b_started = threading.Event()
+    seen: dict[str, bool] = {}
 
-    def call(name: str, takes_lock: bool = True, fails: bool = False) -> None:
+    def log(event: str) -> None:
+        with record:
+            events.append(event)
+
+    def call(name: str) -> None:
         try:
             with turns.turn() as accelerator:
-                with record:
-                    events.append(f"{name} starts")
-                time.sleep(0.05)  # decoding and preparing
-                if fails:
-                    raise RuntimeError(name)
-                if takes_lock:
+                log(f"{name} starts")
+                if name == "a":
                     with accelerator:
-                        with record:
-                            events.append(f"{name} on the accelerator")
-                        time.sleep(0.05)
+                        seen["b started while a held the lock"] = b_started.wait(timeout=5)
+                        log("a leaves the accelerator")
+                elif name == "b":  # every input failed to load: never takes the lock
+                    seen["lock held when b started"] = model_lock.locked()
+                    b_started.set()
+                    time.sleep(0.05)
+                    log("b ends")
+                elif name == "c":
+                    time.sleep(0.05)
+                    log("c fails")
+                    raise RuntimeError("c")
+                else:
+                    with accelerator:
+                        log("d on the accelerator")
         except RuntimeError:
             pass
 
     threads = []
-    for name, takes_lock, fails in (("a", True, False), ("b", False, False), ("c", True, True), ("d", True, False)):
-        threads.append(threading.Thread(target=call, args=(name, takes_lock, fails), daemon=True))
+    for name in "abcd":  # each registers its turn before the next thread starts: arrival order a, b, c, d
+        registered = turns._previous
+        threads.append(threading.Thread(target=call, args=(name,), daemon=True))  # daemon: a failure never hangs
         threads[-1].start()
-        time.sleep(0.01)  # arrival order a, b, c, d
+        deadline = time.monotonic() + 5
+        while turns._previous is registered and time.monotonic() < deadline:
+            time.sleep(0.001)
     for thread in threads:
         thread.join(timeout=10)
-    assert not any(thread.is_alive() for thread in threads)
-    assert events == ["a starts", "a on the accelerator", "b starts", "c starts", "d starts", "d on the accelerator"]
+    assert not any(thread.is_alive() for thread in threads), events
+    assert seen == {"b started while a held the lock": True, "lock held when b started": True}
+    assert events.index("a starts") < events.index("b starts") < events.index("a leaves the accelerator")
+    assert events.index("b ends") < events.index("c starts")
+    assert events.index("c fails") < events.index("d starts") < events.index("d on the accelerator")
     assert not model_lock.locked()
 
 
