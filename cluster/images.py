@@ -59,8 +59,8 @@ class ImageWorker(RunWorker):
     """One actor: the spec's models, and the local run's loop over each block of files it is given.
 
     Three calls run at once (:func:`~.workers.worker_options` with ``overlap=True``): while one block's batch
-    is on the accelerator (under ``model_lock``), the next block's files are decoded and prepared, and a
-    third block waits in the actor for its turn (:class:`CallsInTurn`), not on the driver.
+    is on the accelerator (under the model lock), the next block's files are decoded and prepared, and a
+    third block waits in the actor for its turn, not on the driver (both: :class:`CallsInTurn`).
     """
 
     def __init__(self, spec: dict[str, Any], work: str, output: str, draw: bool, formats: Sequence[str] = ("json",),
@@ -71,7 +71,8 @@ class ImageWorker(RunWorker):
         self.output, self.draw, self.formats = Path(output), draw, tuple(formats)
         self.collect = any(name in self.formats for name in ("coco", "yolo"))
         reuse_freed_buffers()  # as the local command: no page faults on every batch's large buffers
-        self.turns = CallsInTurn(self.model_lock)
+        # One batch on the accelerator at a time, though three calls run at once (worker_options(overlap=True)).
+        self.turns = CallsInTurn()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
         """One row, one chunk of inputs (``index``, ``path``, ``stem``: lists) -> one row per input."""
@@ -108,16 +109,18 @@ class CallsInTurn:
     actor, not on the driver. A call that ends without taking the lock (every input failed to load, or an
     error) lets the next one start as it ends.
 
+    ``model_lock``: the lock around a batch's model work (default: a new one).
+
     Example::
 
-        turns = CallsInTurn(threading.Lock())
+        turns = CallsInTurn()
         with turns.turn() as accelerator:    # waits until the previous call took the lock (or ended)
             with accelerator:                # the model lock; taking it lets the next call start
                 ...
     """
 
-    def __init__(self, model_lock: threading.Lock):
-        self._model_lock = model_lock
+    def __init__(self, model_lock: threading.Lock | None = None):
+        self._model_lock = model_lock or threading.Lock()
         self._order = threading.Lock()
         self._previous = threading.Event()
         self._previous.set()

@@ -31,7 +31,6 @@ from __future__ import annotations
 import math
 import os
 import socket
-import threading
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -194,8 +193,8 @@ def worker_options(
 
     ``overlap``: three calls run at once in each actor (``max_concurrency=3``), so that the next batches'
     host work (decoding, the processors' resizing) is done while one is on the accelerator; the callable
-    must serialise its model work itself (:class:`~.images.ImageWorker` holds ``model_lock``, and its calls
-    start their host work in turn, :class:`~.images.CallsInTurn`). Without it an
+    must serialise its model work itself (:class:`~.images.ImageWorker`'s calls take a model lock, and start
+    their host work in turn: :class:`~.images.CallsInTurn`). Without it an
     actor's accelerator waits for every batch's preparation: measured 0.81 of the ceiling with one
     T4-class actor (bench/ray_scaling.py), against 0.95 for the single-process engine, which prepares
     one batch ahead. Each call is one batch (:mod:`.images`): calls of two batches left an actor's
@@ -251,9 +250,6 @@ class RunWorker:
         if crash_marker:  # the driver hands the test hook on (workers may not share its environment)
             os.environ[CRASH_ONCE_ENV] = crash_marker
         self.work = work
-        # One batch on the accelerator at a time, even when several calls run at once (worker_options(overlap=True)):
-        # the other calls prepare their batches on the host meanwhile.
-        self.model_lock = threading.Lock()
         self.run = Run(RunSpec.from_dict(spec))
         if work == "video":
             self.run.load_for_video()
